@@ -1,0 +1,1 @@
+"""Overflow of work the cluster cannot serve to virtual-kubelet and ECI nodes."""

@@ -1,0 +1,1 @@
+"""MIG: slice catalog, slot geometry and repartition planning."""

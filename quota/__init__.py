@@ -1,0 +1,1 @@
+"""Project resource pools: guaranteed, shareable and borrowed capacity."""

@@ -1,0 +1,1 @@
+"""Placement: the domain model (resources, nodes, pods, snapshot) and the placement engine."""

@@ -1,0 +1,1 @@
+"""Domain model shared by every slotwise package: resources, nodes, pods and the cluster snapshot."""

@@ -1,0 +1,1 @@
+"""Placement engine: filters, pluggable scoring policies and device assignment, all pure."""

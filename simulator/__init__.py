@@ -1,0 +1,1 @@
+"""Discrete-event what-if simulation through the live placement code."""

@@ -1,0 +1,83 @@
+"""The slotwise command as a user runs it."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from scheduler.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_subcommands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "place" in result.output and "policies" in result.output
+
+
+def test_policies_lists_every_registered_policy():
+    result = runner.invoke(app, ["policies"])
+    assert result.exit_code == 0
+    for name in ("default", "gpu-pack", "cpu-spread", "fgd", "bestfit", "dotprod", "gpu-clustering", "gpu-packing", "random"):
+        assert name in result.output.split()
+
+
+def test_place_runs_on_generated_cluster_and_reports():
+    result = runner.invoke(app, ["place", "--count", "120", "--show", "2"])
+    assert result.exit_code == 0, result.output
+    assert "placed" in result.output and "GPU allocated" in result.output
+    assert "->" in result.output  # the decisions shown name their node
+
+
+def test_place_json_is_reproducible_with_a_seed():
+    args = ["place", "--count", "80", "--policy", "random", "--seed", "7", "--json"]
+    first, second = runner.invoke(app, args), runner.invoke(app, args)
+    assert first.exit_code == 0
+    assert first.output == second.output
+    records = [json.loads(line) for line in first.output.splitlines() if line.startswith("{")]
+    assert len(records) == 80 and all(set(r) == {"pod", "node", "gpus", "reason"} for r in records)
+
+
+def _node(name: str, gpus: int) -> dict:
+    alloc = {"cpu": "32", "memory": "128Gi", "pods": "110", "nvidia.com/gpu": str(gpus)}
+    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"nvidia.com/gpu.product": "A100"}},
+            "status": {"capacity": alloc, "allocatable": alloc}}
+
+
+def _pod(name: str, gpus: str, node: str | None = None) -> dict:
+    spec = {"containers": [{"name": "main", "image": "trainer", "resources": {
+        "requests": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": gpus}, "limits": {"nvidia.com/gpu": gpus}}}]}
+    if node:
+        spec["nodeName"] = node
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "team-a"}, "spec": spec,
+            "status": {"phase": "Running" if node else "Pending"}}
+
+
+def test_place_reads_kubectl_json_and_explains_unschedulable(tmp_path):
+    nodes = tmp_path / "nodes.json"
+    pods = tmp_path / "pods.json"
+    nodes.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [_node("gpu-a", 4), _node("gpu-b", 2)]}))
+    running = _pod("running", "2", node="gpu-a")
+    pending = [_pod("fits", "2"), _pod("too-big", "8")]
+    pods.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [running, *pending]}))
+    result = runner.invoke(app, ["place", "--nodes", str(nodes), "--pods", str(pods), "--json"])
+    assert result.exit_code == 0, result.output
+    records = {r["pod"]: r for r in map(json.loads, result.output.splitlines())}
+    assert records["team-a/fits"]["node"] == "gpu-a"  # packs onto the node already in use
+    assert records["team-a/too-big"]["reason"] == "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+
+
+def test_place_reports_bad_input_without_a_traceback(tmp_path):
+    bad = tmp_path / "nodes.json"
+    bad.write_text('{"items": [{"metadata": {"name": "n"}, "status": {"allocatable": {"cpu": "lots"}}}]}')
+    result = runner.invoke(app, ["place", "--nodes", str(bad)])
+    assert result.exit_code == 2
+    assert "item 0" in result.output and "cpu" in result.output and "Traceback" not in result.output
+
+
+def test_place_rejects_unknown_policy():
+    result = runner.invoke(app, ["place", "--policy", "nope", "--count", "5"])
+    assert result.exit_code == 2
+    assert "unknown placement policy 'nope'" in result.output
