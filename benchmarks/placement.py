@@ -6,11 +6,17 @@ choice; applying the decision is not timed). Prints median, p90, p99 and max per
 
     python benchmarks/placement.py                       # gpu-pack and fgd at 1,213 and 5,000 nodes
     python benchmarks/placement.py --policies fgd --sizes 5000 --json results.json
+    python benchmarks/placement.py --scale-pods          # replicate the pods with the nodes too
+
+By default the larger cluster gets the same 8,152 pods (about a quarter full at 5,000 nodes);
+``--scale-pods`` replicates the pod list by the same factor, so every size fills as the openb
+cluster does and late decisions face mostly full nodes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import replace
@@ -33,12 +39,12 @@ from scheduler.placement.workload import TargetWorkload
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces" / "openb"
 
 
-def replicate(nodes: list[Node], size: int) -> list[Node]:
-    """``size`` nodes: the originals, then copies named ``<name>-r<k>``."""
-    out = list(nodes)
+def replicate(items: list[Node] | list[Pod], size: int) -> list:
+    """``size`` nodes or pods: the originals, then copies named ``<name>-r<k>``."""
+    out = list(items)
     k = 1
     while len(out) < size:
-        out += [replace(n, name=f"{n.name}-r{k}") for n in nodes[: size - len(out)]]
+        out += [replace(n, name=f"{n.name}-r{k}") for n in items[: size - len(out)]]
         k += 1
     return out[:size]
 
@@ -71,6 +77,7 @@ def main(
     traces: Annotated[Path, typer.Option(help="Folder of the openb CSV traces.")] = TRACES,
     policies: Annotated[str, typer.Option(help="Comma-separated placement profiles.")] = "gpu-pack,fgd",
     sizes: Annotated[str, typer.Option(help="Comma-separated cluster sizes (nodes).")] = "1213,5000",
+    scale_pods: Annotated[bool, typer.Option(help="Replicate the pods in proportion to the nodes.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results here.")] = None,
 ) -> None:
     if not traces.is_dir():
@@ -78,17 +85,18 @@ def main(
     nodes = read_nodes(traces / "openb_node_list_gpu_node.csv")
     pods = read_pods(traces / "openb_pod_list_default.csv")
     workload = TargetWorkload.from_pods(pods)
-    console = Console()
-    table = Table(title=f"Placer.decide per pod, {len(pods)} openb pods ({platform.processor() or platform.machine()})")
-    for column in ("policy", "nodes", "median ms", "p90 ms", "p99 ms", "max ms", "placed", "GPU alloc"):
+    console = Console(width=120)
+    table = Table(title=f"Placer.decide per pod, openb default pods ({platform.machine()}, {os.cpu_count()} cores)")
+    for column in ("policy", "nodes", "pods", "median ms", "p90 ms", "p99 ms", "max ms", "placed", "GPU alloc"):
         table.add_column(column, justify="right")
     results = []
     for size in (int(s) for s in sizes.split(",")):
         cluster = replicate(nodes, size)
+        arrivals = replicate(pods, round(len(pods) * size / len(nodes))) if scale_pods else pods
         for policy in policies.split(","):
-            r = run(cluster, pods, policy, workload)
-            results.append({"policy": policy, "nodes": size, **r})
-            table.add_row(policy, str(size), f"{r['median_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
+            r = run(cluster, arrivals, policy, workload)
+            results.append({"policy": policy, "nodes": size, "pods": len(arrivals), **r})
+            table.add_row(policy, str(size), str(len(arrivals)), f"{r['median_ms']:.3f}", f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
                           f"{r['max_ms']:.2f}", str(r["placed"]), f"{r['gpu_allocated']:.1%}")
     console.print(table)
     if json_out:

@@ -58,14 +58,14 @@ class Toleration:
     effect: TaintEffect | None = None  # None tolerates every effect
 
     def tolerates(self, taint: Taint) -> bool:
-        """Kubernetes' rule: an empty key with Exists tolerates everything."""
+        """Kubernetes' ToleratesTaint: an empty key matches every key (with Exists, everything)."""
         if self.effect is not None and self.effect != taint.effect:
             return False
         if self.key and self.key != taint.key:
             return False
         if self.operator == "Exists":
             return True
-        return bool(self.key) and self.value == taint.value
+        return self.operator in ("", "Equal") and self.value == taint.value
 
 
 @dataclass(frozen=True, slots=True)

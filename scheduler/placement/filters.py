@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from scheduler.model.cluster import Pod, Requirement
-from scheduler.model.resources import GPU
+from scheduler.model.resources import GPU, PODS
 from scheduler.model.snapshot import Snapshot
 from scheduler.placement.decision import Rejections
 
@@ -102,7 +102,8 @@ class ResourcesFit:
     def __call__(self, snap: Snapshot, pod: Pod) -> Iterator[tuple[str, Mask]]:
         demand = snap.demand(pod)
         for col, amount in zip(demand.columns.tolist(), demand.amounts.tolist()):
-            yield f"Insufficient {snap.columns[col]}", snap.free[col] < amount
+            name = snap.columns[col]
+            yield ("Too many pods" if name == PODS else f"Insufficient {name}"), snap.free[col] < amount
         for name in demand.unknown:
             yield f"Insufficient {name}", np.ones(len(snap), dtype=bool)
 

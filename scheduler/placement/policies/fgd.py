@@ -75,12 +75,13 @@ class Fgd:
         return np.where(fits, small, idle[:, None]) @ self.seen
 
     def _model_table(self, snap: Snapshot) -> np.ndarray:
-        """Shape x GPU model code: may the shape run there? The last column ("no GPU") and
-        CPU-only shapes are never a fit, so all of a node's idle GPU counts against them."""
+        """Shape x GPU model code: may the shape run there? The last column stands for code -1,
+        a node whose GPU model is unknown (or that has no GPU, which no GPU shape fits anyway).
+        CPU-only shapes never fit, so all of a node's idle GPU counts against them."""
         ok = np.zeros((len(self.workload.shapes), len(snap.gpu_models) + 1), dtype=bool)
         for s, shape in enumerate(self.workload.shapes):
             if shape.gpu_count:
-                for k, model in enumerate(snap.gpu_models):
+                for k, model in enumerate((*snap.gpu_models, None)):
                     ok[s, k] = shape.models is None or model in shape.models
         return ok
 
