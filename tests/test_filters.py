@@ -204,6 +204,14 @@ def test_cpu_and_memory_each_counted_and_sorted_by_count(make_snapshot, make_pod
                                              "small": "Insufficient cpu", "big": "Insufficient cpu"}
 
 
+def test_pod_count_limit(make_snapshot, make_pod):
+    snap = make_snapshot([dict(name="full", pods=2), dict(name="room", pods=3)],
+                         [dict(on="full"), dict(on="full"), dict(on="room"), dict(on="room")])
+    assert feasible(snap, make_pod()) == ["room"]
+    snap.assign(make_pod("third"), snap.index["room"])
+    assert feasible(snap, make_pod()) == []
+
+
 def test_pod_count_limit_reads_like_kube_scheduler(make_snapshot, make_pod):
     # kube-scheduler's NodeResourcesFit reports a full node as "Too many pods" (not "Insufficient pods").
     snap = make_snapshot([dict(name="full", pods=1)], [dict(on="full")])

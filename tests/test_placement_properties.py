@@ -13,7 +13,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.model.resources import MILLI_PER_GPU
+from scheduler.model.resources import MILLI_PER_GPU, PODS
 from scheduler.model.snapshot import GPU_SHARE, PIPELINE, OvercommitError, Snapshot
 from scheduler.placement.decision import Placement, Unschedulable
 from scheduler.placement.engine import Placer
@@ -53,9 +53,10 @@ among_st = st.one_of(st.none(), st.lists(st.integers(0, MAX_NODES - 1), unique=T
 ops_st = st.lists(
     st.one_of(
         st.tuples(st.just("place"), pod_st, st.sampled_from(POLICIES), among_st),
+        st.tuples(st.just("place"), pod_st, st.sampled_from(POLICIES), st.none()),
         st.tuples(st.just("release"), st.integers(0, 50)),
     ),
-    max_size=16,
+    min_size=2, max_size=16,
 )
 
 STATE = ("free", "gpu_free", "gpu_idle", "gpu_whole_free", "gpu_most_free")
@@ -128,6 +129,9 @@ def check_invariants(snap: Snapshot) -> None:
         if a.pod.gpu is not None:
             tallies[GPU_SHARE, a.pod.gpu.milli, a.node] += 1
     assert np.array_equal(snap.free, snap.allocatable - used)
+    # every pod takes one of its node's pod slots
+    per_node = np.bincount([a.node for a in snap.assignments.values()], minlength=len(snap))
+    assert np.array_equal(snap.free[snap.column[PODS]], snap.allocatable[snap.column[PODS]] - per_node)
     assert np.array_equal(g[real], (MILLI_PER_GPU - gpu_used)[real])
     for category in (PIPELINE, GPU_SHARE):
         values = {v for c, v, _ in tallies if c == category}
@@ -178,7 +182,7 @@ def simulate(nodes, ops, seed, make_pod, check: bool) -> tuple[Snapshot, list[st
     return snap, record
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cluster=nodes_st, ops=ops_st, seed=st.integers(0, 2**16))
 def test_operations_keep_the_snapshot_exact(make_node, make_pod, cluster, ops, seed):
     nodes = [make_node(f"n{i}", **spec) for i, spec in enumerate(cluster)]
@@ -201,7 +205,7 @@ def test_operations_keep_the_snapshot_exact(make_node, make_pod, cluster, ops, s
     assert not snap.assignments
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cluster=nodes_st, ops=ops_st, seed=st.integers(0, 2**16))
 def test_same_seed_and_inputs_give_identical_decisions(make_node, make_pod, cluster, ops, seed):
     nodes = [make_node(f"n{i}", **spec) for i, spec in enumerate(cluster)]

@@ -6,6 +6,7 @@ from extender calls and from ``kubectl get -o json`` files.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -82,7 +83,7 @@ def _terms(node_affinity: Mapping[str, Any], path: str) -> tuple[SelectorTerm, .
                 if op not in _OPERATORS:
                     raise ModelError(f"{where}.operator: unknown operator {op!r}")
                 values = tuple(str(v) for v in _list(expr.get("values"), f"{where}.values"))
-                if op in ("Gt", "Lt") and (len(values) != 1 or not values[0].lstrip("-").isdigit()):
+                if op in ("Gt", "Lt") and (len(values) != 1 or not re.fullmatch(r"[+-]?[0-9]+", values[0])):
                     raise ModelError(f"{where}.values: {op} needs exactly one integer value")
                 reqs.append(Requirement(str(expr.get("key", "")), op, values, is_field))
         terms.append(tuple(reqs))

@@ -10,6 +10,7 @@ that policies may cache per-node values safely.
 from __future__ import annotations
 
 import itertools
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from scheduler.model.cluster import Node, Pod, Taint, TaintEffect
 from scheduler.model.resources import CPU, MEMORY, MILLI_PER_GPU, PODS, is_gpu
 
 _snapshot_ids = itertools.count(1)
+_INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 _FILTERING_EFFECTS = (TaintEffect.NO_SCHEDULE, TaintEffect.NO_EXECUTE)
 
 #: Categories of pods counted per node (see :meth:`Snapshot.tally`).
@@ -137,7 +139,7 @@ class Snapshot:
                 value = node.labels.get(key)
                 if value is not None:
                     codes[i] = lookup.setdefault(value, len(lookup))
-                    if value.lstrip("-").isdigit():
+                    if _INTEGER.fullmatch(value):  # Gt/Lt compare labels as integers, as Kubernetes does
                         numbers[i] = int(value)
             index = self._labels[key] = LabelIndex(codes, MappingProxyType(lookup), numbers)
         return index
@@ -246,7 +248,8 @@ class Snapshot:
 
     def distinct(self, category: str) -> np.ndarray:
         """Per node, how many different values of ``category`` its assigned pods carry."""
-        return self._distinct.get(category, np.zeros(len(self.nodes), dtype=np.int64))
+        distinct = self._distinct.get(category)
+        return np.zeros(len(self.nodes), dtype=np.int64) if distinct is None else distinct.copy()
 
     def copy(self) -> Snapshot:
         """An independent copy for what-if decisions; static indexes are shared."""

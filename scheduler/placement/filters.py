@@ -118,7 +118,9 @@ class GpuFit:
         if gpu is None:
             return
         if gpu.shared:
-            yield f"no single GPU with {gpu.milli}m free", snap.gpu_most_free < gpu.milli
+            no_gpu = snap.gpu_count == 0
+            yield f"Insufficient {GPU}", no_gpu
+            yield f"no single GPU with {gpu.milli}m free", ~no_gpu & (snap.gpu_most_free < gpu.milli)
         else:
             yield f"Insufficient {GPU}", snap.gpu_whole_free < gpu.count
 
