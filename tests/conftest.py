@@ -6,6 +6,7 @@ Amounts are in base units: cpu in millicores, memory in bytes, GPU shares in mil
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import pytest
 
@@ -90,3 +91,14 @@ def make_pod():
 @pytest.fixture(scope="session")
 def make_snapshot():
     return build_snapshot
+
+
+#: The openb traces live beside the repository, never in it.
+OPENB = Path(__file__).resolve().parents[2] / "shared" / "traces" / "openb"
+
+
+@pytest.fixture(scope="session")
+def openb() -> Path:
+    if not OPENB.is_dir():
+        pytest.skip(f"openb traces not found at {OPENB}")
+    return OPENB

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 from scheduler.model import k8s_json, openb
 from scheduler.model.cluster import Node, Pod
+
+T = TypeVar("T")
 
 
 def _json(path: Path) -> object:
@@ -16,7 +20,7 @@ def _json(path: Path) -> object:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
 
 
-def _objects(path: Path, build):  # type: ignore[no-untyped-def]
+def _objects(path: Path, build: Callable[[Mapping[str, Any]], T]) -> list[T]:
     out = []
     for i, obj in enumerate(k8s_json.items(_json(path))):
         try:
