@@ -19,10 +19,12 @@ from scheduler.placement.decision import Placement
 from scheduler.placement.engine import Placer
 from scheduler.placement.profile import DEFAULT, build_profile, profile_names
 from scheduler.placement.workload import TargetWorkload
+from simulator.cli import simulate
 from simulator.generate import synthetic_cluster, synthetic_workload
 
 app = typer.Typer(help="slotwise: placement, quota, MIG and overflow for Kubernetes ML platforms.", no_args_is_help=True)
 console = Console()
+app.command()(simulate)
 
 
 @app.command()

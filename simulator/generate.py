@@ -1,9 +1,9 @@
 """Synthetic clusters and workloads, so that slotwise runs with no data file at all.
 
 The cluster mixes 8-GPU A100 nodes, 4-GPU A10 nodes, 2-GPU T4 nodes and CPU-only nodes across
-racks and zones. The workload mixes the platform's three kinds of work: training jobs (CPU-only,
-one GPU to eight, some of them steps of a pipeline), notebooks (a share of a GPU, or CPU-only)
-and serving replicas (a share of a GPU or a whole one). Everything comes from the given seed.
+racks and zones. The workload mixes the platform's three kinds of work: training jobs, notebooks
+and serving replicas, arriving over time with how long each runs. Everything comes from the
+given seed.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 
 from scheduler.model.cluster import GPU_PRODUCT_LABEL, PIPELINE_LABEL, PROJECT_LABEL, GpuDemand, Node, Pod, WorkloadKind
 from scheduler.model.resources import CPU, GPU, GPU_MILLI, MEMORY, PODS, Resources
+from simulator.traces import Arrival
 
 GIB = 1024**3
 PROJECTS = ("nlp", "vision", "speech", "recsys")
@@ -61,26 +62,48 @@ def _pod(name: str, kind: WorkloadKind, project: str, cpu: int, memory_gib: int,
     return Pod(name, project, Resources(amounts), gpu, labels=labels, project=project, kind=kind, pipeline=pipeline)
 
 
-def synthetic_workload(count: int, seed: int = 0) -> list[Pod]:
-    """``count`` pods in arrival order: about half jobs, a third notebooks, the rest serving."""
+def synthetic_arrivals(count: int, seed: int = 0, mean_gap_s: float = 300.0) -> list[Arrival]:
+    """``count`` pods arriving as a Poisson stream (``mean_gap_s`` between submissions): half
+    of the submissions are training jobs (CPU pipelines of three steps, one to eight GPUs,
+    multi-worker jobs of two 8-GPU workers) running a log-normal time around an hour; 35% are
+    notebooks (a GPU share or CPU-only) living 2 to 24 hours; 15% are serving deployments (two
+    to four replicas on a share or a whole GPU) up for half a day to three days."""
     rng = np.random.default_rng(seed)
-    pods: list[Pod] = []
-    while len(pods) < count:
-        n = len(pods)
+    out: list[Arrival] = []
+    now = 0.0
+    while len(out) < count:
+        n = len(out)
+        now += float(rng.exponential(mean_gap_s))
         project = PROJECTS[int(rng.integers(len(PROJECTS)))]
         roll = rng.random()
         if roll < 0.5:
-            gpus = int(rng.choice([0, 1, 1, 1, 2, 4, 8]))
+            duration = float(np.round(rng.lognormal(np.log(3600), 1.0)))
+            gpus = int(rng.choice([0, 1, 1, 1, 2, 4, 8, 16]))
             if gpus == 0 and rng.random() < 0.5:
                 # A three-step CPU pipeline whose steps should not share a machine.
-                pods += [_pod(f"pipe-{n:05d}-s{k}", WorkloadKind.JOB, project, 8, 32, None, f"pipe-{n:05d}") for k in range(3)]
-                continue
-            demand = GpuDemand(gpus) if gpus else None
-            pods.append(_pod(f"job-{n:05d}", WorkloadKind.JOB, project, max(4, 8 * gpus), max(16, 64 * gpus), demand))
-        elif roll < 0.83:
+                name = f"pipe-{n:05d}"
+                pods = [_pod(f"{name}-s{k}", WorkloadKind.JOB, project, 8, 32, None, name) for k in range(3)]
+            elif gpus > 8:
+                # A multi-worker job: whole 8-GPU workers.
+                pods = [_pod(f"job-{n:05d}-w{k}", WorkloadKind.JOB, project, 64, 512, GpuDemand(8)) for k in range(gpus // 8)]
+            else:
+                demand = GpuDemand(gpus) if gpus else None
+                pods = [_pod(f"job-{n:05d}", WorkloadKind.JOB, project, max(4, 8 * gpus), max(16, 64 * gpus), demand)]
+            out += [Arrival(pod, now, duration) for pod in pods]
+        elif roll < 0.85:
             share = int(rng.choice([0, 250, 500, 500]))
-            pods.append(_pod(f"nb-{n:05d}", WorkloadKind.NOTEBOOK, project, 2, 8, GpuDemand(1, share) if share else None))
+            duration = float(np.round(rng.uniform(2, 24) * 3600))
+            pod = _pod(f"nb-{n:05d}", WorkloadKind.NOTEBOOK, project, 2, 8, GpuDemand(1, share) if share else None)
+            out.append(Arrival(pod, now, duration))
         else:
             demand = GpuDemand(1, int(rng.choice([300, 500, 1000])))
-            pods.append(_pod(f"serve-{n:05d}", WorkloadKind.SERVING, project, 4, 16, demand))
-    return pods[:count]
+            replicas = int(rng.integers(2, 5))
+            duration = float(np.round(rng.uniform(0.5, 3) * 86400))
+            out += [Arrival(_pod(f"serve-{n:05d}-r{k}", WorkloadKind.SERVING, project, 4, 16, demand), now, duration)
+                    for k in range(replicas)]
+    return out[:count]
+
+
+def synthetic_workload(count: int, seed: int = 0) -> list[Pod]:
+    """The pods of :func:`synthetic_arrivals`, in arrival order."""
+    return [a.pod for a in synthetic_arrivals(count, seed)]

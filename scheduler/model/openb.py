@@ -69,6 +69,21 @@ def read_nodes(path: str | Path) -> list[Node]:
     return [node_from_row(row, where) for where, row in _rows(Path(path), ("sn", "cpu_milli", "memory_mib", "gpu"))]
 
 
-def read_pods(path: str | Path) -> list[Pod]:
+def _optional_int(row: Mapping[str, str], column: str, where: str) -> int | None:
+    return _int(row, column, where) if (row.get(column) or "").strip() else None
+
+
+def read_timed_pods(path: str | Path) -> list[tuple[Pod, int | None, int | None]]:
+    """Each pod with its creation and deletion time in seconds (None where the trace has none)."""
     required = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli")
-    return [pod_from_row(row, where) for where, row in _rows(Path(path), required)]
+    out = []
+    for where, row in _rows(Path(path), required):
+        created, deleted = _optional_int(row, "creation_time", where), _optional_int(row, "deletion_time", where)
+        if created is not None and deleted is not None and deleted < created:
+            raise TraceError(f"{where}: deletion_time {deleted} is before creation_time {created}")
+        out.append((pod_from_row(row, where), created, deleted))
+    return out
+
+
+def read_pods(path: str | Path) -> list[Pod]:
+    return [pod for pod, _, _ in read_timed_pods(path)]

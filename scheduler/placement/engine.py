@@ -24,13 +24,19 @@ class Placer:
         return run_filters(snap, pod, self.filters, among)
 
     def score(self, snap: Snapshot, pod: Pod, nodes: np.ndarray) -> tuple[np.ndarray, list[tuple[str, np.ndarray]]]:
-        """The weighted total over the policies with an opinion on this pod, and each one's scores."""
+        """The weighted total over the policies with an opinion on this pod, and each one's scores.
+
+        Each policy's scores are cut to whole numbers in [0, 100], as kube-scheduler's score
+        plugins return them: nodes that differ by less than a point tie, and ties go to node
+        order. The FGD paper's simulator scores the same way and its results depend on it.
+        """
         total = np.zeros(len(nodes))
         parts: list[tuple[str, np.ndarray]] = []
         weights = 0.0
         for scorer, weight in self.profile.scorers(pod):
             scores = scorer.score(snap, pod, nodes)
             if scores is not None:
+                scores = np.floor(scores)
                 total += weight * scores
                 weights += weight
                 parts.append((scorer.name, scores))

@@ -168,14 +168,18 @@ class Fgd:
             taken = pod.gpu.count if pod.gpu is not None else 0
             after = self._frag(st.model[states], st.cpu[states] - pod.requests[CPU], st.small[states],
                                st.enough[states] - taken, self._idle(st.free[states]) - MILLI_PER_GPU * taken)
-        growth = np.clip((after - before) / self.scale, -50, 50)
-        return (MAX_SCORE / (1 + np.exp(growth)))[position[of_node]]
+        return self._sigmoid_score(after - before)[position[of_node]]
+
+    def _sigmoid_score(self, growth: np.ndarray) -> np.ndarray:
+        """100 x sigmoid(-growth / 1000) for growth in the integer fragmentation units."""
+        return MAX_SCORE / (1 + np.exp(np.clip(growth / self.scale, -50, 50)))
 
     def choose_shared_gpu(self, snap: Snapshot, pod: Pod, node: int) -> int:
-        """The GPU on ``node`` where the share grows fragmentation least (lowest index on ties)."""
+        """The GPU on ``node`` with the best whole-number score (lowest index on ties)."""
         st = self._refresh(snap)
-        _, col, frag = self._share_after(st, st.of_node[[node]], snap.gpu_free[[node]], pod, distinct=False)
-        return int(col[np.argmin(frag)])
+        state = st.of_node[[node]]
+        _, col, frag = self._share_after(st, state, snap.gpu_free[[node]], pod, distinct=False)
+        return int(col[np.argmax(np.floor(self._sigmoid_score(frag - st.frag[state])))])
 
 
 @policy("fgd")

@@ -1,0 +1,117 @@
+"""Run one scenario under several policies and seeds: in this process, across local processes,
+or on an existing Ray cluster."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Literal
+
+from scheduler.model.cluster import Node
+from simulator.fill import run_fill
+from simulator.results import Result
+from simulator.timeline import run_timeline
+from simulator.traces import Arrival
+
+Mode = Literal["fill", "timeline"]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Everything a run needs besides its policy and seed; it travels to worker processes."""
+
+    name: str
+    nodes: tuple[Node, ...]
+    arrivals: tuple[Arrival, ...]
+    mode: Mode = "timeline"
+    inflation: float = 1.3
+
+
+def run_one(scenario: Scenario, policy: str, seed: int, progress: Callable[[int], None] | None = None) -> Result:
+    if scenario.mode == "fill":
+        pods = [a.pod for a in scenario.arrivals]
+        return run_fill(scenario.nodes, pods, policy, seed, scenario.inflation, progress)
+    return run_timeline(scenario.nodes, scenario.arrivals, policy, seed, progress)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``42``, ``1,2,5`` or ``42..51`` (inclusive)."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            low, sep, high = part.strip().partition("..")
+            seeds += list(range(int(low), int(high) + 1)) if sep else [int(low)]
+    except ValueError:
+        raise ValueError(f"seeds: expected 42, 1,2,5 or 42..51, got {text!r}") from None
+    if not seeds:
+        raise ValueError(f"seeds: no seed in {text!r}")
+    return seeds
+
+
+# One scenario per worker process, sent once when the worker starts rather than with every run.
+_worker_scenario: Scenario | None = None
+
+
+def _init_worker(scenario: Scenario) -> None:
+    global _worker_scenario
+    _worker_scenario = scenario
+
+
+def _run_in_worker(policy: str, seed: int) -> Result:
+    assert _worker_scenario is not None
+    return run_one(_worker_scenario, policy, seed)
+
+
+def _local(scenario: Scenario, runs: list[tuple[str, int]], workers: int) -> Iterator[Result]:
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(scenario,)) as pool:
+        futures = [pool.submit(_run_in_worker, policy, seed) for policy, seed in runs]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def _ray(scenario: Scenario, runs: list[tuple[str, int]], address: str) -> Iterator[Result]:
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("--ray-address needs Ray: python3 -m pip install 'slotwise[ray]'") from None
+    ray.init(address=address, ignore_reinit_error=True, logging_level="WARNING", log_to_driver=False)
+    remote = ray.remote(run_one)
+    shared = ray.put(scenario)
+    pending = [remote.remote(shared, policy, seed) for policy, seed in runs]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])
+
+
+def sweep(
+    scenario: Scenario,
+    policies: Sequence[str],
+    seeds: Sequence[int],
+    workers: int | None = None,
+    ray_address: str | None = None,
+    on_result: Callable[[Result], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Result]:
+    """Every (policy, seed) run, sorted by the order of ``policies`` then seed.
+
+    A single run, or ``workers=1``, runs here (``progress`` then counts pods); otherwise runs go
+    to ``workers`` processes (default: one per core) or to the Ray cluster at ``ray_address``,
+    and ``on_result`` hears of each finished run.
+    """
+    runs = [(policy, seed) for policy in policies for seed in seeds]
+    workers = min(workers or os.cpu_count() or 1, len(runs))
+    if ray_address:
+        results: Iterator[Result] = _ray(scenario, runs, ray_address)
+    elif workers <= 1:
+        results = (run_one(scenario, policy, seed, progress) for policy, seed in runs)
+    else:
+        results = _local(scenario, runs, workers)
+    collected = []
+    for result in results:
+        collected.append(result)
+        if on_result is not None:
+            on_result(result)
+    rank = {policy: i for i, policy in enumerate(policies)}
+    return sorted(collected, key=lambda r: (rank[r.policy], r.seed))
