@@ -183,14 +183,6 @@ BAD_CSV_ROWS = [
 ]
 
 
-@pytest.mark.parametrize(("content", "message"), BAD_CSV_ROWS)
-def test_bad_native_csv_rows_name_file_and_line(tmp_path: Path, content: str, message: str) -> None:
-    path = tmp_path / "pods.csv"
-    path.write_text(content)
-    with pytest.raises(TraceError, match=message):
-        read_trace(path)
-
-
 BAD_JSONL = [
     pytest.param('{"name": "a"}\n{"name": "b",\n', r"^pods\.jsonl line 2: not valid JSON", id="invalid-json"),
     pytest.param('{"name": "a"}\n["b", 1]\n', r"^pods\.jsonl line 2: expected a JSON object", id="list-not-object"),
@@ -205,9 +197,13 @@ BAD_JSONL = [
 ]
 
 
-@pytest.mark.parametrize(("content", "message"), BAD_JSONL)
-def test_bad_jsonl_lines_name_file_and_line(tmp_path: Path, content: str, message: str) -> None:
-    path = tmp_path / "pods.jsonl"
+@pytest.mark.parametrize(
+    ("filename", "content", "message"),
+    [pytest.param("pods.csv", *p.values, id=f"csv-{p.id}") for p in BAD_CSV_ROWS]
+    + [pytest.param("pods.jsonl", *p.values, id=f"jsonl-{p.id}") for p in BAD_JSONL],
+)
+def test_bad_rows_name_file_and_line(tmp_path: Path, filename: str, content: str, message: str) -> None:
+    path = tmp_path / filename
     path.write_text(content)
     with pytest.raises(TraceError, match=message):
         read_trace(path)
