@@ -18,13 +18,17 @@ from simulator.report import means, write_report
 from simulator.results import Result
 from simulator.sweep import Mode, Scenario, parse_seeds, sweep
 from simulator.traces import read_trace
+from simulator.whatif import add_nodes, parse_additions
 
 console = Console()
 
 
-def _scenario(trace: Path | None, nodes: Path | None, mode: Mode | None, inflation: float, count: int,
-              seed: int) -> Scenario:
-    node_list = tuple(read_nodes(nodes)) if nodes else tuple(synthetic_cluster())
+def _scenario(trace: Path | None, nodes: Path | None, added: str | None, mode: Mode | None, inflation: float,
+              count: int, seed: int) -> Scenario:
+    node_list = read_nodes(nodes) if nodes else synthetic_cluster()
+    if added:
+        node_list = add_nodes(node_list, parse_additions(added))
+    node_list = tuple(node_list)
     if trace is not None:
         # A trace replays the FGD paper's method unless asked for a timeline.
         return Scenario(trace.stem, node_list, tuple(read_trace(trace)), mode or "fill", inflation)
@@ -57,6 +61,7 @@ def _cell(key: str, value: float | None) -> str:
 def simulate(
     trace: Annotated[Path | None, typer.Option(help="Pods: openb CSV, or slotwise's native CSV/JSONL trace. Default: a generated job/notebook/serving workload.")] = None,
     nodes: Annotated[Path | None, typer.Option(help="Nodes: openb CSV or kubectl JSON (NodeList). Default: a synthetic cluster.")] = None,
+    add_nodes_: Annotated[str | None, typer.Option("--add-nodes", help="What if the cluster had more nodes: MODEL=COUNT,... copies of a node with that GPU model ('cpu': without GPUs).")] = None,
     policy: Annotated[str, typer.Option(help=f"Profiles to compare, comma-separated: {', '.join(profile_names())}.")] = DEFAULT,
     seeds: Annotated[str, typer.Option(help="Seeds: 42, 1,2,5 or 42..51.")] = "42",
     mode: Annotated[Mode | None, typer.Option(help="fill (arrivals only, inflated; the FGD paper's method) or timeline (arrivals and departures). Default: fill for a trace, timeline for a generated workload.")] = None,
@@ -77,7 +82,7 @@ def simulate(
         seed_list = parse_seeds(seeds)
         if count <= 0:
             raise ValueError("count must be positive")
-        scenario = _scenario(trace, nodes, mode, inflation, count, workload_seed)
+        scenario = _scenario(trace, nodes, add_nodes_, mode, inflation, count, workload_seed)
         if not scenario.arrivals or not scenario.nodes:
             raise ValueError("nothing to simulate: no pods or no nodes")
     except (ValueError, OSError) as exc:
@@ -104,6 +109,8 @@ def simulate(
 
     config = {"scenario": scenario.name, "mode": scenario.mode, "pods": len(scenario.arrivals),
               "nodes": len(scenario.nodes), "policies": ",".join(policies), "seeds": seeds}
+    if add_nodes_:
+        config["added nodes"] = add_nodes_
     if scenario.mode == "fill":
         config["inflation"] = inflation
     title = f"slotwise simulation: {scenario.name} ({scenario.mode})"

@@ -140,3 +140,18 @@ def test_fill_on_a_cluster_without_gpus_is_refused(tmp_path: Path) -> None:
     nodes.write_text("sn,cpu_milli,memory_mib,gpu,model\nc0,32000,131072,0,\n")
     result = simulate("--nodes", str(nodes), "--mode", "fill", "--count", "50", "--out", str(tmp_path / "o"))
     assert result.exit_code == 2 and "has no GPUs" in result.output
+
+
+def test_adding_nodes_shortens_waits(tmp_path: Path) -> None:
+    base = ["--count", "400", "--policy", "default"]
+    assert simulate(*base, "--out", str(tmp_path / "as-is")).exit_code == 0
+    result = simulate(*base, "--add-nodes", "A100-SXM4-80GB=8", "--out", str(tmp_path / "grown"))
+    assert result.exit_code == 0, result.output
+    as_is, grown = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("as-is", "grown"))
+    assert grown["config"]["nodes"] == as_is["config"]["nodes"] + 8
+    assert grown["runs"][0]["summary"]["wait p99 s"] < as_is["runs"][0]["summary"]["wait p99 s"]
+
+
+def test_adding_a_model_the_cluster_lacks_is_refused(tmp_path: Path) -> None:
+    result = simulate("--add-nodes", "H100=4", "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2 and "no node of model 'H100'" in result.output
