@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
-from scheduler.model.quantity import QuantityError, format_quantity, parse_quantity
+from scheduler.model.quantity import Quantity, QuantityError, format_quantity, parse_quantity
 
 CPU = "cpu"
 MEMORY = "memory"
@@ -42,14 +42,19 @@ def is_gpu(name: str) -> bool:
     return name in (GPU, GPU_MILLI)
 
 
-def parse_amount(name: str, quantity: str | int | float) -> int:
-    """Parse a Kubernetes quantity for resource ``name`` into its integer base unit."""
+def _nonnegative(name: str, quantity: str | int | float) -> Quantity:
     try:
         q = parse_quantity(quantity)
     except QuantityError as exc:
         raise ResourceError(f"{name}: {exc}") from None
     if q.amount < 0:
         raise ResourceError(f"{name}: must not be negative, got '{quantity}'")
+    return q
+
+
+def parse_amount(name: str, quantity: str | int | float) -> int:
+    """Parse a Kubernetes quantity for resource ``name`` into its integer base unit."""
+    q = _nonnegative(name, quantity)
     if name == CPU:
         return q.milli_value()
     if name not in _FRACTIONAL and not name.startswith("hugepages-") and q.amount != q.amount.to_integral_value():
@@ -62,6 +67,31 @@ def format_amount(name: str, amount: int) -> str:
     if name == CPU:
         return format_quantity(Decimal(amount) / 1000, "DecimalSI")
     return format_quantity(amount, "BinarySI" if name in _BINARY else "DecimalSI")
+
+
+# Quota amounts ---------------------------------------------------------------------------
+# Quotas count GPUs in milli-GPU under ``nvidia.com/gpu`` (any model) and ``nvidia.com/gpu/<model>``
+# (one GPU model), so that a 250m notebook share and a 4-GPU job draw on the same budget. A quota
+# of "12" GPUs is 12000; "500m" is half a GPU.
+
+
+def gpu_quota_resource(model: str) -> str:
+    """The quota resource for GPUs of one model (``nvidia.com/gpu/A100-SXM4-80GB``)."""
+    return f"{GPU}/{model}"
+
+
+def is_gpu_quota(name: str) -> bool:
+    return name == GPU or name.startswith(GPU + "/")
+
+
+def parse_quota_amount(name: str, quantity: str | int | float) -> int:
+    """Like :func:`parse_amount`, but GPUs in milli-GPU (fractions allowed)."""
+    return _nonnegative(name, quantity).milli_value() if is_gpu_quota(name) else parse_amount(name, quantity)
+
+
+def format_quota_amount(name: str, amount: int) -> str:
+    """The inverse of :func:`parse_quota_amount`."""
+    return format_amount(CPU if is_gpu_quota(name) else name, amount)
 
 
 class Resources(Mapping[str, int]):

@@ -1,0 +1,347 @@
+"""Quota configuration: the tree of pools an admin writes (YAML, REST) and its validation.
+
+Two layers: :class:`QuotaDocument` is the document as written (pydantic, strings such as "12" or
+"512Gi"); :func:`compile_document` checks it and returns :class:`QuotaConfig`, plain values in base
+units that policy code reads. :func:`to_document` is the inverse, writing amounts canonically, so
+that an exported configuration imports to the same configuration.
+
+Per pool and resource: ``guaranteed`` (absent: 0, or for a pool with children, the sum of its
+children's), ``max`` (hard cap on the subtree's usage; absent: none), ``shareable`` (how much of
+the guarantee may be lent while idle; absent: none, a private pool), ``borrow_limit`` (how far the
+subtree may go above its guarantee; absent: no limit) and a ``weight`` for sharing idle capacity.
+A ``public`` pool belongs to nobody: everything in it is lent, and no workload is charged to it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from scheduler.model.resources import (
+    CPU,
+    EPHEMERAL_STORAGE,
+    GPU,
+    MEMORY,
+    MIG_PREFIX,
+    PODS,
+    ResourceError,
+    format_quota_amount,
+    is_gpu_quota,
+    parse_quota_amount,
+)
+
+LIMIT_FIELDS = ("guaranteed", "max", "shareable", "borrow_limit")
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?")
+# An extended resource is domain/name with a dotted domain (Kubernetes' qualified names).
+_EXTENDED = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)+/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+class QuotaConfigError(ValueError):
+    """A configuration slotwise refuses; every problem is listed, each naming its field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid quota configuration: " + "; ".join(problems))
+
+
+def check_resource_name(name: str) -> None:
+    """Quota resources: cpu, memory, ephemeral-storage, pods, hugepages-*, nvidia.com/gpu,
+    nvidia.com/gpu/<model>, nvidia.com/mig-<profile> or an extended resource domain/name."""
+    if name in (CPU, MEMORY, EPHEMERAL_STORAGE, PODS, GPU) or name.startswith("hugepages-"):
+        return
+    if is_gpu_quota(name) and len(name) > len(GPU) + 1 and "/" not in name[len(GPU) + 1:]:
+        return
+    if name.startswith(MIG_PREFIX) and len(name) > len(MIG_PREFIX):
+        return
+    if _EXTENDED.fullmatch(name) and not is_gpu_quota(name):
+        return
+    raise ResourceError(
+        f"unknown resource {name!r}: expected cpu, memory, nvidia.com/gpu, nvidia.com/gpu/<model>, "
+        "nvidia.com/mig-<profile> or an extended resource domain/name"
+    )
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds from 90, "90s", "10m" or "1h30m"."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected a duration such as 30s, 10m or 1h, got {value!r}")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.fullmatch(value.strip())
+        if not value.strip() or match is None:
+            try:
+                seconds = float(value)
+            except ValueError:
+                raise ValueError(f"expected a duration such as 30s, 10m or 1h, got {value!r}") from None
+        else:
+            h, m, s = (float(g) if g else 0.0 for g in match.groups())
+            seconds = 3600 * h + 60 * m + s
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"a duration must be zero or more seconds, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    if seconds and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+# The document ---------------------------------------------------------------------------------
+Amounts = dict[str, str | int | float]
+Duration = Annotated[str | float | int, Field(union_mode="left_to_right")]
+
+
+class BudgetDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    per_day: float | None = Field(default=None, ge=0)
+    per_month: float | None = Field(default=None, ge=0)
+
+
+class PoolDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    public: bool = False
+    weight: float = Field(default=1.0, gt=0)
+    guaranteed: Amounts = Field(default_factory=dict)
+    max: Amounts = Field(default_factory=dict)
+    shareable: Amounts = Field(default_factory=dict)
+    borrow_limit: Amounts = Field(default_factory=dict)
+    budget: BudgetDocument | None = None
+    pools: list[PoolDocument] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError("a pool name is lower-case letters, digits, '-' and '.', at most 63, "
+                             f"starting and ending with a letter or digit; got {value!r}")
+        return value
+
+
+class ReclaimDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    #: How long victims of a reclaim get to stop; no owner waits longer for its lent guarantee.
+    grace: Duration = "5m"
+    #: Loans younger than this are reclaimed only when older loans cannot free enough.
+    min_loan: Duration = "10m"
+
+
+class QuotaDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reclaim: ReclaimDocument = Field(default_factory=ReclaimDocument)
+    pools: list[PoolDocument] = Field(default_factory=list)
+
+
+# The compiled configuration --------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Budget:
+    per_day: float | None = None
+    per_month: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """One pool with amounts in base units. Limits hold only the resources the admin named (a
+    ``max`` of 0 is a real cap, so these are plain mappings, not :class:`Resources`)."""
+
+    name: str
+    parent: str | None = None
+    guaranteed: Mapping[str, int] = field(default_factory=dict)
+    max: Mapping[str, int] = field(default_factory=dict)
+    shareable: Mapping[str, int] = field(default_factory=dict)
+    borrow_limit: Mapping[str, int] = field(default_factory=dict)
+    weight: float = 1.0
+    public: bool = False
+    budget: Budget | None = None
+    description: str = ""
+
+    def limits(self) -> Iterator[tuple[str, Mapping[str, int]]]:
+        for name in LIMIT_FIELDS:
+            yield name, getattr(self, name)
+
+
+@dataclass(frozen=True, slots=True)
+class ReclaimSettings:
+    grace_s: float = 300.0
+    min_loan_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaConfig:
+    """Pools with parents before children, siblings in the order given."""
+
+    pools: tuple[Pool, ...] = ()
+    reclaim: ReclaimSettings = ReclaimSettings()
+
+    def pool(self, name: str) -> Pool:
+        for p in self.pools:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def children(self, name: str | None) -> list[Pool]:
+        return [p for p in self.pools if p.parent == name]
+
+
+def _pydantic_problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "document"
+        problems.append(f"{where}: {err['msg']}")
+    return problems
+
+
+def parse_document(data: Any) -> QuotaDocument:
+    """The document from parsed YAML or JSON; shape errors name the field path."""
+    if data is None:
+        data = {}
+    try:
+        return QuotaDocument.model_validate(data)
+    except ValidationError as exc:
+        raise QuotaConfigError(_pydantic_problems(exc)) from None
+
+
+def _amounts(pool: str, what: str, given: Amounts, problems: list[str]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for resource, quantity in given.items():
+        try:
+            check_resource_name(resource)
+            if isinstance(quantity, bool):
+                raise ResourceError(f"{resource}: expected a quantity, got {quantity!r}")
+            out[resource] = parse_quota_amount(resource, quantity)
+        except ResourceError as exc:
+            problems.append(f"pool {pool}: {what}: {exc}")
+    return out
+
+
+def _flatten(docs: list[PoolDocument], parent: str | None) -> Iterator[tuple[PoolDocument, str | None]]:
+    for doc in docs:
+        yield doc, parent
+        yield from _flatten(doc.pools, doc.name)
+
+
+def _show(resource: str, amount: int) -> str:
+    return format_quota_amount(resource, amount)
+
+
+def compile_document(doc: QuotaDocument) -> QuotaConfig:
+    """Check the document and return the configuration, or raise :class:`QuotaConfigError`
+    listing every problem."""
+    problems: list[str] = []
+    pools: list[Pool] = []
+    seen: set[str] = set()
+    for d, parent in _flatten(doc.pools, None):
+        if d.name in seen:
+            problems.append(f"pool {d.name}: the name is used twice")
+        seen.add(d.name)
+        limits = {what: _amounts(d.name, what, getattr(d, what), problems) for what in LIMIT_FIELDS}
+        budget = Budget(d.budget.per_day, d.budget.per_month) if d.budget else None
+        pools.append(Pool(d.name, parent, weight=d.weight, public=d.public, budget=budget, description=d.description,
+                          **limits))
+    by_name = {p.name: p for p in pools}
+    for p in pools:
+        problems += _check_pool(p, [c for c in pools if c.parent == p.name], by_name)
+    try:
+        reclaim = ReclaimSettings(parse_duration(doc.reclaim.grace), parse_duration(doc.reclaim.min_loan))
+    except ValueError as exc:
+        problems.append(f"reclaim: {exc}")
+        reclaim = ReclaimSettings()
+    if problems:
+        raise QuotaConfigError(problems)
+    return QuotaConfig(tuple(pools), reclaim)
+
+
+def _check_pool(p: Pool, children: list[Pool], by_name: Mapping[str, Pool]) -> list[str]:
+    problems = []
+    if p.public and children:
+        problems.append(f"pool {p.name}: a public pool cannot have child pools")
+    if p.public and p.shareable:
+        problems.append(f"pool {p.name}: shareable: a public pool lends everything; leave shareable out")
+    for resource, amount in p.guaranteed.items():
+        if resource in p.max and amount > p.max[resource]:
+            problems.append(f"pool {p.name}: guaranteed {resource} ({_show(resource, amount)}) is above max "
+                            f"({_show(resource, p.max[resource])})")
+    guaranteed = effective_guarantee(p, by_name)
+    for resource, amount in p.shareable.items():
+        if amount > guaranteed.get(resource, 0):
+            problems.append(f"pool {p.name}: shareable {resource} ({_show(resource, amount)}) is above guaranteed "
+                            f"({_show(resource, guaranteed.get(resource, 0))})")
+    if children:
+        sums: dict[str, int] = {}
+        for c in children:
+            for resource, amount in effective_guarantee(c, by_name).items():
+                sums[resource] = sums.get(resource, 0) + amount
+        for resource, total in sorted(sums.items()):
+            if resource in p.guaranteed and total > p.guaranteed[resource]:
+                problems.append(f"pool {p.name}: guaranteed {resource} ({_show(resource, p.guaranteed[resource])}) "
+                                f"is below its child pools' guarantees ({_show(resource, total)}: "
+                                f"{', '.join(c.name for c in children)})")
+    return problems
+
+
+def effective_guarantee(p: Pool, by_name: Mapping[str, Pool]) -> dict[str, int]:
+    """The guarantee as given, where a pool with children that names no guarantee for a resource
+    guarantees the sum of its children's."""
+    out = dict(p.guaranteed)
+    for c in (c for c in by_name.values() if c.parent == p.name):
+        for resource, amount in effective_guarantee(c, by_name).items():
+            if resource not in p.guaranteed:
+                out[resource] = out.get(resource, 0) + amount
+    return out
+
+
+def _document_amounts(amounts: Mapping[str, int]) -> dict[str, str | int | float]:
+    return {r: format_quota_amount(r, v) for r, v in sorted(amounts.items())}
+
+
+def to_document(config: QuotaConfig) -> QuotaDocument:
+    """The document for a configuration, amounts written canonically."""
+
+    def pool_doc(p: Pool) -> PoolDocument:
+        budget = BudgetDocument(per_day=p.budget.per_day, per_month=p.budget.per_month) if p.budget else None
+        return PoolDocument(
+            name=p.name, description=p.description, public=p.public, weight=p.weight, budget=budget,
+            pools=[pool_doc(c) for c in config.children(p.name)],
+            **{what: _document_amounts(amounts) for what, amounts in p.limits()},
+        )
+
+    reclaim = ReclaimDocument(grace=format_duration(config.reclaim.grace_s),
+                              min_loan=format_duration(config.reclaim.min_loan_s))
+    return QuotaDocument(reclaim=reclaim, pools=[pool_doc(p) for p in config.children(None)])
+
+
+def document_to_data(doc: QuotaDocument) -> dict[str, Any]:
+    """Plain data for YAML or JSON, leaving out fields at their defaults so files stay short."""
+    return doc.model_dump(exclude_defaults=True, mode="json") | {"pools": [
+        _pool_data(p) for p in doc.pools
+    ]} | {"reclaim": doc.reclaim.model_dump(mode="json")}
+
+
+def _pool_data(p: PoolDocument) -> dict[str, Any]:
+    data = p.model_dump(exclude_defaults=True, exclude={"pools"}, mode="json")
+    if p.pools:
+        data["pools"] = [_pool_data(c) for c in p.pools]
+    return data
+
+
+def config_from_yaml(text: str) -> QuotaConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise QuotaConfigError([f"not valid YAML: {exc}"]) from None
+    return compile_document(parse_document(data))
+
+
+def config_to_yaml(config: QuotaConfig) -> str:
+    return yaml.safe_dump(document_to_data(to_document(config)), sort_keys=False, allow_unicode=True)
