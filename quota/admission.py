@@ -119,10 +119,11 @@ def decide(
     candidates = _gpu_models(ledger, request)
     vectors = [ledger.vector(with_model(request.charge, m)) for m in candidates]
 
-    for vec in vectors:
-        never = _never(ledger, pool, vec)
-        if never:
-            return Deny(request, f"{_who(ledger, pool)}: {never}")
+    nevers = [_never(ledger, pool, vec) for vec in vectors]
+    if all(nevers):  # a model that can never fit is skipped; deny only when none can
+        return Deny(request, f"{_who(ledger, pool)}: {nevers[0]}")
+    candidates = [m for m, never in zip(candidates, nevers) if not never]
+    vectors = [v for v, never in zip(vectors, nevers) if not never]
     for model, vec in zip(candidates, vectors):  # without borrowing first, then borrowing
         if ledger.fits(pool, vec) and not _borrows(ledger, pool, vec).any():
             return _admit(ledger, request, model, pool, vec)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
 
 from scheduler.model.resources import (
     CPU,
@@ -97,7 +97,8 @@ def format_duration(seconds: float) -> str:
 
 
 # The document ---------------------------------------------------------------------------------
-Amounts = dict[str, str | int | float]
+# Strict: YAML's `true` is not an amount, and must not become 1.
+Amounts = dict[str, StrictStr | StrictInt | StrictFloat]
 Duration = Annotated[str | float | int, Field(union_mode="left_to_right")]
 
 
@@ -212,13 +213,12 @@ def parse_document(data: Any) -> QuotaDocument:
         raise QuotaConfigError(_pydantic_problems(exc)) from None
 
 
-def _amounts(pool: str, what: str, given: Amounts, problems: list[str]) -> dict[str, int]:
+def parse_amounts(pool: str, what: str, given: Amounts, problems: list[str]) -> dict[str, int]:
+    """Amounts in base units; each bad entry adds a problem naming the pool, field and resource."""
     out: dict[str, int] = {}
     for resource, quantity in given.items():
         try:
             check_resource_name(resource)
-            if isinstance(quantity, bool):
-                raise ResourceError(f"{resource}: expected a quantity, got {quantity!r}")
             out[resource] = parse_quota_amount(resource, quantity)
         except ResourceError as exc:
             problems.append(f"pool {pool}: {what}: {exc}")
@@ -245,7 +245,7 @@ def compile_document(doc: QuotaDocument) -> QuotaConfig:
         if d.name in seen:
             problems.append(f"pool {d.name}: the name is used twice")
         seen.add(d.name)
-        limits = {what: _amounts(d.name, what, getattr(d, what), problems) for what in LIMIT_FIELDS}
+        limits = {what: parse_amounts(d.name, what, getattr(d, what), problems) for what in LIMIT_FIELDS}
         budget = Budget(d.budget.per_day, d.budget.per_month) if d.budget else None
         pools.append(Pool(d.name, parent, weight=d.weight, public=d.public, budget=budget, description=d.description,
                           **limits))
@@ -290,12 +290,14 @@ def _check_pool(p: Pool, children: list[Pool], by_name: Mapping[str, Pool]) -> l
     return problems
 
 
-def effective_guarantee(p: Pool, by_name: Mapping[str, Pool]) -> dict[str, int]:
+def effective_guarantee(p: Pool, by_name: Mapping[str, Pool], _above: frozenset[str] = frozenset()) -> dict[str, int]:
     """The guarantee as given, where a pool with children that names no guarantee for a resource
     guarantees the sum of its children's."""
     out = dict(p.guaranteed)
+    if p.name in _above:  # a name used twice on one path (refused anyway) must not recurse forever
+        return out
     for c in (c for c in by_name.values() if c.parent == p.name):
-        for resource, amount in effective_guarantee(c, by_name).items():
+        for resource, amount in effective_guarantee(c, by_name, _above | {p.name}).items():
             if resource not in p.guaranteed:
                 out[resource] = out.get(resource, 0) + amount
     return out

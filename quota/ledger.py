@@ -89,6 +89,7 @@ class Ledger:
         self.demand = np.zeros((n, k), dtype=np.int64)  # own + children's claims
         self.claim = self.reserved.copy()  # max(demand, reserved), seen by the parent
         for i in range(n - 1, 0, -1):  # children come after parents in the configuration
+            self.claim[i] = np.maximum(self.demand[i], self.reserved[i])  # children's claims are all in
             self.demand[self.parent[i]] += self.claim[i]
         self.claim[0] = np.maximum(self.demand[0], self.reserved[0])
         self.workloads: dict[str, tuple[Workload, int, np.ndarray]] = {}

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from quota.cli import app as quota_app
 from scheduler.model.resources import MILLI_PER_GPU
 from scheduler.model.snapshot import Snapshot
 from scheduler.model.sources import read_nodes, read_pods
@@ -25,6 +26,24 @@ from simulator.generate import synthetic_cluster, synthetic_workload
 app = typer.Typer(help="slotwise: placement, quota, MIG and overflow for Kubernetes ML platforms.", no_args_is_help=True)
 console = Console()
 app.command()(simulate)
+app.add_typer(quota_app, name="quota")
+
+
+@app.command()
+def serve(
+    db: Annotated[str, typer.Option("--db", envvar="SLOTWISE_DB", help="Database URL (sqlite:///file.db or postgresql://...).")] = "sqlite:///slotwise.db",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Run the slotwise service: the quota REST API (under /quota), /healthz and /readyz."""
+    import uvicorn
+
+    from quota.store import Store
+    from scheduler.service.app import create_app
+
+    store = Store(db)
+    store.migrate()
+    uvicorn.run(create_app(store), host=host, port=port, log_level="info")
 
 
 @app.command()

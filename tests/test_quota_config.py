@@ -251,12 +251,9 @@ def test_hand_built_pool_limits_in_order():
     assert [name for name, _ in pool.limits()] == ["guaranteed", "max", "shareable", "borrow_limit"]
 
 
-@pytest.mark.xfail(strict=True, raises=RecursionError, reason="config.py: a child named like its parent recurses without end in "
-                                       "effective_guarantee instead of being reported as a duplicate name")
 def test_duplicate_name_of_an_ancestor_is_refused():
     assert "pool ai: the name is used twice" in problems_of("pools: [{name: ai, pools: [{name: ai}]}]")
 
 
-@pytest.mark.xfail(strict=True, reason="config.py: pydantic turns `true` into 1 before the bool check in _amounts")
 def test_boolean_amount_is_refused():
     problems_of("pools: [{name: nlp, guaranteed: {cpu: true}}]")

@@ -1,0 +1,263 @@
+"""The quota REST API: a FastAPI router the service mounts under ``/quota``.
+
+Every call carries ``Authorization: Bearer <token>``. Admin tokens may change anything; a viewer
+token reads the pool it names and the pools below it. Errors are 4xx with a message: 400 for a
+refused change, 401/403 for authentication, 404 for what does not exist, 409 for a conflict,
+422 for an invalid configuration (every problem listed).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from quota.admission import QuotaDecision, request_for
+from quota.admission import Request as QuotaRequest
+from quota.config import (
+    LIMIT_FIELDS,
+    Budget,
+    BudgetDocument,
+    Pool,
+    QuotaConfigError,
+    compile_document,
+    config_to_yaml,
+    document_to_data,
+    parse_amounts,
+    parse_document,
+    to_document,
+)
+from quota.store import NotFound, Principal, Store, StoreError
+from quota.usage import loans, pool_usage
+from scheduler.model.k8s_json import ModelError, pod_from_k8s
+from scheduler.model.resources import Resources, format_quota_amount
+
+Clock = Callable[[], float]
+
+
+class PoolBody(BaseModel):
+    """One pool, as PUT /quota/pools/{name} takes it (children are not part of it)."""
+
+    model_config = ConfigDict(extra="forbid")
+    parent: str | None = None
+    description: str = ""
+    public: bool = False
+    weight: float = Field(default=1.0, gt=0)
+    guaranteed: dict[str, str | int | float] = Field(default_factory=dict)
+    max: dict[str, str | int | float] = Field(default_factory=dict)
+    shareable: dict[str, str | int | float] = Field(default_factory=dict)
+    borrow_limit: dict[str, str | int | float] = Field(default_factory=dict)
+    budget: BudgetDocument | None = None
+
+
+class AdmissionBody(BaseModel):
+    """Either ``pods`` (Kubernetes Pod objects: one pod, or every member of a gang) or an
+    explicit ``charge`` for ``pool``."""
+
+    model_config = ConfigDict(extra="forbid")
+    key: str = Field(min_length=1, max_length=512)
+    pool: str | None = None
+    charge: dict[str, str | int | float] | None = None
+    priority: int = 0
+    gpu_models: list[str] | None = None
+    pods: list[dict[str, Any]] | None = Field(default=None, max_length=10_000)
+
+
+def _pool_json(p: Pool) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": p.name, "parent": p.parent, "description": p.description, "public": p.public,
+                           "weight": p.weight}
+    for kind, amounts in p.limits():
+        out[kind] = {r: format_quota_amount(r, v) for r, v in sorted(amounts.items())}
+    out["budget"] = {"per_day": p.budget.per_day, "per_month": p.budget.per_month} if p.budget else None
+    return out
+
+
+def _decision_json(d: QuotaDecision) -> dict[str, Any]:
+    out: dict[str, Any] = {"key": d.request.key, "pool": d.request.pool, "decision": d.kind, "reason": d.reason}
+    if d.kind in ("admit", "borrow", "reclaim"):
+        out["gpu_model"] = d.gpu_model  # type: ignore[union-attr]
+    if d.kind in ("admit", "borrow"):
+        out["borrowed"] = _amounts(d.borrowed)  # type: ignore[union-attr]
+        out["lenders"] = [{"pool": name, "amounts": _amounts(a)} for name, a in d.lenders]  # type: ignore[union-attr]
+    if d.kind == "reclaim":
+        out["victims"] = [{"key": v.key, "pool": v.pool} for v in d.victims]  # type: ignore[union-attr]
+    return out
+
+
+def _amounts(r: Resources) -> dict[str, str]:
+    return {name: format_quota_amount(name, v) for name, v in sorted(r.items())}
+
+
+def _visible(store: Store, who: Principal) -> set[str] | None:
+    """The pools ``who`` may read; None means all."""
+    if who.role == "admin":
+        return None
+    config = store.config()
+    seen: set[str] = set()
+    frontier = [who.pool]
+    while frontier:
+        name = frontier.pop()
+        if name is not None and name not in seen:
+            seen.add(name)
+            frontier += [c.name for c in config.children(name)]
+    return seen
+
+
+def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
+    router = APIRouter(prefix="/quota", tags=["quota"])
+
+    def principal(request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPException(401, "send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
+        who = store.authenticate(token.strip())
+        if who is None:
+            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+        return who
+
+    def admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
+        if who.role != "admin":
+            raise HTTPException(403, f"token {who.name} may only read pool {who.pool} and the pools below it")
+        return who
+
+    Reader = Annotated[Principal, Depends(principal)]
+    Admin = Annotated[Principal, Depends(admin)]
+
+    def refused(exc: Exception) -> HTTPException:
+        if isinstance(exc, QuotaConfigError):
+            return HTTPException(422, {"message": str(exc), "problems": exc.problems})
+        if isinstance(exc, NotFound):
+            return HTTPException(404, str(exc))
+        return HTTPException(409 if "already" in str(exc) or "exists" in str(exc) else 400, str(exc))
+
+    @router.get("/pools")
+    def list_pools(who: Reader) -> list[dict[str, Any]]:
+        visible = _visible(store, who)
+        return [_pool_json(p) for p in store.config().pools if visible is None or p.name in visible]
+
+    @router.get("/pools/{name}")
+    def get_pool(name: str, who: Reader) -> dict[str, Any]:
+        visible = _visible(store, who)
+        if visible is not None and name not in visible:
+            raise HTTPException(403, f"token {who.name} may not read pool {name}")
+        try:
+            return _pool_json(store.config().pool(name))
+        except KeyError:
+            raise HTTPException(404, f"no pool {name!r}") from None
+
+    @router.put("/pools/{name}")
+    def put_pool(name: str, body: PoolBody, who: Admin) -> dict[str, Any]:
+        problems: list[str] = []
+        limits = {kind: parse_amounts(name, kind, getattr(body, kind), problems) for kind in LIMIT_FIELDS}
+        if problems:
+            raise refused(QuotaConfigError(problems))
+        budget = body.budget
+        pool = Pool(name, body.parent, weight=body.weight, public=body.public, description=body.description,
+                    budget=None if budget is None else Budget(budget.per_day, budget.per_month), **limits)
+        try:
+            changes = store.set_pool(pool, who.name)
+        except (QuotaConfigError, StoreError) as exc:
+            raise refused(exc) from None
+        return {"pool": _pool_json(store.config().pool(name)), "changes": len(changes)}
+
+    @router.delete("/pools/{name}")
+    def delete_pool(name: str, who: Admin) -> dict[str, str]:
+        try:
+            store.delete_pool(name, who.name)
+        except StoreError as exc:
+            raise refused(exc) from None
+        return {"deleted": name}
+
+    @router.get("/config")
+    def export_config(who: Admin, format: Annotated[str, Query(pattern="^(json|yaml)$")] = "json") -> Any:
+        config = store.config()
+        if format == "yaml":
+            return PlainTextResponse(config_to_yaml(config), media_type="application/yaml")
+        return document_to_data(to_document(config))
+
+    @router.put("/config")
+    async def import_config(request: Request, who: Admin) -> dict[str, Any]:
+        """The whole configuration, as JSON or (Content-Type application/yaml) YAML."""
+        body = await request.body()
+        try:
+            if "yaml" in request.headers.get("content-type", ""):
+                data = yaml.safe_load(body)
+            else:
+                data = yaml.safe_load(body) if body else None  # JSON is YAML
+            config = compile_document(parse_document(data))
+            changes = store.replace_config(config, who.name)
+        except yaml.YAMLError as exc:
+            raise HTTPException(400, f"body is not valid YAML or JSON: {exc}") from None
+        except (QuotaConfigError, StoreError) as exc:
+            raise refused(exc) from None
+        return {"changes": [{"action": a, "subject": s, "detail": d} for a, s, d in changes]}
+
+    @router.get("/usage")
+    def usage(who: Reader) -> dict[str, Any]:
+        visible = _visible(store, who)
+        ledger = store.ledger()
+        rows = [r for r in pool_usage(ledger) if visible is None or r.pool in visible]
+        return {
+            "pools": [{"pool": r.pool, "parent": r.parent, "resource": r.resource,
+                       "guaranteed": format_quota_amount(r.resource, r.guaranteed),
+                       "max": None if r.max is None else format_quota_amount(r.resource, r.max),
+                       "used": format_quota_amount(r.resource, r.used),
+                       "borrowed": format_quota_amount(r.resource, r.borrowed),
+                       "lent": format_quota_amount(r.resource, r.lent), "workloads": r.workloads} for r in rows],
+            "loans": [{"borrower": loan.borrower, "lender": loan.lender, "resource": loan.resource,
+                       "amount": format_quota_amount(loan.resource, loan.amount)} for loan in loans(ledger)
+                      if visible is None or loan.borrower in visible or loan.lender in visible],
+        }
+
+    @router.post("/admissions")
+    def admit(body: AdmissionBody, who: Admin) -> dict[str, Any]:
+        request = _request(body)
+        try:
+            decision = store.admit(request, clock(), who.name)
+        except StoreError as exc:
+            raise refused(exc) from None
+        return _decision_json(decision)
+
+    @router.delete("/admissions/{key:path}")
+    def release(key: str, who: Admin) -> dict[str, str]:
+        try:
+            workload = store.release(key, who.name)
+        except StoreError as exc:
+            raise refused(exc) from None
+        return {"released": workload.key, "pool": workload.pool}
+
+    @router.get("/audit")
+    def audit(who: Admin, limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+              subject: str | None = None) -> list[dict[str, Any]]:
+        return [{"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action, "subject": e.subject,
+                 "detail": e.detail} for e in store.audit(limit, subject)]
+
+    return router
+
+
+def _request(body: AdmissionBody) -> QuotaRequest:
+    if (body.pods is None) == (body.charge is None):
+        raise HTTPException(422, "give either pods (Kubernetes Pod objects) or charge with pool")
+    if body.pods is not None:
+        if not body.pods:
+            raise HTTPException(422, "pods: at least one pod")
+        try:
+            pods = [pod_from_k8s(obj) for obj in body.pods]
+        except ModelError as exc:
+            raise HTTPException(422, f"pods: {exc}") from None
+        request = request_for(body.key, pods)
+        return QuotaRequest(request.key, body.pool or request.pool, request.charge, request.priority, request.gpu_models)
+    if body.pool is None:
+        raise HTTPException(422, "pool: required with charge")
+    problems: list[str] = []
+    charge = parse_amounts(body.pool, "charge", body.charge or {}, problems)
+    if problems:
+        raise HTTPException(422, "; ".join(problems))
+    models = frozenset(body.gpu_models) if body.gpu_models is not None else None
+    return QuotaRequest(body.key, body.pool, Resources(charge), body.priority, models)

@@ -1,0 +1,234 @@
+"""``slotwise quota``: administer project pools on the database the service uses."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+from sqlalchemy.exc import SQLAlchemyError
+
+from quota.config import LIMIT_FIELDS, Pool, QuotaConfigError, config_from_yaml, config_to_yaml, parse_amounts
+from quota.store import DEFAULT_URL, Store, StoreError
+from quota.usage import loans, pool_usage
+from scheduler.model.resources import format_quota_amount
+
+app = typer.Typer(help="Project resource pools: guaranteed, shareable and borrowed capacity.", no_args_is_help=True)
+tokens = typer.Typer(help="API tokens for the quota REST API.", no_args_is_help=True)
+app.add_typer(tokens, name="token")
+console = Console()
+ACTOR = "cli"
+
+Db = Annotated[str, typer.Option("--db", envvar="SLOTWISE_DB", help="Database URL (sqlite:///file.db or postgresql://...).")]
+
+
+@contextmanager
+def _store(url: str) -> Iterator[Store]:
+    """The store, migrated; refusals and database errors end the command with exit code 2."""
+    store = Store(url)
+    try:
+        store.migrate()
+        yield store
+    except (QuotaConfigError, StoreError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except SQLAlchemyError as exc:
+        console.print(f"[red]database error:[/red] {exc.__class__.__name__}: {str(exc).splitlines()[0]}", highlight=False)
+        raise typer.Exit(2) from None
+    finally:
+        store.close()
+
+
+def _amounts(amounts: dict[str, int]) -> str:
+    return ", ".join(f"{r}={format_quota_amount(r, v)}" for r, v in sorted(amounts.items())) or "-"
+
+
+def _pool_line(p: Pool) -> str:
+    tags = " \\[public]" if p.public else ""
+    parts = [f"{kind} {_amounts(dict(amounts))}" for kind, amounts in p.limits() if amounts]
+    weight = f", weight {p.weight:g}" if p.weight != 1 else ""
+    return f"[bold]{p.name}[/bold]{tags}: {'; '.join(parts) or 'no limits'}{weight}"
+
+
+@app.command("list")
+def list_pools(db: Db = DEFAULT_URL) -> None:
+    """The pool tree with each pool's limits."""
+    with _store(db) as store:
+        config = store.config()
+    if not config.pools:
+        console.print("no pools yet: slotwise quota import pools.yaml, or slotwise quota set NAME ...")
+        return
+    root = Tree("cluster")
+
+    def grow(branch: Tree, parent: str | None) -> None:
+        for p in config.children(parent):
+            grow(branch.add(_pool_line(p)), p.name)
+
+    grow(root, None)
+    console.print(root)
+
+
+@app.command()
+def show(name: str, db: Db = DEFAULT_URL, audit: Annotated[int, typer.Option(help="Recent audit entries to show.")] = 10) -> None:
+    """One pool: limits, usage, loans and its recent audit trail."""
+    with _store(db) as store:
+        config = store.config()
+        try:
+            pool = config.pool(name)
+        except KeyError:
+            raise StoreError(f"no pool {name!r}") from None
+        ledger = store.ledger()
+        entries = store.audit(audit, subject=name)
+    console.print(_pool_line(pool), highlight=False)
+    console.print(f"parent: {pool.parent or 'cluster'}; children: {', '.join(c.name for c in config.children(name)) or '-'}")
+    if pool.budget:
+        console.print(f"budget: {pool.budget.per_day or '-'} per day, {pool.budget.per_month or '-'} per month")
+    console.print(_usage_table([r for r in pool_usage(ledger) if r.pool == name], f"usage of {name}"))
+    for loan in loans(ledger):
+        if name in (loan.borrower, loan.lender):
+            console.print(f"{loan.borrower} borrows {format_quota_amount(loan.resource, loan.amount)} {loan.resource} "
+                          f"from {loan.lender}", highlight=False)
+    for e in entries:
+        console.print(f"{e.at:%Y-%m-%d %H:%M:%S} {e.actor} {e.action} {e.detail}", highlight=False)
+
+
+def _merge(current: dict[str, int], given: dict[str, int], cleared: set[str]) -> dict[str, int]:
+    return {r: v for r, v in {**current, **given}.items() if r not in cleared}
+
+
+def _parse_pairs(name: str, kind: str, text: str | None, problems: list[str]) -> tuple[dict[str, int], set[str]]:
+    """``cpu=64,nvidia.com/gpu=12``; ``cpu=`` clears cpu."""
+    if text is None:
+        return {}, set()
+    pairs: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        resource, sep, quantity = part.partition("=")
+        if not sep:
+            problems.append(f"pool {name}: {kind}: expected resource=quantity, got {part!r}")
+            continue
+        pairs[resource.strip()] = quantity.strip()
+    cleared = {r for r, q in pairs.items() if not q}
+    return parse_amounts(name, kind, {r: q for r, q in pairs.items() if q}, problems), cleared
+
+
+@app.command("set")
+def set_pool(
+    name: str,
+    db: Db = DEFAULT_URL,
+    parent: Annotated[str | None, typer.Option(help="Parent pool (new pools: default none, a top-level pool).")] = None,
+    guaranteed: Annotated[str | None, typer.Option(help="cpu=64,memory=512Gi,nvidia.com/gpu=12 ('cpu=' clears).")] = None,
+    max_: Annotated[str | None, typer.Option("--max", help="Hard caps, same form.")] = None,
+    shareable: Annotated[str | None, typer.Option(help="How much of the guarantee may be lent, same form.")] = None,
+    borrow_limit: Annotated[str | None, typer.Option(help="How far above the guarantee it may borrow, same form.")] = None,
+    weight: Annotated[float | None, typer.Option(help="Weight for sharing idle capacity.")] = None,
+    public: Annotated[bool | None, typer.Option("--public/--private", help="A public pool lends all it has.")] = None,
+    description: Annotated[str | None, typer.Option(help="Free text.")] = None,
+) -> None:
+    """Create a pool or change some of its fields; the others keep their values."""
+    with _store(db) as store:
+        config = store.config()
+        existing = next((p for p in config.pools if p.name == name), None)
+        pool = existing or Pool(name)
+        problems: list[str] = []
+        updates: dict[str, object] = {}
+        for kind, text in zip(LIMIT_FIELDS, (guaranteed, max_, shareable, borrow_limit)):
+            given, cleared = _parse_pairs(name, kind, text, problems)
+            if text is not None:
+                updates[kind] = _merge(dict(getattr(pool, kind)), given, cleared)
+        if problems:
+            raise QuotaConfigError(problems)
+        if weight is not None and weight <= 0:
+            raise QuotaConfigError([f"pool {name}: weight must be above 0, got {weight:g}"])
+        for field, value in (("parent", parent), ("weight", weight), ("public", public), ("description", description)):
+            if value is not None:
+                updates[field] = value
+        changes = store.set_pool(replace(pool, **updates), ACTOR)  # type: ignore[arg-type]
+    console.print(f"pool {name}: {'created' if existing is None else 'updated' if changes else 'unchanged'}")
+
+
+@app.command()
+def delete(name: str, db: Db = DEFAULT_URL) -> None:
+    """Delete a pool without children or admitted workloads."""
+    with _store(db) as store:
+        store.delete_pool(name, ACTOR)
+    console.print(f"pool {name}: deleted")
+
+
+@app.command("import")
+def import_(file: Annotated[Path, typer.Argument(help="YAML file (slotwise quota export writes one).")], db: Db = DEFAULT_URL) -> None:
+    """Make a YAML file the whole configuration: pools not in it are removed. Importing what is
+    already there changes nothing."""
+    with _store(db) as store:
+        changes = store.replace_config(config_from_yaml(file.read_text()), ACTOR)
+    for action, subject, detail in changes:
+        console.print(f"{action} {subject} {detail or ''}", highlight=False)
+    console.print(f"{len(changes)} change(s)" if changes else "no changes")
+
+
+@app.command()
+def export(db: Db = DEFAULT_URL, out: Annotated[Path | None, typer.Option(help="Write here instead of printing.")] = None) -> None:
+    """The whole configuration as YAML, to keep in git."""
+    with _store(db) as store:
+        text = config_to_yaml(store.config())
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text)
+        console.print(f"wrote {out}")
+
+
+def _usage_table(rows: list, title: str) -> Table:
+    table = Table(title=title)
+    for column in ("pool", "resource", "guaranteed", "used", "borrowed", "lent", "max", "workloads"):
+        table.add_column(column, justify="left" if column in ("pool", "resource") else "right")
+    for r in rows:
+        show = lambda v: format_quota_amount(r.resource, v)  # noqa: E731
+        table.add_row(r.pool, r.resource, show(r.guaranteed), show(r.used), show(r.borrowed), show(r.lent),
+                      "-" if r.max is None else show(r.max), str(r.workloads))
+    return table
+
+
+@app.command()
+def usage(db: Db = DEFAULT_URL) -> None:
+    """Who uses what, and who borrows from whom."""
+    with _store(db) as store:
+        ledger = store.ledger()
+    console.print(_usage_table(pool_usage(ledger), "quota usage"))
+    for loan in loans(ledger):
+        console.print(f"{loan.borrower} borrows {format_quota_amount(loan.resource, loan.amount)} {loan.resource} "
+                      f"from {loan.lender}", highlight=False)
+
+
+@app.command()
+def audit(db: Db = DEFAULT_URL, limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50) -> None:
+    """The audit trail: configuration changes and admission decisions."""
+    with _store(db) as store:
+        entries = store.audit(limit)
+    for e in entries:
+        console.print(f"{e.at:%Y-%m-%d %H:%M:%S} {e.actor} {e.action} {e.subject} {e.detail}", highlight=False)
+
+
+@tokens.command("create")
+def token_create(
+    name: str,
+    db: Db = DEFAULT_URL,
+    role: Annotated[str, typer.Option(help="admin (may change) or viewer (reads one pool's subtree).")] = "viewer",
+    pool: Annotated[str | None, typer.Option(help="The pool a viewer reads.")] = None,
+) -> None:
+    """Create a token; it is printed once and only its digest is stored."""
+    with _store(db) as store:
+        token = store.create_token(name, role, pool, ACTOR)
+    typer.echo(token)
+
+
+@tokens.command("revoke")
+def token_revoke(name: str, db: Db = DEFAULT_URL) -> None:
+    with _store(db) as store:
+        store.revoke_token(name, ACTOR)
+    console.print(f"token {name}: revoked")

@@ -1,0 +1,412 @@
+"""The quota store: configuration, admitted workloads, tokens and the audit trail in SQL.
+
+SQLite (a file) is the embedded default; PostgreSQL is supported. Every change runs in one
+transaction that first locks the single ``versions`` row (``SELECT ... FOR UPDATE`` on
+PostgreSQL; ``BEGIN IMMEDIATE`` on SQLite), so admissions from any number of processes
+serialise and two of them can never both take the last unit of a pool. A refused or failed
+change rolls back whole: nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy.orm import Session
+
+from quota.admission import Admit, QuotaDecision, Reclaim, Request, decide
+from quota.config import (
+    LIMIT_FIELDS,
+    Budget,
+    Pool,
+    QuotaConfig,
+    ReclaimSettings,
+    compile_document,
+    format_duration,
+    to_document,
+)
+from quota.ledger import Ledger, Workload
+from quota.store.schema import (
+    AuditRow,
+    BudgetRow,
+    LimitRow,
+    PoolRow,
+    SettingRow,
+    TokenRow,
+    VersionRow,
+    WorkloadRow,
+)
+from scheduler.model.resources import Resources, format_quota_amount
+
+ROLES = ("admin", "viewer")
+DEFAULT_URL = "sqlite:///slotwise.db"
+
+
+class StoreError(ValueError):
+    """A change the store refuses; nothing was written."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who calls: an admin may change everything; a viewer reads its pool and the pools below it."""
+
+    name: str
+    role: str
+    pool: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    subject: str
+    detail: dict[str, Any]
+
+
+def database_url(url: str) -> str:
+    """``postgresql://`` URLs use psycopg 3, the driver slotwise installs."""
+    return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
+
+
+def _engine(url: str) -> Engine:
+    url = database_url(url)
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True)
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # transactions are begun below, not by the driver
+        for pragma in ("foreign_keys=ON", "journal_mode=WAL", "busy_timeout=30000"):
+            dbapi_connection.execute(f"PRAGMA {pragma}")
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock now, not on first write
+
+    return engine
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _pool_changes(old: QuotaConfig, new: QuotaConfig) -> list[tuple[str, str, dict[str, Any]]]:
+    """(action, pool, detail) for every pool added, removed or changed, and reclaim settings."""
+    before = {p.name: p for p in old.pools}
+    after = {p.name: p for p in new.pools}
+    out: list[tuple[str, str, dict[str, Any]]] = []
+    for name, p in after.items():
+        if name not in before:
+            out.append(("pool.create", name, {"parent": p.parent}))
+        elif before[name] != p:
+            q = before[name]
+            fields = {}
+            for f in ("parent", "weight", "public", "description", "budget", *LIMIT_FIELDS):
+                a, b = getattr(q, f), getattr(p, f)
+                if a != b:
+                    fields[f] = {"from": _show(f, a), "to": _show(f, b)}
+            out.append(("pool.update", name, fields))
+    out += [("pool.delete", name, {}) for name in before if name not in after]
+    if old.reclaim != new.reclaim:
+        out.append(("settings.update", "reclaim", {"grace": format_duration(new.reclaim.grace_s),
+                                                   "min_loan": format_duration(new.reclaim.min_loan_s)}))
+    return out
+
+
+def _show(field: str, value: Any) -> Any:
+    if field in LIMIT_FIELDS:
+        return {r: format_quota_amount(r, v) for r, v in sorted(value.items())}
+    if isinstance(value, Budget):
+        return {"per_day": value.per_day, "per_month": value.per_month}
+    return value
+
+
+def validated(config: QuotaConfig) -> QuotaConfig:
+    """Re-check a configuration built in code (the same rules as for a document)."""
+    return compile_document(to_document(config))
+
+
+class Store:
+    def __init__(self, url: str = DEFAULT_URL, capacity: Mapping[str, int] | None = None):
+        """``capacity``: what the cluster holds in quota units (the live service and the simulator
+        know it); without it the cluster holds exactly the top-level pools' guarantees."""
+        self.url = url
+        self.capacity = capacity
+        self.engine = _engine(url)
+        self._config: tuple[int, QuotaConfig] | None = None
+        self._ledger: tuple[tuple[int, int, tuple[tuple[str, int], ...] | None], Ledger] | None = None
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (Alembic)."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", "quota.store:migrations")
+        with self.engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[tuple[Session, VersionRow]]:
+        """A transaction holding the store's lock; cached state is dropped if it fails."""
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                versions = session.scalars(select(VersionRow).where(VersionRow.id == 1).with_for_update()).one()
+                yield session, versions
+        except BaseException:
+            self._ledger = None
+            raise
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with Session(self.engine) as session, session.begin():
+            yield session
+
+    # Audit ----------------------------------------------------------------------------------
+    @staticmethod
+    def _audit(session: Session, actor: str, action: str, subject: str, detail: Mapping[str, Any]) -> None:
+        session.add(AuditRow(at=datetime.now(UTC), actor=actor, action=action, subject=subject,
+                             detail=json.dumps(detail, sort_keys=True)))
+
+    def audit(self, limit: int = 100, subject: str | None = None) -> list[AuditEntry]:
+        """The newest entries first."""
+        with self._read() as s:
+            query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
+            if subject is not None:
+                query = query.where(AuditRow.subject == subject)
+            return [AuditEntry(r.id, r.at, r.actor, r.action, r.subject, json.loads(r.detail)) for r in s.scalars(query)]
+
+    # Configuration --------------------------------------------------------------------------
+    def config(self) -> QuotaConfig:
+        with self._read() as s:
+            version = s.scalars(select(VersionRow.config).where(VersionRow.id == 1)).one()
+            return self._load_config(s, version)
+
+    def _load_config(self, s: Session, version: int) -> QuotaConfig:
+        if self._config is not None and self._config[0] == version:
+            return self._config[1]
+        rows = s.scalars(select(PoolRow)).all()
+        limits: dict[int, dict[str, dict[str, int]]] = {r.id: {f: {} for f in LIMIT_FIELDS} for r in rows}
+        for lim in s.scalars(select(LimitRow)):
+            limits[lim.pool_id][lim.kind][lim.resource] = lim.amount
+        budgets = {b.pool_id: Budget(b.per_day, b.per_month) for b in s.scalars(select(BudgetRow))}
+        settings = {r.key: r.value for r in s.scalars(select(SettingRow))}
+        names = {r.id: r.name for r in rows}
+        children: dict[int | None, list[PoolRow]] = {}
+        for r in sorted(rows, key=lambda r: r.position):
+            children.setdefault(r.parent_id, []).append(r)
+        pools: list[Pool] = []
+
+        def walk(parent: int | None) -> None:
+            for r in children.get(parent, []):
+                pools.append(Pool(r.name, names.get(r.parent_id) if r.parent_id else None, weight=r.weight,
+                                  public=r.public, budget=budgets.get(r.id), description=r.description,
+                                  **limits[r.id]))
+                walk(r.id)
+
+        walk(None)
+        defaults = ReclaimSettings()
+        reclaim = ReclaimSettings(float(settings.get("reclaim.grace_s", defaults.grace_s)),
+                                  float(settings.get("reclaim.min_loan_s", defaults.min_loan_s)))
+        config = QuotaConfig(tuple(pools), reclaim)
+        self._config = (version, config)
+        return config
+
+    def replace_config(self, config: QuotaConfig, actor: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """Make ``config`` the configuration (an import). Returns the changes made, each also in
+        the audit trail; importing the current configuration changes and records nothing."""
+        config = validated(config)
+        with self._transaction() as (s, versions):
+            old = self._load_config(s, versions.config)
+            changes = _pool_changes(old, config)
+            if not changes:
+                return []
+            removed = {p.name for p in old.pools} - {p.name for p in config.pools}
+            self._refuse_busy(s, removed)
+            self._write_config(s, config)
+            versions.config += 1
+            for action, subject, detail in changes:
+                self._audit(s, actor, action, subject, detail)
+        return changes
+
+    def set_pool(self, pool: Pool, actor: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """Create or change one pool; its children stay as they are."""
+        config = self.config()
+        names = [p.name for p in config.pools]
+        if pool.parent is not None and pool.parent not in names:
+            raise StoreError(f"pool {pool.name}: parent {pool.parent!r} does not exist")
+        if pool.name in names:
+            parent = pool.parent
+            while parent is not None:
+                if parent == pool.name:
+                    raise StoreError(f"pool {pool.name}: cannot move under its own descendant {pool.parent}")
+                parent = config.pool(parent).parent
+            pools = tuple(pool if p.name == pool.name else p for p in config.pools)
+        else:
+            pools = (*config.pools, pool)
+        return self.replace_config(replace(config, pools=pools), actor)
+
+    def delete_pool(self, name: str, actor: str) -> None:
+        config = self.config()
+        if name not in {p.name for p in config.pools}:
+            raise NotFound(f"no pool {name!r}")
+        if config.children(name):
+            raise StoreError(f"pool {name} has child pools ({', '.join(c.name for c in config.children(name))}); "
+                             "delete or move them first")
+        self.replace_config(replace(config, pools=tuple(p for p in config.pools if p.name != name)), actor)
+
+    @staticmethod
+    def _refuse_busy(s: Session, names: set[str]) -> None:
+        if not names:
+            return
+        busy = s.execute(select(PoolRow.name, func.count(WorkloadRow.key)).join(WorkloadRow, WorkloadRow.pool_id == PoolRow.id)
+                         .where(PoolRow.name.in_(names)).group_by(PoolRow.name)).all()
+        if busy:
+            raise StoreError("cannot remove pools with admitted workloads: "
+                             + ", ".join(f"{name} ({n})" for name, n in sorted(busy)))
+
+    @staticmethod
+    def _write_config(s: Session, config: QuotaConfig) -> None:
+        rows = {r.name: r for r in s.scalars(select(PoolRow))}
+        s.execute(delete(LimitRow))
+        s.execute(delete(BudgetRow))
+        keep = {p.name for p in config.pools}
+        for name in [n for n in rows if n not in keep]:  # unlink first, so RESTRICT never fires among them
+            rows[name].parent_id = None
+        s.flush()
+        for name in [n for n in rows if n not in keep]:
+            s.delete(rows.pop(name))
+        s.flush()
+        positions: dict[str | None, int] = {}
+        for p in config.pools:  # parents come first, so their ids exist
+            row = rows.get(p.name)
+            if row is None:
+                row = rows[p.name] = PoolRow(name=p.name)
+                s.add(row)
+            row.parent_id = rows[p.parent].id if p.parent else None
+            row.position = positions[p.parent] = positions.get(p.parent, -1) + 1
+            row.public, row.weight, row.description = p.public, p.weight, p.description
+            s.flush()
+            for kind, amounts in p.limits():
+                s.add_all(LimitRow(pool_id=row.id, kind=kind, resource=r, amount=v) for r, v in amounts.items())
+            if p.budget is not None:
+                s.add(BudgetRow(pool_id=row.id, per_day=p.budget.per_day, per_month=p.budget.per_month))
+        for key, value in (("reclaim.grace_s", config.reclaim.grace_s), ("reclaim.min_loan_s", config.reclaim.min_loan_s)):
+            s.merge(SettingRow(key=key, value=repr(value)))
+
+    # Admissions -----------------------------------------------------------------------------
+    def _current_ledger(self, s: Session, versions: VersionRow) -> Ledger:
+        key = self._ledger_key(versions)
+        if self._ledger is not None and self._ledger[0] == key:
+            return self._ledger[1]
+        ledger = Ledger(self._load_config(s, versions.config), self.capacity)
+        names = {r.id: r.name for r in s.scalars(select(PoolRow))}
+        for w in s.scalars(select(WorkloadRow)):
+            ledger.add(Workload(w.key, names[w.pool_id], Resources(json.loads(w.charge)), w.priority, w.admitted_at),
+                       force=True)
+        self._ledger = (key, ledger)
+        return ledger
+
+    def _ledger_key(self, versions: VersionRow) -> tuple[int, int, tuple[tuple[str, int], ...] | None]:
+        capacity = tuple(sorted(self.capacity.items())) if self.capacity is not None else None
+        return versions.config, versions.ledger, capacity
+
+    def ledger(self) -> Ledger:
+        """The configuration with every admitted workload charged (a copy to read)."""
+        with self._transaction() as (s, versions):
+            cached = self._current_ledger(s, versions)
+        copy = Ledger(cached.config, self.capacity)
+        for w in cached.charged():
+            copy.add(w, force=True)
+        return copy
+
+    def admit(self, request: Request, now: float, actor: str) -> QuotaDecision:
+        """Decide ``request`` and, when it is admitted (or reclaims), record it, in one locked
+        transaction. Reclaim victims are released from quota at once: their capacity is the
+        requester's from now on, while they get the grace period to stop."""
+        with self._transaction() as (s, versions):
+            if s.get(WorkloadRow, request.key) is not None:
+                raise StoreError(f"workload {request.key} is already admitted")
+            ledger = self._current_ledger(s, versions)
+            decision = decide(ledger, request, now)
+            if isinstance(decision, Reclaim):
+                for victim in decision.victims:
+                    ledger.remove(victim.key)
+                    s.execute(delete(WorkloadRow).where(WorkloadRow.key == victim.key))
+                    self._audit(s, actor, "evict", victim.key, {"pool": victim.pool, "for": request.key,
+                                                                "grace_s": ledger.config.reclaim.grace_s})
+            if isinstance(decision, Admit | Reclaim):
+                workload = request.charged(decision.gpu_model, now)
+                ledger.add(workload)
+                s.add(WorkloadRow(key=workload.key, pool_id=self._pool_id(s, workload.pool), priority=workload.priority,
+                                  admitted_at=now, gpu_model=decision.gpu_model,
+                                  borrowed=isinstance(decision, Admit) and bool(decision.borrowed),
+                                  charge=json.dumps(dict(workload.charge), sort_keys=True)))
+                versions.ledger += 1
+                self._ledger = (self._ledger_key(versions), ledger)
+            if decision.kind != "wait":
+                self._audit(s, actor, decision.kind, request.key, {"pool": request.pool, "reason": decision.reason})
+        return decision
+
+    def release(self, key: str, actor: str) -> Workload:
+        """A workload finished or was removed: give its charge back."""
+        with self._transaction() as (s, versions):
+            row = s.get(WorkloadRow, key)
+            if row is None:
+                raise NotFound(f"no admitted workload {key!r}")
+            ledger = self._current_ledger(s, versions)
+            workload = ledger.remove(key)
+            s.delete(row)
+            versions.ledger += 1
+            self._ledger = (self._ledger_key(versions), ledger)
+            self._audit(s, actor, "release", key, {"pool": workload.pool})
+        return workload
+
+    @staticmethod
+    def _pool_id(s: Session, name: str) -> int:
+        return s.scalars(select(PoolRow.id).where(PoolRow.name == name)).one()
+
+    # Tokens ---------------------------------------------------------------------------------
+    def create_token(self, name: str, role: str, pool: str | None, actor: str) -> str:
+        """A new API token (shown once; only its digest is kept)."""
+        if role not in ROLES:
+            raise StoreError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        if (role == "viewer") != (pool is not None):
+            raise StoreError("a viewer token names the pool it may read (--pool); an admin token names none")
+        token = secrets.token_urlsafe(32)
+        with self._transaction() as (s, _):
+            if pool is not None and s.scalars(select(PoolRow.id).where(PoolRow.name == pool)).first() is None:
+                raise NotFound(f"no pool {pool!r}")
+            if s.scalars(select(TokenRow.id).where(TokenRow.name == name)).first() is not None:
+                raise StoreError(f"a token named {name!r} exists")
+            s.add(TokenRow(name=name, digest=_digest(token), role=role, pool=pool, created_at=datetime.now(UTC)))
+            self._audit(s, actor, "token.create", name, {"role": role, "pool": pool})
+        return token
+
+    def authenticate(self, token: str) -> Principal | None:
+        with self._read() as s:
+            row = s.scalars(select(TokenRow).where(TokenRow.digest == _digest(token))).first()
+            return Principal(row.name, row.role, row.pool) if row else None
+
+    def revoke_token(self, name: str, actor: str) -> None:
+        with self._transaction() as (s, _):
+            if s.execute(delete(TokenRow).where(TokenRow.name == name)).rowcount == 0:
+                raise NotFound(f"no token {name!r}")
+            self._audit(s, actor, "token.revoke", name, {})

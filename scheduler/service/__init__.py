@@ -1,0 +1,1 @@
+"""The live service: one FastAPI application for the extender, the webhooks and the quota API."""
