@@ -1,0 +1,61 @@
+"""The control plane's end of the node agent: ``POST /mig/nodes/{node}`` stores a node's layout.
+
+A FastAPI router for the live service to mount. Requests carry ``Authorization: Bearer <token>``;
+bodies are :class:`~mig.report.NodeReport` documents, checked against the catalog, and a bad one
+is answered 422 with what is wrong, in one line.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Request
+from pydantic import ValidationError
+
+from mig.report import NodeReport, error_text
+from mig.store import LayoutStore
+
+
+def mig_router(store: LayoutStore, token: str) -> APIRouter:
+    """Routes under ``/mig``; every request must present ``token`` as a bearer token."""
+    if not token:
+        raise ValueError("the MIG report endpoint needs a token")
+    router = APIRouter(prefix="/mig", tags=["mig"])
+
+    def authorise(authorization: str | None) -> None:
+        scheme, _, presented = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    @router.post("/nodes/{node}", status_code=204)
+    async def report(node: str, request: Request,
+                     authorization: Annotated[str | None, Header()] = None) -> None:
+        authorise(authorization)
+        try:
+            body = json.loads(await request.body())
+        except (ValueError, UnicodeDecodeError):
+            raise HTTPException(400, "body is not JSON") from None
+        try:
+            document = NodeReport.model_validate(body)
+        except ValidationError as exc:
+            raise HTTPException(422, error_text(exc)) from None
+        if document.node != node:
+            raise HTTPException(422, f"body reports node {document.node!r} but was posted for {node!r}")
+        store.put(document)
+
+    @router.get("/nodes")
+    def nodes(authorization: Annotated[str | None, Header()] = None) -> list[str]:
+        authorise(authorization)
+        return store.nodes()
+
+    @router.get("/nodes/{node}")
+    def layout(node: str, authorization: Annotated[str | None, Header()] = None) -> NodeReport:
+        authorise(authorization)
+        found = store.get(node)
+        if found is None:
+            raise HTTPException(404, f"no layout reported for node {node!r}")
+        return found
+
+    return router
