@@ -162,9 +162,11 @@ def _greedy(groups: Sequence[_Group], demand: Mapping[str, int], supply: Counter
     choice = [[0] * len(g.options) for g in groups]
     for k, g in enumerate(groups):
         for _ in g.members:
-            gains = [sum(sizes[p] * min(n, max(0, remaining[p])) for p, n in o.counts().items() if p in remaining)
+            gains = [sum(sizes[p] * min(n, remaining[p]) for p, n in o.counts().items() if p in sizes)
                      for o in g.options]
             best = max(range(len(g.options)), key=lambda c: (gains[c], -c))
             choice[k][best] += 1
-            remaining.subtract(g.options[best].counts())
+            for p, n in g.options[best].counts().items():
+                if p in sizes:
+                    remaining[p] = max(0, remaining[p] - n)
     return choice

@@ -208,12 +208,14 @@ class Fleet:
         inst = Instance(choice.profile, choice.start, True)
         idle = Instance(choice.profile, choice.start, False)
         if idle in layout.instances:
-            kept = [i for i in layout.instances if i != idle]
+            grown = Layout.of(layout.model, (*(i for i in layout.instances if i != idle), inst))
         elif self.fixed:
             raise ValueError(f"no idle {choice.profile.name} at slot {choice.start} on {choice.node} GPU {choice.gpu}")
         else:
-            kept = [i for i in layout.instances if i.in_use or not i.mask & inst.mask]
-        grown = Layout.of(layout.model, (*kept, inst))
+            grown = layout.in_use_only().adding(inst)
+            for other in layout.instances:  # idle ones stay where they still fit (slots, counts, +me)
+                if not other.in_use and (kept := grown.adding(other)).valid(self.driver):
+                    grown = kept
         problems = grown.problems(self.driver)
         if problems:
             raise ValueError(f"{choice}: {'; '.join(problems)}")

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mig.cli import app as mig_app
 from quota.cli import app as quota_app
 from scheduler.model.resources import MILLI_PER_GPU
 from scheduler.model.snapshot import Snapshot
@@ -27,6 +28,7 @@ app = typer.Typer(help="slotwise: placement, quota, MIG and overflow for Kuberne
 console = Console()
 app.command()(simulate)
 app.add_typer(quota_app, name="quota")
+app.add_typer(mig_app, name="mig")
 
 
 @app.command()
