@@ -225,7 +225,7 @@ def plan_reclaim(
     if violation is None or violation.limit != "capacity":
         return ()
     used = vec > 0
-    entitled = next((a for a in ledger.paths[pool] if a and not (used & (ledger.usage[a] + vec > ledger.guaranteed[a])).any()), None)
+    entitled = ledger.entitled(pool, vec)
     if entitled is None:
         return ()
     outside = [q for q in range(1, len(ledger.names)) if ledger.by_pool[q] and not ledger.in_subtree(q, entitled)]

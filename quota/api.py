@@ -6,8 +6,6 @@ refused change, 401/403 for authentication, 404 for what does not exist, 409 for
 422 for an invalid configuration (every problem listed).
 """
 
-from __future__ import annotations
-
 import time
 from collections.abc import Callable
 from typing import Annotated, Any

@@ -154,6 +154,20 @@ class Ledger:
             demand = self.demand[parent] + delta
             a = parent
 
+    def entitled(self, pool: int, vec: np.ndarray) -> int | None:
+        """The closest pool on the path (``pool`` itself or an ancestor, never the cluster) whose
+        guarantee would still hold ``vec`` with the reserves its children keep; None if none would."""
+        used = vec > 0
+        a = pool
+        demand = self.demand[a] + vec
+        while self.parent[a] >= 0:
+            if not (used & (demand > self.guaranteed[a])).any():
+                return a
+            parent = int(self.parent[a])
+            demand = self.demand[parent] + np.maximum(demand, self.reserved[a]) - self.claim[a]
+            a = parent
+        return None
+
     def fits(self, pool: int, vec: np.ndarray) -> bool:
         return self.violation(pool, vec) is None
 

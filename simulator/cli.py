@@ -6,16 +6,18 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from quota.config import QuotaConfig, QuotaConfigError, config_from_yaml
 from scheduler.model.sources import read_nodes
 from scheduler.placement.profile import DEFAULT, profile_names
 from simulator.generate import synthetic_arrivals, synthetic_cluster
 from simulator.report import means, write_report
-from simulator.results import Result
+from simulator.results import Result, TimelineResult
 from simulator.sweep import Mode, Scenario, parse_seeds, sweep
 from simulator.traces import read_trace
 from simulator.whatif import add_nodes, parse_additions
@@ -23,17 +25,54 @@ from simulator.whatif import add_nodes, parse_additions
 console = Console()
 
 
+def _quotas(files: str | None) -> tuple[tuple[str, QuotaConfig], ...]:
+    out = []
+    for name in (f.strip() for f in (files or "").split(",") if f.strip()):
+        try:
+            out.append((Path(name).name, config_from_yaml(Path(name).read_text())))
+        except QuotaConfigError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return tuple(out)
+
+
 def _scenario(trace: Path | None, nodes: Path | None, added: str | None, mode: Mode | None, inflation: float,
-              count: int, seed: int) -> Scenario:
+              count: int, seed: int, quota: str | None) -> Scenario:
     node_list = read_nodes(nodes) if nodes else synthetic_cluster()
     if added:
         node_list = add_nodes(node_list, parse_additions(added))
     node_list = tuple(node_list)
+    quotas = _quotas(quota)
+    if quotas and mode == "fill":
+        raise ValueError("--quota needs a timeline run: pods must leave for quota to be lent and reclaimed")
     if trace is not None:
-        # A trace replays the FGD paper's method unless asked for a timeline.
-        return Scenario(trace.stem, node_list, tuple(read_trace(trace)), mode or "fill", inflation)
+        # A trace replays the FGD paper's method unless asked for a timeline (or quota).
+        return Scenario(trace.stem, node_list, tuple(read_trace(trace)), mode or ("timeline" if quotas else "fill"),
+                        inflation, quotas)
     return Scenario(f"generated-{count}-seed{seed}", node_list, tuple(synthetic_arrivals(count, seed)),
-                    mode or "timeline", inflation)
+                    mode or "timeline", inflation, quotas)
+
+
+def _projects_table(results: list[Result]) -> Table:
+    """Per project, each run label's mean over seeds of wait p99, borrowed GPUs and preemptions."""
+    figures: dict[str, dict[str, list[dict[str, float | None]]]] = {}
+    for r in results:
+        if isinstance(r, TimelineResult):
+            for project, f in r.projects().items():
+                figures.setdefault(project, {}).setdefault(r.policy, []).append(f)
+    labels = list(dict.fromkeys(r.policy for r in results))
+    table = Table(title="Per project (means over seeds): wait p99 / mean GPUs / borrowed GPUs / preemptions")
+    table.add_column("project")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for project, by_label in figures.items():
+        cells = []
+        for label in labels:
+            runs = by_label.get(label, [])
+            mean = lambda key: float(np.mean([f[key] for f in runs if f[key] is not None] or [np.nan]))  # noqa: E731
+            cells.append(f"{mean('wait p99 s') / 60:,.0f} min / {mean('mean GPUs'):.1f} / "
+                         f"{mean('borrowed GPUs'):.1f} / {mean('preemptions'):.0f}")
+        table.add_row(project, *cells)
+    return table
 
 
 def _means_table(results: list[Result], title: str) -> Table:
@@ -71,6 +110,7 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Folder for the report, CSV, JSON and plots.")] = Path("slotwise-simulation"),
     workers: Annotated[int | None, typer.Option(help="Processes for a sweep (default: one per core; 1 runs here).")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Run the sweep on this Ray cluster (e.g. ray://head:10001, or 'auto').")] = None,
+    quota: Annotated[str | None, typer.Option(help="Admit pods through project pools from this quota YAML; several (a.yaml,b.yaml) are compared on the same workload.")] = None,
 ) -> None:
     """Run what-if simulations through the live placement code and write a report."""
     try:
@@ -82,14 +122,14 @@ def simulate(
         seed_list = parse_seeds(seeds)
         if count <= 0:
             raise ValueError("count must be positive")
-        scenario = _scenario(trace, nodes, add_nodes_, mode, inflation, count, workload_seed)
+        scenario = _scenario(trace, nodes, add_nodes_, mode, inflation, count, workload_seed, quota)
         if not scenario.arrivals or not scenario.nodes:
             raise ValueError("nothing to simulate: no pods or no nodes")
     except (ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
 
-    runs = len(policies) * len(seed_list)
+    runs = len(policies) * len(seed_list) * max(1, len(scenario.quotas))
     console.print(f"{scenario.mode} run of {scenario.name}: {len(scenario.arrivals)} pods on {len(scenario.nodes)} nodes, "
                   f"{runs} run(s) ({', '.join(policies)} x seeds {seeds})", highlight=False)
     started = time.perf_counter()
@@ -111,9 +151,13 @@ def simulate(
               "nodes": len(scenario.nodes), "policies": ",".join(policies), "seeds": seeds}
     if add_nodes_:
         config["added nodes"] = add_nodes_
+    if quota:
+        config["quota"] = ",".join(name for name, _ in scenario.quotas)
     if scenario.mode == "fill":
         config["inflation"] = inflation
     title = f"slotwise simulation: {scenario.name} ({scenario.mode})"
     files = write_report(results, out, title, config)
     console.print(_means_table(results, f"Means over seeds, {elapsed:.1f} s"))
+    if scenario.quotas:
+        console.print(_projects_table(results))
     console.print(f"report: {out / 'report.html'} ({len(files)} files in {out})", highlight=False)

@@ -19,7 +19,7 @@ matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from simulator.results import FillResult, Result, TimelineResult  # noqa: E402
+from simulator.results import PROJECT_FIGURES, FillResult, Result, TimelineResult  # noqa: E402
 
 _PNG_METADATA = {"Software": None}
 
@@ -104,7 +104,8 @@ def _plot_timeline(results: Sequence[TimelineResult], path: Path) -> None:
 
 def _table_html(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows)
+    body = "".join("<tr>" + "".join(f"<td>{'' if v is None else html.escape(str(v))}</td>" for v in row) + "</tr>"
+                   for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
@@ -153,6 +154,9 @@ def write_report(results: Sequence[Result], out: Path, title: str, config: dict[
                                      "fragmentation"],
                  [[r.policy, r.seed, s.time, round(s.gpu_allocated, 6), round(s.cpu_allocated, 6), s.pending,
                    round(s.fragmentation, 6)] for r in timelines for s in r.samples])
+        project_rows = [[r.policy, r.seed, project, *figures.values()] for r in timelines
+                        for project, figures in r.projects().items()]
+        csv_file("projects.csv", ["policy", "seed", "project", *PROJECT_FIGURES], project_rows)
         _plot_timeline(timelines, out / "timeline.png")
         plots.append(out / "timeline.png")
     written += plots
@@ -176,6 +180,7 @@ def write_report(results: Sequence[Result], out: Path, title: str, config: dict[
         by_kind = "<h2>Wait and completion by kind (seconds)</h2>" + _table_html(
             ["policy", "seed", "kind", "wait p50", "wait p90", "wait p99", "completion p50", "completion p90",
              "completion p99"], kind_rows)
+        by_kind += "<h2>By project</h2>" + _table_html(["policy", "seed", "project", *PROJECT_FIGURES], project_rows)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,8 @@ import numpy as np
 #: Arrived-workload points (percent of GPU capacity) reported for fill runs, as in the FGD paper.
 CURVE_POINTS = (50, 80, 100, 130)
 PERCENTILES = (50, 90, 99)
+#: The figures :meth:`TimelineResult.projects` gives each project, in order.
+PROJECT_FIGURES = ("pods", "started", "wait p50 s", "wait p99 s", "mean GPUs", "borrowed GPUs", "preemptions")
 
 
 def _round(value: float) -> float:
@@ -74,6 +77,8 @@ class PodRecord:
     start: float | None
     end: float | None
     reason: str = ""  # why it was still waiting when the run ended
+    preemptions: int = 0  # times a reclaim evicted it (it then waited and started again)
+    gpu_seconds: float = 0.0  # GPU held, summed over its runs (GPU x seconds)
 
     @property
     def wait(self) -> float | None:
@@ -107,6 +112,10 @@ class TimelineResult:
     seed: int
     pods: tuple[PodRecord, ...]
     samples: tuple[Sample, ...]
+    #: The quota configuration the run admitted pods with (its file name), if any.
+    quota: str | None = None
+    #: Per project, GPU x seconds its pool held above its guarantee (runs with quota).
+    borrowed_gpu_seconds: Mapping[str, float] = field(default_factory=dict)
     mode: str = field(default="timeline", init=False)
 
     @property
@@ -145,6 +154,32 @@ class TimelineResult:
         }
         out |= {f"wait {k} s": v for k, v in _percentiles(self.waits()).items()}
         out |= {f"completion {k} s": v for k, v in _percentiles(self.completions()).items()}
+        if self.quota is not None:
+            out["preemptions"] = float(sum(p.preemptions for p in self.pods))
+            out["borrowed GPUs"] = _round(sum(self.borrowed_gpu_seconds.values()) / self.span())
+        return out
+
+    def span(self) -> float:
+        """Seconds from the first arrival to the last event."""
+        if not self.samples:
+            return 1.0
+        return max(self.samples[-1].time - min(p.arrival for p in self.pods), 1.0)
+
+    def projects(self) -> dict[str, dict[str, float | None]]:
+        """Per project: pods, started, wait percentiles, mean GPUs held and borrowed over the run,
+        and preemptions by reclaim."""
+        out: dict[str, dict[str, float]] = {}
+        for project in sorted({p.project for p in self.pods}):
+            pods = [p for p in self.pods if p.project == project]
+            waits = [p.wait for p in pods if p.wait is not None]
+            out[project] = {
+                "pods": float(len(pods)),
+                "started": float(len(waits)),
+                **{f"wait p{q} s": _round(np.percentile(waits, q)) if waits else None for q in (50, 99)},
+                "mean GPUs": _round(sum(p.gpu_seconds for p in pods) / self.span()),
+                "borrowed GPUs": _round(self.borrowed_gpu_seconds.get(project, 0.0) / self.span()),
+                "preemptions": float(sum(p.preemptions for p in pods)),
+            }
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -158,6 +193,7 @@ class TimelineResult:
             "failed_by_reason": self.failed,
             "wait_s_by_kind": {k: _percentiles(self.waits(k)) for k in kinds},
             "completion_s_by_kind": {k: _percentiles(self.completions(k)) for k in kinds},
+            "projects": self.projects(),
         }
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
+from quota.config import QuotaConfig
 from scheduler.model.cluster import Node
 from simulator.fill import run_fill
 from simulator.results import Result
@@ -16,6 +17,7 @@ from simulator.timeline import run_timeline
 from simulator.traces import Arrival
 
 Mode = Literal["fill", "timeline"]
+Run = tuple[str, int, str | None]  # policy, seed, quota
 
 
 @dataclass(frozen=True)
@@ -27,13 +29,20 @@ class Scenario:
     arrivals: tuple[Arrival, ...]
     mode: Mode = "timeline"
     inflation: float = 1.3
+    #: Quota configurations to compare (file name, configuration); timeline runs only.
+    quotas: tuple[tuple[str, QuotaConfig], ...] = ()
 
 
-def run_one(scenario: Scenario, policy: str, seed: int, progress: Callable[[int], None] | None = None) -> Result:
+def run_one(scenario: Scenario, policy: str, seed: int, progress: Callable[[int], None] | None = None,
+            quota: str | None = None) -> Result:
+    """One run; with ``quota`` (a name from the scenario's quotas) pods go through that quota, and
+    the result is labelled ``policy + quota``."""
     if scenario.mode == "fill":
         pods = [a.pod for a in scenario.arrivals]
         return run_fill(scenario.nodes, pods, policy, seed, scenario.inflation, progress)
-    return run_timeline(scenario.nodes, scenario.arrivals, policy, seed, progress)
+    config = dict(scenario.quotas)[quota] if quota is not None else None
+    result = run_timeline(scenario.nodes, scenario.arrivals, policy, seed, progress, config)
+    return replace(result, policy=f"{policy} + {quota}", quota=quota) if quota is not None else result
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -59,19 +68,19 @@ def _init_worker(scenario: Scenario) -> None:
     _worker_scenario = scenario
 
 
-def _run_in_worker(policy: str, seed: int) -> Result:
+def _run_in_worker(policy: str, seed: int, quota: str | None) -> Result:
     assert _worker_scenario is not None
-    return run_one(_worker_scenario, policy, seed)
+    return run_one(_worker_scenario, policy, seed, quota=quota)
 
 
-def _local(scenario: Scenario, runs: list[tuple[str, int]], workers: int) -> Iterator[Result]:
+def _local(scenario: Scenario, runs: list[Run], workers: int) -> Iterator[Result]:
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(scenario,)) as pool:
-        futures = [pool.submit(_run_in_worker, policy, seed) for policy, seed in runs]
+        futures = [pool.submit(_run_in_worker, policy, seed, quota) for policy, seed, quota in runs]
         for future in as_completed(futures):
             yield future.result()
 
 
-def _ray(scenario: Scenario, runs: list[tuple[str, int]], address: str) -> Iterator[Result]:
+def _ray(scenario: Scenario, runs: list[Run], address: str) -> Iterator[Result]:
     try:
         import ray
     except ImportError:
@@ -79,7 +88,7 @@ def _ray(scenario: Scenario, runs: list[tuple[str, int]], address: str) -> Itera
     ray.init(address=address, ignore_reinit_error=True, logging_level="WARNING", log_to_driver=False)
     remote = ray.remote(run_one)
     shared = ray.put(scenario)
-    pending = [remote.remote(shared, policy, seed) for policy, seed in runs]
+    pending = [remote.remote(shared, policy, seed, None, quota) for policy, seed, quota in runs]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         yield ray.get(done[0])
@@ -100,12 +109,13 @@ def sweep(
     to ``workers`` processes (default: one per core) or to the Ray cluster at ``ray_address``,
     and ``on_result`` hears of each finished run.
     """
-    runs = [(policy, seed) for policy in policies for seed in seeds]
+    quotas = [name for name, _ in scenario.quotas] or [None]
+    runs = [(policy, seed, quota) for policy in policies for quota in quotas for seed in seeds]
     workers = min(workers or os.cpu_count() or 1, len(runs))
     if ray_address:
         results: Iterator[Result] = _ray(scenario, runs, ray_address)
     elif workers <= 1:
-        results = (run_one(scenario, policy, seed, progress) for policy, seed in runs)
+        results = (run_one(scenario, policy, seed, progress, quota) for policy, seed, quota in runs)
     else:
         results = _local(scenario, runs, workers)
     collected = []
@@ -113,5 +123,5 @@ def sweep(
         collected.append(result)
         if on_result is not None:
             on_result(result)
-    rank = {policy: i for i, policy in enumerate(policies)}
+    rank = {label: i for i, label in enumerate(f"{p} + {q}" if q else p for p in policies for q in quotas)}
     return sorted(collected, key=lambda r: (rank[r.policy], r.seed))

@@ -26,7 +26,7 @@ def test_no_arguments_runs_a_generated_scenario_and_writes_its_report(tmp_path: 
     assert result.exit_code == 0, result.output
     out = tmp_path / "slotwise-simulation"
     assert {p.name for p in out.iterdir()} == {
-        "report.html", "results.json", "means.csv", "runs.csv", "failed.csv", "pods.csv", "utilisation.csv", "timeline.png",
+        "report.html", "results.json", "means.csv", "runs.csv", "failed.csv", "pods.csv", "utilisation.csv", "projects.csv", "timeline.png",
     }
     document = json.loads((out / "results.json").read_text())
     assert document["config"]["mode"] == "timeline" and document["config"]["pods"] == 1000

@@ -29,6 +29,7 @@ from quota.config import (
     Budget,
     Pool,
     QuotaConfig,
+    QuotaConfigError,
     ReclaimSettings,
     compile_document,
     format_duration,
@@ -139,7 +140,16 @@ def _show(field: str, value: Any) -> Any:
 
 def validated(config: QuotaConfig) -> QuotaConfig:
     """Re-check a configuration built in code (the same rules as for a document)."""
-    return compile_document(to_document(config))
+    names = {p.name for p in config.pools}
+    problems = [f"pool {p.name}: parent {p.parent!r} does not exist" for p in config.pools
+                if p.parent is not None and p.parent not in names]
+    if problems:  # the document is written from the top-level pools down, so these would vanish
+        raise QuotaConfigError(problems)
+    compiled = compile_document(to_document(config))
+    unreachable = sorted(names - {p.name for p in compiled.pools})
+    if unreachable:
+        raise QuotaConfigError([f"pool {name}: its parents form a cycle" for name in unreachable])
+    return compiled
 
 
 class Store:

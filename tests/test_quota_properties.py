@@ -1,0 +1,270 @@
+"""Properties of the quota ledger and its decisions over random pool trees and random histories.
+
+A history is what a caller does: each request is decided and applied (Admit: charge it; Reclaim:
+evict the victims, then charge it; Wait and Deny: nothing), and running workloads are released.
+After every step the ledger must hold every limit, agree with a from-scratch recomputation, and
+every decision must have been honest about the ledger it read.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from quota.admission import Admit, Deny, Reclaim, Request, Wait, decide, plan_reclaim, with_model
+from quota.config import QuotaConfig, compile_document, config_from_yaml, config_to_yaml, effective_guarantee, parse_document
+from quota.ledger import UNLIMITED, Ledger, Workload
+from scheduler.model.resources import CPU, GPU, Resources, gpu_quota_resource
+
+RESOURCES = [CPU, GPU, gpu_quota_resource("A100"), gpu_quota_resource("T4")]
+MODELS = ["A100", "T4", "V100"]
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def quota_documents(draw) -> dict:
+    """A pool tree of depth 1 to 3 that validation accepts: guarantees at most max (where given),
+    children's guarantees within the parent's, shareable within the (derived) guarantee, public
+    pools leaves without shareable. Amounts in whole cpus and GPUs."""
+    resources = draw(st.lists(st.sampled_from(RESOURCES), min_size=1, max_size=4, unique=True))
+    depth = draw(st.integers(1, 3))
+    names = (f"p{i}" for i in itertools.count())
+    small = st.integers(0, 6)
+
+    def maybe() -> bool:
+        return draw(st.integers(0, 2)) > 0
+
+    def pool(level: int) -> tuple[dict, dict[str, int]]:
+        doc: dict = {"name": next(names)}
+        built = [pool(level + 1) for _ in range(draw(st.integers(0, 3)) if level < depth else 0)]
+        children_sum = {r: sum(eff.get(r, 0) for _, eff in built) for r in resources}
+        public = not built and draw(st.integers(0, 4)) == 0
+        guaranteed = {r: children_sum[r] + draw(small) for r in resources if maybe()}
+        effective = {r: guaranteed.get(r, children_sum[r]) for r in resources}
+        limits = {
+            "guaranteed": guaranteed,
+            "max": {r: guaranteed.get(r, 0) + draw(st.integers(0, 8)) for r in resources if not draw(st.booleans())},
+            "shareable": {} if public else {r: draw(st.integers(0, effective[r])) for r in resources if maybe()},
+            "borrow_limit": {r: draw(small) for r in resources if not maybe()},
+        }
+        doc |= {k: v for k, v in limits.items() if v} | ({"public": True} if public else {})
+        if built:
+            doc["pools"] = [d for d, _ in built]
+        return doc, effective
+
+    return {"reclaim": {"min_loan": draw(st.sampled_from(["0s", "5m", "10m"]))},
+            "pools": [pool(1)[0] for _ in range(draw(st.integers(1, 4)))]}
+
+
+def compiled(document: dict) -> QuotaConfig:
+    return compile_document(parse_document(document))
+
+
+@st.composite
+def ledgers(draw) -> Ledger:
+    config = compiled(draw(quota_documents()))
+    ledger = Ledger(config)
+    if draw(st.booleans()):  # a cluster larger than the top-level guarantees
+        extra = {r: draw(st.integers(0, 4)) * 1000 for r in ledger.resources}
+        ledger = Ledger(config, {r: int(ledger.guaranteed[0, ledger.column[r]]) + extra[r] for r in ledger.resources})
+    return ledger
+
+
+# A step: ("request", pool index, cpu in halves, GPUs in halves, priority, accepted models, seconds later)
+#         ("release", workload index, seconds later)
+requests = st.tuples(st.just("request"), st.integers(0, 30), st.integers(0, 6), st.integers(0, 6), st.integers(0, 3),
+                     st.none() | st.frozensets(st.sampled_from(MODELS), min_size=1), st.integers(0, 400))
+releases = st.tuples(st.just("release"), st.integers(0, 1000), st.integers(0, 400))
+histories = st.lists(st.one_of(requests, requests, releases), min_size=1, max_size=25)
+
+
+# Independent checks -----------------------------------------------------------------------------
+def snapshot(ledger: Ledger):
+    return (tuple(a.copy() for a in (ledger.usage, ledger.own, ledger.demand, ledger.claim)),
+            {key: workload for key, (workload, _, _) in ledger.workloads.items()})
+
+
+def assert_same(ledger: Ledger, before) -> None:
+    arrays, workloads = snapshot(ledger)
+    for a, b in zip(arrays, before[0]):
+        np.testing.assert_array_equal(a, b)
+    assert workloads == before[1]
+
+
+def expected_arrays(ledger: Ledger) -> dict[str, np.ndarray]:
+    """Usage, demand and claims from the configuration and the charged workloads alone."""
+    config, n = ledger.config, len(ledger.names)
+    by_name = {p.name: p for p in config.pools}
+    reserved = np.zeros((n, len(ledger.resources)), dtype=np.int64)
+    for p in config.pools:
+        guaranteed = ledger.vector(effective_guarantee(p, by_name))
+        reserved[ledger.row[p.name]] = 0 if p.public else guaranteed - ledger.vector(p.shareable)
+    own = np.zeros_like(reserved)
+    for w in ledger.charged():
+        own[ledger.row[w.pool]] += ledger.vector(w.charge)
+    usage, demand, claim = own.copy(), own.copy(), np.zeros_like(own)
+    for i in range(n - 1, -1, -1):
+        claim[i] = np.maximum(demand[i], reserved[i]) if i else demand[i]
+        if i:
+            parent = ledger.row[by_name[ledger.names[i]].parent or "cluster"]
+            usage[parent] += usage[i]
+            demand[parent] += claim[i]
+    return {"usage": usage, "own": own, "demand": demand, "claim": claim}
+
+
+def assert_consistent(ledger: Ledger) -> None:
+    # every limit holds on every governed resource
+    for i in range(1, len(ledger.names)):
+        assert (ledger.usage[i] <= ledger.max[i]).all(), ledger.names[i]
+        assert (ledger.usage[i] <= ledger.guaranteed[i] + ledger.borrow_limit[i]).all(), ledger.names[i]
+    assert (ledger.demand[0] <= ledger.guaranteed[0]).all()  # claims fit in the cluster
+    # the incremental arrays are what a recomputation gives
+    for name, array in expected_arrays(ledger).items():  # the root's claim is the capacity, not compared
+        np.testing.assert_array_equal(getattr(ledger, name)[1:], array[1:], err_msg=name)
+    np.testing.assert_array_equal(ledger.usage[0], expected_arrays(ledger)["usage"][0])
+    fresh = Ledger(ledger.config, ledger.amounts(ledger.guaranteed[0]))
+    for w in ledger.charged():
+        fresh.add(w, force=True)
+    for name in ("usage", "own", "demand", "claim"):
+        np.testing.assert_array_equal(getattr(ledger, name), getattr(fresh, name), err_msg=name)
+
+
+def candidate_vectors(ledger: Ledger, request: Request) -> list[np.ndarray]:
+    governed = [r.removeprefix(GPU + "/") for r in ledger.resources if r.startswith(GPU + "/")]
+    models = [m for m in governed if request.gpu_models is None or m in request.gpu_models] if request.charge[GPU] else []
+    return [ledger.vector(with_model(request.charge, m)) for m in models or [None]]
+
+
+def entitled_pool(ledger: Ledger, pool: int, vec: np.ndarray) -> int | None:
+    """The closest pool whose guarantee holds the request on top of what its subtree holds and
+    keeps reserved (its demand), recomputed here from scratch along the path."""
+    used = vec > 0
+    extra = vec
+    for a in ledger.paths[pool][:-1]:
+        if not (used & (ledger.demand[a] + extra > ledger.guaranteed[a])).any():
+            return a
+        extra = np.maximum(ledger.demand[a] + extra, ledger.reserved[a]) - ledger.claim[a]
+    return None
+
+
+def was_borrowing(ledger: Ledger, victim: Workload, entitled: int, vec: np.ndarray) -> bool:
+    for a in ledger.paths[ledger.row[victim.pool]]:
+        if a in ledger.paths[entitled]:
+            return False
+        if ((vec > 0) & (ledger.usage[a] > ledger.guaranteed[a])).any():
+            return True
+    return False
+
+
+def check_reclaim(ledger: Ledger, pool: int, vec: np.ndarray, victims: tuple[Workload, ...]) -> None:
+    """Victims are whole charged workloads, outside the entitled subtree, borrowing; the request
+    fits once they leave, and not if any one of them stays."""
+    assert victims and len({v.key for v in victims}) == len(victims)
+    assert ledger.violation(pool, vec).limit == "capacity"
+    entitled = entitled_pool(ledger, pool, vec)
+    assert entitled is not None, "only a request within a guarantee reclaims"
+    for v in victims:
+        assert ledger.workloads[v.key][0] == v
+        assert not ledger.in_subtree(ledger.row[v.pool], entitled)
+        assert was_borrowing(ledger, v, entitled, vec)
+    before = snapshot(ledger)
+    for v in victims:
+        ledger.remove(v.key)
+    assert ledger.fits(pool, vec)
+    for v in victims:  # minimal: each victim is needed
+        ledger.add(v, force=True)
+        assert not ledger.fits(pool, vec), f"{v.key} need not have been evicted"
+        ledger.remove(v.key)
+    for v in victims:
+        ledger.add(v, force=True)
+    assert_same(ledger, before)
+
+
+# Properties ------------------------------------------------------------------------------------
+@SETTINGS
+@given(ledger=ledgers(), history=histories)
+def test_histories_keep_every_limit_and_every_decision_honest(ledger, history):
+    assert_consistent(ledger)
+    pools = [name for name in ledger.names[1:]] + ["nope"]
+    now = 0.0
+    for n, step in enumerate(history):
+        now += step[-1]
+        if step[0] == "release":
+            if ledger.workloads:
+                keys = sorted(ledger.workloads)
+                ledger.remove(keys[step[1] % len(keys)])
+            assert_consistent(ledger)
+            continue
+        _, p, cpu, gpus, priority, models, _ = step
+        request = Request(f"w{n}", pools[p % len(pools)], Resources({CPU: cpu * 500, GPU: gpus * 500}),
+                          priority, models)
+        before = snapshot(ledger)
+        decision = decide(ledger, request, now)
+        assert_same(ledger, before)
+        assert decision.request == request and decision.reason
+        if isinstance(decision, Deny):
+            assert request.pool not in ledger.row or ledger.public[ledger.row[request.pool]] or all(
+                any((v > ledger.max[a]).any() or (v > ledger.guaranteed[a] + ledger.borrow_limit[a]).any()
+                    for a in ledger.paths[ledger.row[request.pool]])
+                for v in candidate_vectors(ledger, request))
+            continue
+        pool = ledger.row[request.pool]
+        assert not ledger.public[pool]
+        if isinstance(decision, Wait):
+            assert not any(ledger.fits(pool, v) for v in candidate_vectors(ledger, request))
+            continue
+        workload = request.charged(decision.gpu_model, now)
+        vec = ledger.vector(workload.charge)
+        if isinstance(decision, Admit):
+            assert ledger.fits(pool, vec)
+            own_free = np.maximum(ledger.guaranteed[pool] - ledger.usage[pool], 0)
+            assert decision.borrowed == ledger.amounts(np.maximum(vec - own_free, 0))
+            assert (decision.kind == "borrow") == bool(decision.borrowed)
+            lent = sum((ledger.vector(amounts) for _, amounts in decision.lenders), np.zeros_like(vec))
+            assert (lent <= ledger.vector(decision.borrowed)).all()
+            assert all(name != request.pool for name, _ in decision.lenders)
+        else:
+            assert isinstance(decision, Reclaim)
+            check_reclaim(ledger, pool, vec, decision.victims)
+            for v in decision.victims:
+                ledger.remove(v.key)
+        ledger.add(workload)  # refuses (raises) anything that breaks a limit
+        assert_consistent(ledger)
+
+
+@SETTINGS
+@given(ledger=ledgers(), history=histories, data=st.data())
+def test_plan_reclaim_is_speculative_and_its_victims_are_needed_borrowers(ledger, history, data):
+    pools = [i for i in range(1, len(ledger.names)) if not ledger.public[i]]
+    now = 0.0
+    for step in history:  # fill the ledger with whatever fits, by force where it would not
+        now += step[-1]
+        if step[0] == "request" and pools:
+            _, p, cpu, gpus, priority, models, _ = step
+            workload = Workload(f"w{len(ledger.workloads)}", ledger.names[pools[p % len(pools)]],
+                                Resources({r: (cpu if r == CPU else gpus) * 500 for r in ledger.resources}),
+                                priority, now)
+            if ledger.fits(ledger.row[workload.pool], ledger.vector(workload.charge)):
+                ledger.add(workload)
+    if not pools:
+        return
+    pool = data.draw(st.sampled_from(pools))
+    vec = ledger.vector({r: data.draw(st.integers(0, 8)) * 500 for r in ledger.resources})
+    before = snapshot(ledger)
+    victims = plan_reclaim(ledger, pool, vec, now, min_loan_s=data.draw(st.sampled_from([0.0, 600.0])))
+    assert_same(ledger, before)
+    if victims:
+        check_reclaim(ledger, pool, vec, victims)
+    assert_consistent(ledger)
+
+
+@settings(max_examples=100, deadline=None)
+@given(document=quota_documents())
+def test_generated_configurations_round_trip_through_yaml(document):
+    config = compiled(document)
+    text = config_to_yaml(config)
+    assert config_from_yaml(text) == config
+    assert config_to_yaml(config_from_yaml(text)) == text
