@@ -1,0 +1,182 @@
+"""Fixtures and helpers for the quota store, API, CLI and concurrency tests.
+
+Test modules load this with ``pytest_plugins = ["tests.quota_fixtures"]`` and import its helpers,
+so it is imported before pytest could rewrite it: PYTEST_DONT_REWRITE (it asserts nothing).
+
+``database_url`` runs a test on SQLite (a file in tmp_path) and on PostgreSQL. The PostgreSQL
+variant needs ``SLOTWISE_TEST_POSTGRES_URL`` (for example
+``postgresql://slotwise:slotwise@127.0.0.1:5432/slotwise_test``): a role that may CREATEDB and a
+database it can connect to; each test gets a fresh database of its own, dropped afterwards. Unset,
+the variant is skipped; set but unreachable, the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from quota.admission import Request
+from quota.config import config_from_yaml
+from quota.store import Store, database_url as driver_url
+from quota.store.schema import Base
+from scheduler.model.resources import Resources
+
+POSTGRES_ENV = "SLOTWISE_TEST_POSTGRES_URL"
+ACTOR = "tester"
+
+#: nlp and vision share ai's 8 GPUs (nlp lends 2, vision 4); solo has exactly one GPU that nobody
+#: lends to it; spare is public (takes no work of its own).
+SCENARIO = """
+reclaim: {grace: 30s, min_loan: 0s}
+pools:
+- name: ai
+  pools:
+  - name: nlp
+    description: language models
+    guaranteed: {nvidia.com/gpu: 4, cpu: 16}
+    shareable: {nvidia.com/gpu: 2}
+  - name: vision
+    guaranteed: {nvidia.com/gpu: 4, cpu: 16}
+    shareable: {nvidia.com/gpu: 4}
+- name: solo
+  guaranteed: {nvidia.com/gpu: 1}
+- name: spare
+  public: true
+"""
+
+
+def scenario():
+    return config_from_yaml(SCENARIO)
+
+
+def gpu_request(key: str, pool: str, gpus: float, priority: int = 0) -> Request:
+    return Request(key, pool, Resources({"nvidia.com/gpu": int(gpus * 1000)}), priority)
+
+
+# Databases ------------------------------------------------------------------------------------
+def _postgres_database(base: str) -> Iterator[str]:
+    maintenance = create_engine(driver_url(base), isolation_level="AUTOCOMMIT", poolclass=NullPool)
+    name = f"slotwise_t_{uuid.uuid4().hex[:16]}"
+    try:
+        with maintenance.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        pytest.fail(f"{POSTGRES_ENV} is set but PostgreSQL is unreachable or refuses: {exc}", pytrace=False)
+    try:
+        yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with maintenance.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        maintenance.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path) -> Iterator[str]:
+    """A fresh, empty database (no schema yet)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'quota.db'}"
+        return
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        pytest.skip(f"PostgreSQL variant: set {POSTGRES_ENV}=postgresql://USER:PASSWORD@HOST:PORT/DB "
+                    "(a role with CREATEDB); .ci/run does")
+    yield from _postgres_database(base)
+
+
+@pytest.fixture
+def store(database_url) -> Iterator[Store]:
+    """A migrated, empty store."""
+    s = Store(database_url)
+    s.migrate()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def loaded(store) -> Store:
+    """The store with the scenario imported."""
+    store.replace_config(scenario(), ACTOR)
+    return store
+
+
+def db_state(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, to compare before and after a refused change."""
+    with store.engine.connect() as c:
+        return {t.name: sorted((tuple(r) for r in c.execute(select(t))), key=repr) for t in Base.metadata.sorted_tables}
+
+
+# Servers --------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(base: str, alive=lambda: True, timeout: float = 20.0) -> None:
+    """Bounded polling of /healthz while a server starts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise RuntimeError(f"server for {base} exited while starting")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{base} did not answer /healthz within {timeout}s")
+
+
+@contextmanager
+def serve_in_thread(app) -> Iterator[str]:
+    """The app under a real uvicorn server on 127.0.0.1, in a background thread."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base, thread.is_alive)
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def serve_in_subprocess(url: str) -> Iterator[str]:
+    """``slotwise serve`` in a process of its own, on the same database."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "serve", "--db", url, "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_healthy(base, lambda: process.poll() is None)
+        except (RuntimeError, TimeoutError):
+            process.kill()
+            raise RuntimeError(f"slotwise serve failed: {process.communicate()[1].decode()[-2000:]}") from None
+        yield base
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,230 @@
+"""The quota store on SQLite and PostgreSQL: schema, imports, refusals, admissions, audit, tokens."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, select, text
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from quota.config import Pool, QuotaConfig, QuotaConfigError, config_from_yaml, config_to_yaml
+from quota.store import Principal, Store, StoreError
+from quota.store.schema import AuditRow, Base, TokenRow, VersionRow, WorkloadRow
+from tests.quota_fixtures import ACTOR, db_state, gpu_request, scenario
+
+pytest_plugins = ["tests.quota_fixtures"]
+
+TABLES = {"pools", "pool_limits", "budgets", "settings", "versions", "workloads", "audit", "tokens"}
+
+
+def versions(store: Store) -> tuple[int, int]:
+    with store.engine.connect() as c:
+        row = c.execute(select(VersionRow.config, VersionRow.ledger)).one()
+    return tuple(row)
+
+
+def workloads(store: Store) -> dict[str, tuple[bool, dict]]:
+    with store.engine.connect() as c:
+        rows = c.execute(select(WorkloadRow.key, WorkloadRow.borrowed, WorkloadRow.charge)).all()
+    return {key: (borrowed, json.loads(charge)) for key, borrowed, charge in rows}
+
+
+def test_migrate_from_empty_is_idempotent(database_url):
+    store = Store(database_url)
+    try:
+        store.migrate()
+        assert TABLES <= set(inspect(store.engine).get_table_names())
+        assert versions(store) == (0, 0)
+        assert store.config() == QuotaConfig()
+        store.migrate()  # a second run finds the schema current and changes nothing
+        assert versions(store) == (0, 0) and store.audit() == []
+    finally:
+        store.close()
+
+
+def test_migration_schema_matches_the_models(store):
+    with store.engine.connect() as c:
+        context = MigrationContext.configure(c, opts={"compare_type": True, "compare_server_default": False})
+        diffs = [d for d in compare_metadata(context, Base.metadata)
+                 if not (d[0] == "remove_table" and d[1].name == "alembic_version")]
+    assert diffs == []
+
+
+def test_import_export_import_is_a_no_op(store):
+    changes = store.replace_config(scenario(), ACTOR)
+    assert {(a, s) for a, s, _ in changes} >= {("pool.create", "nlp"), ("pool.create", "solo"), ("settings.update", "reclaim")}
+    assert len(store.audit()) == len(changes)
+    before, audit = versions(store), store.audit()
+
+    exported = config_to_yaml(store.config())
+    assert store.config() == scenario()
+    assert store.replace_config(config_from_yaml(exported), ACTOR) == []
+    assert versions(store) == before and store.audit() == audit
+    assert config_to_yaml(store.config()) == exported
+
+
+def test_update_records_field_changes(loaded):
+    nlp = loaded.config().pool("nlp")
+    changes = loaded.set_pool(replace(nlp, guaranteed={**nlp.guaranteed, "cpu": 8000}, weight=2.0), ACTOR)
+    assert changes == [("pool.update", "nlp", {"guaranteed": {"from": {"cpu": "16", "nvidia.com/gpu": "4"},
+                                                              "to": {"cpu": "8", "nvidia.com/gpu": "4"}},
+                                               "weight": {"from": 1.0, "to": 2.0}})]
+    assert loaded.config().pool("nlp").guaranteed["cpu"] == 8000
+    assert loaded.audit(1)[0].detail == changes[0][2]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: replace(c, pools=(*c.pools, Pool("solo"))), "used twice"),
+    (lambda c: replace(c, pools=(*c.pools, Pool("orphan", parent="nowhere"))), "nowhere"),
+    (lambda c: replace(c, pools=(*c.pools, Pool("x", parent="y"), Pool("y", parent="x"))), "cycle"),
+    (lambda c: replace(c, pools=tuple(replace(p, shareable={"nvidia.com/gpu": 9000}) if p.name == "nlp" else p
+                                      for p in c.pools)), "shareable"),
+])
+def test_invalid_config_is_refused_and_nothing_written(loaded, change, message):
+    before = db_state(loaded)
+    with pytest.raises((QuotaConfigError, KeyError, ValueError), match=message):
+        loaded.replace_config(change(loaded.config()), ACTOR)
+    assert db_state(loaded) == before
+
+
+@pytest.mark.parametrize("remove", ["delete_pool", "import_without"])
+def test_removing_a_pool_with_workloads_is_refused(loaded, remove):
+    assert loaded.admit(gpu_request("job-1", "solo", 1), 10.0, ACTOR).kind == "admit"
+    before = db_state(loaded)
+    with pytest.raises(StoreError, match=r"admitted workloads: solo \(1\)"):
+        if remove == "delete_pool":
+            loaded.delete_pool("solo", ACTOR)
+        else:
+            config = loaded.config()
+            loaded.replace_config(replace(config, pools=tuple(p for p in config.pools if p.name != "solo")), ACTOR)
+    assert db_state(loaded) == before
+    assert "solo" in {p.name for p in loaded.config().pools}
+
+
+def test_delete_pool_with_children_is_refused(loaded):
+    before = db_state(loaded)
+    with pytest.raises(StoreError, match="child pools"):
+        loaded.delete_pool("ai", ACTOR)
+    assert db_state(loaded) == before
+
+
+def test_admit_borrow_reclaim_release_are_recorded(loaded):
+    s = loaded
+    admitted = s.admit(gpu_request("nlp-a", "nlp", 4), 10.0, ACTOR)
+    assert (admitted.kind, admitted.reason) == ("admit", "project nlp: within its guarantee")
+    borrowed = s.admit(gpu_request("nlp-b", "nlp", 2), 20.0, ACTOR)
+    assert borrowed.kind == "borrow"
+    assert [(name, dict(a)) for name, a in borrowed.lenders] == [("vision", {"nvidia.com/gpu": 2000})]
+    assert workloads(s) == {"nlp-a": (False, {"nvidia.com/gpu": 4000}), "nlp-b": (True, {"nvidia.com/gpu": 2000})}
+
+    reclaimed = s.admit(gpu_request("vis-a", "vision", 4), 30.0, ACTOR)
+    assert reclaimed.kind == "reclaim"
+    assert [v.key for v in reclaimed.victims] == ["nlp-b"]  # the newest loan goes first
+    assert set(workloads(s)) == {"nlp-a", "vis-a"}
+
+    waiting = s.admit(gpu_request("vis-b", "vision", 1), 40.0, ACTOR)
+    assert waiting.kind == "wait" and "project vision: needs 1 GPU" in waiting.reason
+    assert s.admit(gpu_request("x", "spare", 1), 50.0, ACTOR).kind == "deny"
+
+    released = s.release("nlp-a", ACTOR)
+    assert (released.key, released.pool) == ("nlp-a", "nlp")
+    assert set(workloads(s)) == {"vis-a"}
+    with pytest.raises(StoreError, match="no admitted workload"):
+        s.release("nlp-a", ACTOR)
+
+    decisions = {"admit", "borrow", "evict", "reclaim", "wait", "deny", "release"}
+    trail = [(e.action, e.subject, e.detail["pool"]) for e in reversed(s.audit()) if e.action in decisions]
+    assert trail == [("admit", "nlp-a", "nlp"), ("borrow", "nlp-b", "nlp"), ("evict", "nlp-b", "nlp"),
+                     ("reclaim", "vis-a", "vision"), ("deny", "x", "spare"), ("release", "nlp-a", "nlp")]
+    by_subject = {e.subject: e for e in reversed(s.audit()) if e.action in ("admit", "borrow", "reclaim", "deny", "evict")}
+    assert by_subject["nlp-b"].detail == {"pool": "nlp", "for": "vis-a", "grace_s": 30.0}  # the evict, newest
+    assert by_subject["vis-a"].detail["reason"] == reclaimed.reason
+    assert "vis-b" not in by_subject  # a wait is not recorded
+    assert {e.actor for e in s.audit()} == {ACTOR}
+    assert s.ledger().usage.sum() > 0
+
+
+@pytest.mark.parametrize("statement", ["UPDATE audit SET actor = 'mallory'", "DELETE FROM audit"])
+def test_audit_rows_cannot_be_changed(loaded, statement):
+    before = db_state(loaded)
+    with pytest.raises(DBAPIError, match="append-only"), loaded.engine.begin() as c:
+        c.execute(text(statement))
+    assert db_state(loaded) == before
+
+
+def test_duplicate_admission_changes_nothing(loaded):
+    loaded.admit(gpu_request("job", "nlp", 1), 1.0, ACTOR)
+    before = db_state(loaded)
+    with pytest.raises(StoreError, match="already admitted"):
+        loaded.admit(gpu_request("job", "vision", 1), 2.0, ACTOR)
+    assert db_state(loaded) == before
+
+
+def test_failed_write_rolls_back_and_the_cache_with_it(loaded, monkeypatch):
+    """An IntegrityError at commit (an audit row without an actor) undoes the workload row and the
+    version bump, and the store's cached ledger does not keep the phantom charge."""
+    before = db_state(loaded)
+    audit = Store._audit
+    monkeypatch.setattr(Store, "_audit", staticmethod(lambda s, actor, *rest: audit(s, None, *rest)))
+    with pytest.raises(IntegrityError):
+        loaded.admit(gpu_request("job", "solo", 1), 1.0, ACTOR)
+    monkeypatch.undo()
+    assert db_state(loaded) == before
+    assert loaded.admit(gpu_request("job", "solo", 1), 2.0, ACTOR).kind == "admit"  # the unit is still free
+
+
+def test_tokens_are_stored_as_digests_and_revocable(loaded):
+    admin = loaded.create_token("ops", "admin", None, ACTOR)
+    viewer = loaded.create_token("nlp-team", "viewer", "ai", ACTOR)
+    assert loaded.authenticate(admin) == Principal("ops", "admin", None)
+    assert loaded.authenticate(viewer) == Principal("nlp-team", "viewer", "ai")
+    assert loaded.authenticate(admin + "x") is None
+    with loaded.engine.connect() as c:
+        stored = c.execute(select(TokenRow.digest)).scalars().all()
+    dump = repr(db_state(loaded))
+    assert len(stored) == 2 and all(len(d) == 64 for d in stored)
+    assert admin not in dump and viewer not in dump
+
+    loaded.revoke_token("ops", ACTOR)
+    assert loaded.authenticate(admin) is None
+    assert [(e.action, e.subject) for e in loaded.audit(3)] == [("token.revoke", "ops"), ("token.create", "nlp-team"),
+                                                                 ("token.create", "ops")]
+
+
+BAD_TOKENS = [
+    (("x", "root", None), "role must be"),
+    (("x", "viewer", None), "names the pool"),
+    (("x", "admin", "ai"), "names the pool"),
+    (("x", "viewer", "nowhere"), "no pool"),
+    (("ops", "admin", None), "exists"),
+]
+
+
+def test_bad_tokens_are_refused(loaded):
+    loaded.create_token("ops", "admin", None, ACTOR)
+    before = db_state(loaded)
+    for args, message in BAD_TOKENS:
+        with pytest.raises(StoreError, match=message):
+            loaded.create_token(*args, ACTOR)
+    assert db_state(loaded) == before
+
+
+def test_a_second_store_sees_the_first_ones_changes(loaded, database_url):
+    other = Store(database_url)
+    try:
+        assert other.config() == loaded.config()
+        assert other.admit(gpu_request("a", "solo", 1), 1.0, ACTOR).kind == "admit"
+        assert loaded.admit(gpu_request("b", "solo", 1), 2.0, ACTOR).kind == "wait"  # its cached ledger was stale
+
+        loaded.set_pool(replace(loaded.config().pool("solo"), guaranteed={"nvidia.com/gpu": 2000}), ACTOR)
+        assert other.config().pool("solo").guaranteed == {"nvidia.com/gpu": 2000}
+        assert other.admit(gpu_request("b", "solo", 1), 3.0, ACTOR).kind == "admit"
+
+        loaded.release("a", ACTOR)
+        assert set(other.ledger().workloads) == {"b"}
+    finally:
+        other.close()
