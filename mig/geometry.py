@@ -137,39 +137,35 @@ def empty(model: GpuModel) -> Layout:
     return Layout(model)
 
 
+def fillable(layout: Layout, weighted: frozenset[tuple[Profile, int]], driver: int | None = None) -> int:
+    """The most value that instances of the ``(profile, weight)`` pairs could still add to this
+    GPU, an instance being worth its memory slices times its profile's weight. Weights are
+    positive, so the best is one of the maximal completions, which are cached per profile set."""
+    weight = dict(weighted)
+    return max((sum(weight[p] * p.size * n for p, n in added) for added in completions(layout, frozenset(weight), driver)),
+               default=0)
+
+
 @lru_cache(maxsize=65536)
-def fillable(layout: Layout, profiles: frozenset[Profile], driver: int | None = None) -> int:
-    """The most memory slices that instances of ``profiles`` could still take on this GPU.
-
-    Exact: branch on the lowest free slot, which is either left empty or where an instance starts.
-    """
-    return _fill(layout, profiles, driver, 0)
-
-
-@lru_cache(maxsize=262144)
-def _fill(layout: Layout, profiles: frozenset[Profile], driver: int | None, skipped: int) -> int:
-    blocked = layout.occupied | skipped
-    if blocked == layout.model.full_mask:
-        return 0
-    free = ~blocked & layout.model.full_mask
-    slot = (free & -free).bit_length() - 1  # the lowest free slot
-    best = _fill(layout, profiles, driver, skipped | (1 << slot))
-    for p in profiles:
-        if slot in p.starts and not p.mask(slot) & blocked:
-            grown = layout.adding(Instance(p, slot))
-            if grown.valid(driver):
-                best = max(best, p.size + _fill(grown, profiles, driver, skipped))
-    return best
+def completions(layout: Layout, profiles: frozenset[Profile], driver: int | None = None) -> tuple[tuple[tuple[Profile, int], ...], ...]:
+    """Every maximal way to add instances of ``profiles`` to ``layout`` (none more fits beside
+    them), as ``(profile, count)`` pairs, one per distinct set of counts."""
+    return tuple(
+        tuple((p, n) for p in sorted(profiles, key=lambda q: q.name) if (n := grown.counts()[p.name] - layout.counts()[p.name]))
+        for grown in _maximal(layout, profiles, driver)
+    )
 
 
 def maximal_layouts(model: GpuModel, profiles: frozenset[Profile], driver: int | None = None) -> tuple[Layout, ...]:
     """Every layout of ``profiles`` that no further instance of them fits beside, one per distinct
     set of counts (mig-parted configures counts, not slots), in a fixed order."""
-    return _maximal_layouts(model, profiles, driver)
+    return _maximal(empty(model), profiles, driver)
 
 
-@lru_cache(maxsize=1024)
-def _maximal_layouts(model: GpuModel, profiles: frozenset[Profile], driver: int | None) -> tuple[Layout, ...]:
+@lru_cache(maxsize=65536)
+def _maximal(start: Layout, profiles: frozenset[Profile], driver: int | None) -> tuple[Layout, ...]:
+    """Branch on the lowest free slot: left empty, or where an instance of a profile starts."""
+    model = start.model
     ordered = sorted(profiles, key=lambda p: p.name)
     found: dict[tuple[tuple[str, int], ...], Layout] = {}
 
@@ -188,5 +184,5 @@ def _maximal_layouts(model: GpuModel, profiles: frozenset[Profile], driver: int 
                 if grown.valid(driver):
                     grow(grown, skipped)
 
-    grow(empty(model), 0)
+    grow(start, 0)
     return tuple(found[k] for k in sorted(found))

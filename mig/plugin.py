@@ -75,7 +75,8 @@ class MigSlotFilter(_FleetView):
 
 class MigSlotScore(_FleetView):
     """100 for a slot that strands nothing on a GPU it fills; 10 points less per stranded slice
-    and one less per slice left free on the GPU. No opinion on pods that ask no MIG instance."""
+    (weighted by the demand mix) and one less per slice left free on the GPU. No opinion on pods
+    that ask no MIG instance."""
 
     name = "mig-slots"
 
@@ -85,7 +86,7 @@ class MigSlotScore(_FleetView):
             return None
         keys = self.node_keys(snap, profile)[nodes]
         waste, free = split_key(keys)
-        return np.clip(100.0 - 10.0 * waste - free, 0.0, 100.0)
+        return np.clip(100.0 - waste - free, 0.0, 100.0)
 
 
 def mig_placer(fleet: Fleet, profile: Profile, filters: Sequence[Filter] = DEFAULT_FILTERS,

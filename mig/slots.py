@@ -6,9 +6,11 @@ one ``argmin`` over arrays.
 
 The cost of a candidate slot, compared lexicographically:
 
-1. **waste**: memory slices that the recent demand mix could fill before the placement and no
-   longer can after it, beyond the slices the instance itself takes (a 2g at slot 4 of an empty
-   A100 strands slots 6-7 for a mix of 2g/3g/4g; at slot 0 it strands nothing);
+1. **waste**: how much of the recent demand the GPU could still take before the placement and
+   no longer can after it, beyond what the instance itself takes. Demand is valued in memory
+   slices weighted by how often each profile was asked (in tenths, relative to the commonest), so
+   a slot the common profiles need is kept before one only rare profiles could use (a 2g at slot
+   4 of an empty A100 strands slots 6-7 for a mix of 2g/3g/4g; at slot 0 it strands nothing);
 2. **free slices left on the GPU**: fuller GPUs first, which keeps whole GPUs free for large
    profiles and for the repartition planner;
 3. whether an idle instance of the profile is already there (reused rather than created);
@@ -36,18 +38,19 @@ _WASTE, _FREE = 1000, 10  # weights that make the integer key lexicographic
 
 
 def split_key(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A cost key's stranded slices (waste) and slices left free on the GPU."""
+    """A cost key's waste (in tenths of a weighted slice) and the slices it leaves free on the GPU."""
     return keys // _WASTE, (keys % _WASTE) // _FREE
 
 
 class DemandMix:
-    """The profiles asked recently: the last ``window`` requests, and those making up at least
-    ``min_share`` of them. Slot choice keeps room for these."""
+    """The profiles asked recently (the last ``window`` requests), each weighted 1..10 by how often
+    it was asked against the commonest; profiles asked less than a twentieth as often drop out.
+    Slot choice keeps room for these. Weights move in tenths, so the costs cached for one mix
+    serve until the mix really shifts."""
 
-    def __init__(self, window: int = 500, min_share: float = 0.02, initial: Iterable[str] = ()):
+    def __init__(self, window: int = 500, initial: Iterable[str] = ()):
         self._recent: deque[str] = deque(maxlen=window)
         self._counts: Counter[str] = Counter()
-        self.min_share = min_share
         for name in initial:
             self.observe(name)
 
@@ -60,9 +63,9 @@ class DemandMix:
         self._recent.append(profile)
         self._counts[profile] += 1
 
-    def profiles(self) -> frozenset[str]:
-        total = len(self._recent)
-        return frozenset(n for n, c in self._counts.items() if c >= self.min_share * total)
+    def weights(self) -> frozenset[tuple[str, int]]:
+        top = max(self._counts.values(), default=0)
+        return frozenset((n, max(1, round(10 * c / top))) for n, c in self._counts.items() if 20 * c >= top)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,7 @@ class SlotChoice:
     gpu: int  # index on the node
     start: int
     profile: Profile
-    waste: int  # slices the mix can no longer fill, beyond the instance's own
+    waste: float  # weighted slices the mix can no longer fill, beyond the instance's own
     reuses: bool  # an idle instance of the profile is already there
 
     def __str__(self) -> str:
@@ -82,11 +85,11 @@ class SlotChoice:
 class _Cost:
     key: int  # lexicographic cost as one integer; NO_FIT when the profile does not fit
     start: int
-    waste: int
+    waste: float
     reuses: bool
 
 
-def _cost(layout: Layout, name: str, mix: frozenset[str], fixed: bool, driver: int | None) -> _Cost:
+def _cost(layout: Layout, name: str, mix: frozenset[tuple[str, int]], fixed: bool, driver: int | None) -> _Cost:
     """The best slot for profile ``name`` on one GPU state, and its cost."""
     model = layout.model
     if not model.has(name):
@@ -95,17 +98,19 @@ def _cost(layout: Layout, name: str, mix: frozenset[str], fixed: bool, driver: i
     idle = {i.start for i in layout.instances if not i.in_use and i.profile == profile}
     held = layout.in_use_only()
     starts = sorted(idle) if fixed else held.free_starts(profile, driver)
-    wanted = frozenset(p for p in model.profiles if p.name in mix) | {profile}
+    weight = dict(mix)
+    wanted = frozenset((p, weight.get(p.name, 1)) for p in model.profiles if p.name in weight or p == profile)
+    own = weight.get(name, 1) * profile.size
     before = fillable(held, wanted, driver)
     best = _Cost(NO_FIT, -1, 0, False)
     for s in starts:
         after_layout = held.adding(Instance(profile, s, True))
-        waste = 0 if fixed else before - profile.size - fillable(after_layout, wanted, driver)
+        waste = 0 if fixed else before - own - fillable(after_layout, wanted, driver)  # in tenths of a slice
         free = (layout.free_slices - profile.size) if fixed else after_layout.free_slices
         reuses = s in idle
         key = waste * _WASTE + free * _FREE + (0 if reuses else 1)
         if key < best.key:
-            best = _Cost(key, s, waste, reuses)
+            best = _Cost(key, s, waste / 10, reuses)
     return best
 
 
@@ -127,7 +132,7 @@ class Fleet:
         self._states: list[Layout] = []
         self._state_ids: dict[Layout, int] = {}
         self.state = np.array([self._intern(layout) for _, _, layout in flat], dtype=np.int64)
-        self._tables: dict[tuple[str, frozenset[str]], tuple[list[_Cost], np.ndarray]] = {}
+        self._tables: dict[tuple[str, frozenset[tuple[str, int]]], tuple[dict[int, _Cost], np.ndarray]] = {}
         self._bound: dict[str, tuple[int, Instance]] = {}
 
     # State ------------------------------------------------------------------------------
@@ -158,19 +163,27 @@ class Fleet:
         return {self._states[s].model for s in set(self.state.tolist())}
 
     # Choice -----------------------------------------------------------------------------
-    def _table(self, profile: str) -> tuple[list[_Cost], np.ndarray]:
-        """Costs of ``profile`` on every state seen so far, under the current mix."""
-        mix = self.mix.profiles()
-        costs, keys = self._tables.get((profile, mix), ([], np.empty(0, dtype=np.int64)))
-        if len(costs) < len(self._states):
-            costs = costs + [_cost(s, profile, mix, self.fixed, self.driver) for s in self._states[len(costs):]]
-            keys = np.array([c.key for c in costs], dtype=np.int64)
-            self._tables[(profile, mix)] = (costs, keys)
-        return costs, keys
-
     def gpu_keys(self, profile: str) -> np.ndarray:
-        """Per GPU, the cost of its best slot for ``profile`` (``NO_FIT`` where none)."""
-        return self._table(profile)[1][self.state]
+        """Per GPU, the cost of its best slot for ``profile`` (``NO_FIT`` where none). Costs are
+        computed for the states GPUs are in now, once per state and demand mix."""
+        costs, keys = self._table(profile)
+        present = np.unique(self.state)
+        missing = present[keys[present] < 0]
+        if len(missing):
+            mix = self.mix.weights()
+            for sid in missing.tolist():
+                costs[sid] = _cost(self._states[sid], profile, mix, self.fixed, self.driver)
+                keys[sid] = costs[sid].key
+        return keys[self.state]
+
+    def _table(self, profile: str) -> tuple[dict[int, _Cost], np.ndarray]:
+        """Costs of ``profile`` per state under the current mix; -1 where not computed yet."""
+        table = self._tables.setdefault((profile, self.mix.weights()), ({}, np.empty(0, dtype=np.int64)))
+        if len(table[1]) < len(self._states):
+            grown = np.full(max(len(self._states), 2 * len(table[1])), -1, dtype=np.int64)
+            grown[: len(table[1])] = table[1]
+            table = self._tables[(profile, self.mix.weights())] = (table[0], grown)
+        return table
 
     def node_keys(self, profile: str) -> np.ndarray:
         """Per node, the cost of its best GPU (``NO_FIT`` where none fits)."""
@@ -192,7 +205,7 @@ class Fleet:
         g = int(np.argmin(keys))
         if keys[g] == NO_FIT:
             return None
-        cost = self._table(profile)[0][self.state[g]]
+        cost = self._table(profile)[0][int(self.state[g])]
         model = self._states[self.state[g]].model
         return SlotChoice(self.node_names[self.gpu_node[g]], int(self.gpu_local[g]), cost.start,
                           model.profile(profile), cost.waste, cost.reuses)

@@ -31,11 +31,14 @@ def test_free_starts_respect_slots_and_occupancy():
 
 
 def test_fillable_counts_slices_the_mix_can_still_take():
-    mix = frozenset(A100.profile(n) for n in ("2g.20gb", "3g.40gb", "4g.40gb"))
+    mix = frozenset((A100.profile(n), 1) for n in ("2g.20gb", "3g.40gb", "4g.40gb"))
     assert fillable(empty(A100), mix) == 8
     assert fillable(layout(("2g.20gb", 0)), mix) == 6  # 2g at 2, 3g at 4
     assert fillable(layout(("2g.20gb", 4)), mix) == 4  # slots 6-7 stranded
-    assert fillable(layout(("2g.20gb", 4)), mix | {A100.profile("1g.10gb")}) == 5  # 4g, 1g at 6; slot 7 needs a 2-slice
+    assert fillable(layout(("2g.20gb", 4)), mix | {(A100.profile("1g.10gb"), 1)}) == 5  # 4g, 1g at 6; slot 7 needs a 2-slice
+    # Weighted: when 2g is asked ten times as often as 4g, a second and third 2g are worth more.
+    weighted = frozenset({(A100.profile("2g.20gb"), 10), (A100.profile("4g.40gb"), 1)})
+    assert fillable(layout(("2g.20gb", 4)), weighted) == 40
 
 
 def test_maximal_layouts_are_valid_distinct_and_full():

@@ -73,10 +73,13 @@ def test_idle_instances_in_the_way_are_replaced_unless_layouts_are_fixed():
 
 
 def test_demand_mix_keeps_the_recent_profiles():
-    mix = DemandMix(window=4, min_share=0.3)
-    for name in ("2g.20gb", "2g.20gb", "3g.40gb", "1g.10gb", "2g.20gb"):
+    mix = DemandMix(window=4)
+    for name in ("3g.40gb", "2g.20gb", "2g.20gb", "1g.10gb", "2g.20gb"):
         mix.observe(name)
-    assert mix.profiles() == {"2g.20gb"}  # 3g and 1g are one of four each
+    assert mix.weights() == {("2g.20gb", 10), ("1g.10gb", 3)}  # the 3g left the window
+    for _ in range(40):
+        mix.observe("2g.20gb")
+    assert mix.weights() == {("2g.20gb", 10)}
 
 
 def _cluster():
