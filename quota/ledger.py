@@ -238,9 +238,10 @@ class Ledger:
         return np.maximum(self.demand[pool] - self.guaranteed[pool], 0)
 
     def idle_lendable(self, pool: int) -> np.ndarray:
-        """The part of the pool's guarantee it lends and does not use itself."""
+        """The part of the pool's guarantee it lends and does not use itself (nor its children
+        keep in reserve)."""
         lendable = self.guaranteed[pool] - self.reserved[pool]
-        return np.clip(self.guaranteed[pool] - self.usage[pool], 0, lendable)
+        return np.clip(self.guaranteed[pool] - self.demand[pool], 0, lendable)
 
     def dominant_share(self, pool: int) -> float:
         """Weighted DRF: the largest share of the cluster the pool's subtree uses, over its weight."""

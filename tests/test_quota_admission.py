@@ -400,3 +400,19 @@ def test_gang_request_sums_its_members(make_pod):
     single = request_for("one", gang[:1])
     assert single.gpu_models == frozenset({"A100", "T4"}) and single.charge[GPU] == 4000
     assert decide(ledger, single, now=0).gpu_model == "T4"
+
+
+def test_a_parent_whose_children_keep_their_guarantee_private_is_not_named_a_lender():
+    ledger = ledger_of("""
+pools:
+- name: ai
+  guaranteed: {cpu: 10}
+  shareable: {cpu: 10}
+  pools: [{name: nlp, guaranteed: {cpu: 10}}]
+- {name: big, guaranteed: {cpu: 10}, shareable: {cpu: 10}}
+- {name: me}
+""")
+    assert ledger.idle_lendable(ledger.row["ai"]).tolist() == [0]
+    decision = decide(ledger, ask("me", cpu=5000), now=0)
+    assert isinstance(decision, Admit)
+    assert decision.lenders == (("big", Resources({CPU: 5000})),)
