@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from quota.admission import Admit, Deny, Reclaim, Request, Wait, decide, plan_reclaim, with_model
@@ -46,9 +46,10 @@ def quota_documents(draw) -> dict:
         effective = {r: guaranteed.get(r, children_sum[r]) for r in resources}
         limits = {
             "guaranteed": guaranteed,
-            "max": {r: guaranteed.get(r, 0) + draw(st.integers(0, 8)) for r in resources if not draw(st.booleans())},
-            "shareable": {} if public else {r: draw(st.integers(0, effective[r])) for r in resources if maybe()},
-            "borrow_limit": {r: draw(small) for r in resources if not maybe()},
+            "max": {r: guaranteed.get(r, 0) + draw(st.integers(0, 8)) for r in resources if not draw(st.integers(0, 2))},
+            "shareable": {} if public else {r: draw(st.just(effective[r]) | st.integers(0, effective[r]))
+                                            for r in resources if maybe()},
+            "borrow_limit": {r: draw(small) for r in resources if not draw(st.integers(0, 3))},
         }
         doc |= {k: v for k, v in limits.items() if v} | ({"public": True} if public else {})
         if built:
@@ -74,11 +75,35 @@ def ledgers(draw) -> Ledger:
 
 
 # A step: ("request", pool index, cpu in halves, GPUs in halves, priority, accepted models, seconds later)
+#         ("owner", pool index, quarters of its free guarantee it asks for, priority, seconds later)
 #         ("release", workload index, seconds later)
 requests = st.tuples(st.just("request"), st.integers(0, 30), st.integers(0, 6), st.integers(0, 6), st.integers(0, 3),
                      st.none() | st.frozensets(st.sampled_from(MODELS), min_size=1), st.integers(0, 400))
+owners = st.tuples(st.just("owner"), st.integers(0, 30), st.integers(1, 4), st.integers(0, 3), st.integers(0, 400))
+greedy = st.tuples(st.just("greedy"), st.integers(0, 30), st.booleans(), st.integers(0, 3), st.integers(0, 400))
 releases = st.tuples(st.just("release"), st.integers(0, 1000), st.integers(0, 400))
-histories = st.lists(st.one_of(requests, requests, releases), min_size=1, max_size=25)
+histories = st.lists(st.one_of(requests, owners, greedy, greedy, releases), min_size=1, max_size=40)
+
+
+def greedy_request(ledger: Ledger, key: str, pools: list[int], step) -> Request:
+    """A request for all the cpu, or all the GPUs, a pool could take now: borrowing whatever is idle."""
+    _, p, cpu, priority, _ = step
+    pool = pools[p % len(pools)]
+    columns = [j for r, j in ledger.column.items() if (r == CPU) == cpu and (cpu or r.startswith(GPU))]
+    amount = max((ledger.room(pool, j) for j in columns), default=0) or 500
+    return Request(key, ledger.names[pool], Resources({CPU if cpu else GPU: amount}), priority)
+
+
+def owner_request(ledger: Ledger, key: str, pools: list[int], step) -> Request:
+    """A request from a pool that has idle guarantee (an owner coming back), for part of it: the
+    case that reclaims when the idle guarantee was lent."""
+    _, p, quarters, priority, _ = step
+    free = np.maximum(ledger.guaranteed - ledger.usage, 0)
+    owning = [i for i in pools if free[i].any()] or pools
+    pool = owning[p % len(owning)]
+    cpu = int(free[pool, ledger.column[CPU]]) if CPU in ledger.column else 0
+    gpus = max((int(free[pool, j]) for r, j in ledger.column.items() if r.startswith(GPU)), default=0)
+    return Request(key, ledger.names[pool], Resources({CPU: cpu * quarters // 4, GPU: gpus * quarters // 4}), priority)
 
 
 # Independent checks -----------------------------------------------------------------------------
@@ -169,6 +194,7 @@ def check_reclaim(ledger: Ledger, pool: int, vec: np.ndarray, victims: tuple[Wor
     for v in victims:
         assert ledger.workloads[v.key][0] == v
         assert not ledger.in_subtree(ledger.row[v.pool], entitled)
+        assert not ledger.in_subtree(ledger.row[v.pool], ledger.entitled(pool, vec))
         assert was_borrowing(ledger, v, entitled, vec)
     before = snapshot(ledger)
     for v in victims:
@@ -189,6 +215,7 @@ def check_reclaim(ledger: Ledger, pool: int, vec: np.ndarray, victims: tuple[Wor
 def test_histories_keep_every_limit_and_every_decision_honest(ledger, history):
     assert_consistent(ledger)
     pools = [name for name in ledger.names[1:]] + ["nope"]
+    owners = [i for i in range(1, len(ledger.names)) if not ledger.public[i]] or [1]
     now = 0.0
     for n, step in enumerate(history):
         now += step[-1]
@@ -198,13 +225,19 @@ def test_histories_keep_every_limit_and_every_decision_honest(ledger, history):
                 ledger.remove(keys[step[1] % len(keys)])
             assert_consistent(ledger)
             continue
-        _, p, cpu, gpus, priority, models, _ = step
-        request = Request(f"w{n}", pools[p % len(pools)], Resources({CPU: cpu * 500, GPU: gpus * 500}),
-                          priority, models)
+        if step[0] == "owner":
+            request = owner_request(ledger, f"w{n}", owners, step)
+        elif step[0] == "greedy":
+            request = greedy_request(ledger, f"w{n}", owners, step)
+        else:
+            _, p, cpu, gpus, priority, models, _ = step
+            request = Request(f"w{n}", pools[p % len(pools)], Resources({CPU: cpu * 500, GPU: gpus * 500}),
+                              priority, models)
         before = snapshot(ledger)
         decision = decide(ledger, request, now)
         assert_same(ledger, before)
         assert decision.request == request and decision.reason
+        event(decision.kind)
         if isinstance(decision, Deny):
             assert request.pool not in ledger.row or ledger.public[ledger.row[request.pool]] or all(
                 any((v > ledger.max[a]).any() or (v > ledger.guaranteed[a] + ledger.borrow_limit[a]).any()
@@ -235,27 +268,54 @@ def test_histories_keep_every_limit_and_every_decision_honest(ledger, history):
         assert_consistent(ledger)
 
 
-@SETTINGS
-@given(ledger=ledgers(), history=histories, data=st.data())
-def test_plan_reclaim_is_speculative_and_its_victims_are_needed_borrowers(ledger, history, data):
+fills = st.lists(requests, min_size=1, max_size=40)
+
+
+def fill(ledger: Ledger, steps) -> float:
+    """Charge what fits of ``steps`` (cpu, GPUs on one governed model), each at its time; returns the time."""
     pools = [i for i in range(1, len(ledger.names)) if not ledger.public[i]]
+    models = [r for r in ledger.resources if r.startswith(GPU + "/")] or [GPU]
     now = 0.0
-    for step in history:  # fill the ledger with whatever fits, by force where it would not
-        now += step[-1]
-        if step[0] == "request" and pools:
-            _, p, cpu, gpus, priority, models, _ = step
-            workload = Workload(f"w{len(ledger.workloads)}", ledger.names[pools[p % len(pools)]],
-                                Resources({r: (cpu if r == CPU else gpus) * 500 for r in ledger.resources}),
-                                priority, now)
-            if ledger.fits(ledger.row[workload.pool], ledger.vector(workload.charge)):
-                ledger.add(workload)
+    for _, p, cpu, gpus, priority, _, dt in steps:
+        now += dt
+        pool = pools[p % len(pools)]
+        charge = Resources({CPU: cpu * 500, GPU: gpus * 500, models[(p + cpu) % len(models)]: gpus * 500})
+        workload = Workload(f"w{len(ledger.workloads)}", ledger.names[pool], charge, priority, now)
+        if ledger.fits(pool, ledger.vector(charge)):
+            ledger.add(workload)
+    return now
+
+
+@SETTINGS
+@given(ledger=ledgers(), steps=fills, data=st.data())
+def test_plan_reclaim_is_speculative_and_its_victims_are_needed_borrowers(ledger, steps, data):
+    pools = [i for i in range(1, len(ledger.names)) if not ledger.public[i]]
     if not pools:
         return
-    pool = data.draw(st.sampled_from(pools))
-    vec = ledger.vector({r: data.draw(st.integers(0, 8)) * 500 for r in ledger.resources})
+    now = fill(ledger, steps)
+    lending = [i for i in pools if ledger.idle_lendable(i).any()]
+    if lending and data.draw(st.integers(0, 3)):  # others borrow what a pool lends, then it asks for it back
+        pool = data.draw(st.sampled_from(lending))
+        lent = ledger.idle_lendable(pool)
+        for q in (q for q in pools if not ledger.in_subtree(q, pool) and not ledger.in_subtree(pool, q)):
+            for j in np.flatnonzero(lent):  # q takes all it can of each lent resource, in pieces
+                room, pieces = ledger.room(q, j), data.draw(st.integers(1, 3))
+                for k in range(pieces):
+                    vec = np.zeros_like(lent)
+                    vec[j] = room // pieces + (room % pieces if k == pieces - 1 else 0)
+                    if not vec.any():
+                        continue
+                    now += data.draw(st.integers(0, 400))
+                    ledger.add(Workload(f"b{len(ledger.workloads)}", ledger.names[q], ledger.amounts(vec),
+                                        data.draw(st.integers(0, 3)), now))
+        vec = lent * data.draw(st.integers(1, 4)) // 4
+    else:
+        pool = data.draw(st.sampled_from(pools))
+        vec = ledger.vector({r: data.draw(st.integers(0, 8)) * 500 for r in ledger.resources})
     before = snapshot(ledger)
     victims = plan_reclaim(ledger, pool, vec, now, min_loan_s=data.draw(st.sampled_from([0.0, 600.0])))
     assert_same(ledger, before)
+    event(f"{len(victims)} victims" if len(victims) < 3 else "3+ victims")
     if victims:
         check_reclaim(ledger, pool, vec, victims)
     assert_consistent(ledger)
