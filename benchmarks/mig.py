@@ -124,8 +124,10 @@ def main(
     runs = []
     for gpus in (int(s) for s in sizes.split(",")):
         for seed in range(1, seeds + 1):
-            runs.append(one(gpus, seed, overload))
-            console.print(f"{gpus} GPUs, seed {seed}: done", style="dim")
+            r = one(gpus, seed, overload)
+            runs.append(r)
+            console.print(f"{gpus} GPUs, seed {seed}: online {r['online_ratio']:.2%} ({r['online_median_ms']:.3f} ms), "
+                          f"plan {r['plan_ratio']:.2%} ({r['plan_s']:.3f} s)", style="dim", highlight=False)
     table = Table(title=f"MIG vs the CP-SAT optimum: medians over seeds 1..{seeds} "
                         f"({platform.machine()}, {platform.python_version()})")
     for column in ("GPUs", "online / optimum", "choice ms (median)", "choice ms (p99)",
