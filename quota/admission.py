@@ -10,7 +10,9 @@ else the first where a reclaim frees room.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import heapq
+from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,7 +80,10 @@ class Admit:
 
 @dataclass(frozen=True, slots=True)
 class Reclaim:
-    """The pool is owed this capacity but lent it: evict ``victims`` (whole workloads), then admit."""
+    """The pool is owed this capacity but lent it: evict ``victims`` (whole workloads), then admit.
+    The caller charges the request at once and keeps the victims charged and marked terminating
+    until they are gone, so their pools stay within their limits meanwhile and nobody else takes
+    the capacity."""
 
     request: Request
     gpu_model: str | None
@@ -224,31 +229,47 @@ def plan_reclaim(
     violation = ledger.violation(pool, vec)
     if violation is None or violation.limit != "capacity":
         return ()
-    used = vec > 0
     entitled = ledger.entitled(pool, vec)
     if entitled is None:
         return ()
-    outside = [q for q in range(1, len(ledger.names)) if ledger.by_pool[q] and not ledger.in_subtree(q, entitled)]
-    candidates = [w for q in outside for w in ledger.by_pool[q].values()]
-    candidates.sort(key=lambda w: (now - w.admitted_at < min_loan_s, w.priority, -w.admitted_at, w.key))
+    deficit = ledger.shortfall(pool, vec)
+    short = deficit > 0  # only borrowing of these resources is worth reclaiming
     shared = set(ledger.paths[entitled])
 
-    def still_borrowing(w: Workload) -> bool:
-        for a in ledger.paths[ledger.row[w.pool]]:
+    def borrowing_on_path(q: int) -> bool:
+        """Whether a pool on ``q``'s path, below where it meets the entitled pool, is above its
+        guarantee in a resource the cluster is short of: its workloads are borrowers."""
+        for a in ledger.paths[q]:
             if a in shared:
                 return False
-            if (used & (ledger.usage[a] > ledger.guaranteed[a])).any():
+            if (short & (ledger.usage[a] > ledger.guaranteed[a])).any():
                 return True
         return False
 
+    pools = [q for q in range(1, len(ledger.names))
+             if ledger.by_pool[q] and not ledger.in_subtree(q, entitled) and borrowing_on_path(q)]
+    if (sum((ledger.own[q] for q in pools), np.zeros_like(vec)) < deficit).any():
+        return ()  # evicting every borrower would not free enough
+
+    def loans() -> Iterator[Workload]:
+        return heapq.merge(*(ledger.reclaim_order(q) for q in pools), key=lambda w: (w.priority, -w.admitted_at, w.key))
+
+    def still_borrowing(w: Workload) -> bool:
+        return (w.key not in ledger.terminating and (short & (ledger.workloads[w.key][2] > 0)).any()
+                and borrowing_on_path(ledger.row[w.pool]))
+
     victims: list[Workload] = []
+    young = lambda w: now - w.admitted_at < min_loan_s  # noqa: E731
+    candidates = chain((w for w in loans() if not young(w)), (w for w in loans() if young(w)))
+    freed = np.zeros_like(vec)  # at most what the victims so far free (a reserve may keep some)
     try:
         for w in candidates:
             if not still_borrowing(w):
                 continue
+            freed += ledger.workloads[w.key][2]
             ledger.remove(w.key)
             victims.append(w)
-            if ledger.fits(pool, vec) and (usable is None or usable(victims)):
+            if (freed >= deficit).all() and ledger.fits(pool, vec) and (usable is None or usable(victims)):
                 break
         else:
             return ()

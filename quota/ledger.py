@@ -94,6 +94,10 @@ class Ledger:
         self.claim[0] = np.maximum(self.demand[0], self.reserved[0])
         self.workloads: dict[str, tuple[Workload, int, np.ndarray]] = {}
         self.by_pool: list[dict[str, Workload]] = [{} for _ in range(n)]
+        #: Reclaim victims given their grace period: still charged (they still run), no longer
+        #: candidates for another reclaim.
+        self.terminating: set[str] = set()
+        self._order: dict[int, list[Workload]] = {}
 
     # Vectors ----------------------------------------------------------------------------------
     def vector(self, amounts: Mapping[str, int]) -> np.ndarray:
@@ -154,6 +158,17 @@ class Ledger:
             demand = self.demand[parent] + delta
             a = parent
 
+    def shortfall(self, pool: int, vec: np.ndarray) -> np.ndarray:
+        """How far the cluster's claims would exceed its capacity with ``vec`` added to ``pool``
+        (zero where they fit): the least a reclaim must free."""
+        a = pool
+        demand = self.demand[a] + vec
+        while self.parent[a] >= 0:
+            parent = int(self.parent[a])
+            demand = self.demand[parent] + np.maximum(demand, self.reserved[a]) - self.claim[a]
+            a = parent
+        return np.where(vec > 0, np.maximum(demand - self.guaranteed[0], 0), 0)
+
     def entitled(self, pool: int, vec: np.ndarray) -> int | None:
         """The closest pool on the path (``pool`` itself or an ancestor, never the cluster) whose
         guarantee would still hold ``vec`` with the reserves its children keep; None if none would."""
@@ -188,10 +203,13 @@ class Ledger:
         self._apply(i, vec)
         self.workloads[workload.key] = (workload, i, vec)
         self.by_pool[i][workload.key] = workload
+        self._order.pop(i, None)
 
     def remove(self, key: str) -> Workload:
         workload, i, vec = self.workloads.pop(key)
+        self.terminating.discard(key)
         del self.by_pool[i][key]
+        self._order.pop(i, None)
         self._apply(i, -vec)
         return workload
 
@@ -220,17 +238,26 @@ class Ledger:
         return f"the cluster has {self.label(col, free)} idle that is not reserved"
 
     def room(self, pool: int, column: int) -> int:
-        """The most of one resource ``pool`` could take now without reclaiming anything."""
-        low, high = 0, int(self.guaranteed[0, column]) + 1
-        unit = np.zeros(len(self.resources), dtype=np.int64)
-        while low + 1 < high:  # fits(low) holds, fits(high) does not
-            mid = (low + high) // 2
-            unit[column] = mid
-            if self.fits(pool, unit):
-                low = mid
-            else:
-                high = mid
-        return low
+        """The most of one resource ``pool`` could take now without reclaiming anything: the
+        tightest max and borrow limit on the path, and the cluster's free capacity plus the
+        reserves along the path that the amount would fill before it claims anything more."""
+        bound = UNLIMITED
+        slack = 0
+        for a in self.paths[pool]:
+            bound = min(bound, int(self.max[a, column] - self.usage[a, column]),
+                        int(self.guaranteed[a, column] + self.borrow_limit[a, column] - self.usage[a, column]))
+            if self.parent[a] >= 0:
+                slack += int(self.claim[a, column] - self.demand[a, column])
+        free = int(self.guaranteed[0, column] - self.demand[0, column])
+        return max(0, min(bound, slack + free))
+
+    def reclaim_order(self, pool: int) -> list[Workload]:
+        """The pool's workloads, lowest priority then newest first (cached until it changes)."""
+        order = self._order.get(pool)
+        if order is None:
+            order = self._order[pool] = sorted(self.by_pool[pool].values(),
+                                               key=lambda w: (w.priority, -w.admitted_at, w.key))
+        return order
 
     def borrowing(self, pool: int) -> np.ndarray:
         """What the pool takes from its parent beyond its guarantee: its subtree's usage plus the

@@ -77,8 +77,13 @@ class PodRecord:
     start: float | None
     end: float | None
     reason: str = ""  # why it was still waiting when the run ended
-    preemptions: int = 0  # times a reclaim evicted it (it then waited and started again)
+    #: Runs a reclaim cut short, as (start, evicted) times; the pod then waited and started again.
+    evictions: tuple[tuple[float, float], ...] = ()
     gpu_seconds: float = 0.0  # GPU held, summed over its runs (GPU x seconds)
+
+    @property
+    def preemptions(self) -> int:
+        return len(self.evictions)
 
     @property
     def wait(self) -> float | None:

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from quota.admission import Deny, Reclaim, Wait, decide, request_for
+from quota.admission import Admit, Deny, Reclaim, Wait, decide, request_for
 from quota.capacity import cluster_capacity
 from quota.config import QuotaConfig
 from quota.ledger import Ledger, Workload
@@ -69,8 +69,8 @@ def run_timeline(
     placer = Placer(build_profile(policy, rng=policy_rng, workload=target))
     ledger = Ledger(quota, cluster_capacity(snap.nodes)) if quota is not None else None
 
-    # Payloads: (what, pod, run); a pod's run counts its evictions, so that a departure planned
-    # for an earlier run is recognised as stale.
+    # Payloads: (what, pod, run); a pod's run is how many evictions it had, so that a departure
+    # planned for an earlier run is recognised as stale.
     queue: EventQueue[tuple[str, int, int]] = EventQueue()
     for i, a in enumerate(arrivals):
         queue.schedule(float(a.time), Priority.ARRIVAL, ("arrive", i, 0))  # type: ignore[arg-type]
@@ -79,7 +79,7 @@ def run_timeline(
     start: list[float | None] = [None] * n
     end: list[float | None] = [None] * n
     reason = [""] * n
-    runs = [0] * n  # evictions so far
+    evictions: list[list[tuple[float, float]]] = [[] for _ in range(n)]
     gpu_seconds = [0.0] * n
     borrowed = dict.fromkeys(sorted({a.pod.project for a in arrivals}), 0.0)  # GPU x seconds above guarantee
     last_event = 0.0
@@ -109,7 +109,7 @@ def run_timeline(
         start[i] = queue.now
         duration = arrivals[i].duration
         if duration is not None:
-            queue.schedule(queue.now + duration, Priority.DEPARTURE, ("leave", i, runs[i]))
+            queue.schedule(queue.now + duration, Priority.DEPARTURE, ("leave", i, len(evictions[i])))
         return True
 
     def admit(i: int, among: np.ndarray | None) -> bool:
@@ -127,11 +127,10 @@ def run_timeline(
             return False
         charged[i] = decision.gpu_model
         if isinstance(decision, Reclaim):
-            for victim in decision.victims:  # their quota is the owner's now; they stop after the grace
+            for victim in decision.victims:  # charged until they stop, after the grace
                 v = index[victim.key]
-                ledger.remove(victim.key)
-                del charged[v]
-                queue.schedule(queue.now + ledger.config.reclaim.grace_s, Priority.DEPARTURE, ("evict", v, runs[v]))
+                ledger.terminating.add(victim.key)
+                queue.schedule(queue.now + ledger.config.reclaim.grace_s, Priority.DEPARTURE, ("evict", v, len(evictions[v])))
         ledger.add(decision.request.charged(decision.gpu_model, queue.now), force=isinstance(decision, Reclaim))
         if place(i, None if i in blocked_by_quota else among):
             blocked_by_quota.discard(i)
@@ -157,7 +156,7 @@ def run_timeline(
             return (w,)
         pool = ledger.row.get(arrivals[w].pod.project)
         share = ledger.dominant_share(pool) if pool is not None else float("inf")
-        return (w not in charged, -arrivals[w].pod.priority, share, w)
+        return (w not in charged, -arrivals[w].pod.priority, share, arrivals[w].time, w)
 
     gpu_column = ledger.column.get(GPU) if ledger is not None else None
     for event in queue:
@@ -175,15 +174,15 @@ def run_timeline(
             if progress is not None:
                 progress(1)
         else:
-            if run != runs[i] or start[i] is None or end[i] is not None:
+            if run != len(evictions[i]) or start[i] is None or end[i] is not None:
                 continue  # planned for a run that an eviction ended, or the pod already left
             freed = stop(i)
+            if ledger is not None and charged.pop(i, False) is not False:
+                ledger.remove(arrivals[i].pod.key)
             if what == "leave":
                 end[i] = queue.now
-                if ledger is not None and charged.pop(i, False) is not False:
-                    ledger.remove(arrivals[i].pod.key)
             else:  # evicted: it starts over once admitted again
-                runs[i] += 1
+                evictions[i].append((start[i], queue.now))  # type: ignore[arg-type]
                 start[i] = None
                 waiting.append(i)
             if ledger is not None:
@@ -208,7 +207,7 @@ def run_timeline(
 
     records = tuple(
         PodRecord(a.pod.key, str(a.pod.kind), a.pod.project, float(a.time), start[i], end[i],  # type: ignore[arg-type]
-                  reason[i] if start[i] is None else "", runs[i], gpu_seconds[i])
+                  reason[i] if start[i] is None else "", tuple(evictions[i]), gpu_seconds[i])
         for i, a in enumerate(arrivals)
     )
     return TimelineResult(policy=policy, seed=seed, pods=records, samples=tuple(samples),
