@@ -124,7 +124,10 @@ def test_admit_borrow_reclaim_release_are_recorded(loaded):
     reclaimed = s.admit(gpu_request("vis-a", "vision", 4), 30.0, ACTOR)
     assert reclaimed.kind == "reclaim"
     assert [v.key for v in reclaimed.victims] == ["nlp-b"]  # the newest loan goes first
-    assert set(workloads(s)) == {"nlp-a", "vis-a"}
+    assert set(workloads(s)) == {"nlp-a", "nlp-b", "vis-a"}  # the victim stays charged while it stops
+    assert s.ledger().terminating == {"nlp-b"}
+    assert s.admit(gpu_request("vis-c", "vision", 2), 35.0, ACTOR).kind == "wait"  # not reclaimed twice
+    s.release("nlp-b", ACTOR)  # evicted: the admission loop gives its charge back
 
     waiting = s.admit(gpu_request("vis-b", "vision", 1), 40.0, ACTOR)
     assert waiting.kind == "wait" and "project vision: needs 1 GPU" in waiting.reason
@@ -139,7 +142,8 @@ def test_admit_borrow_reclaim_release_are_recorded(loaded):
     decisions = {"admit", "borrow", "evict", "reclaim", "wait", "deny", "release"}
     trail = [(e.action, e.subject, e.detail["pool"]) for e in reversed(s.audit()) if e.action in decisions]
     assert trail == [("admit", "nlp-a", "nlp"), ("borrow", "nlp-b", "nlp"), ("evict", "nlp-b", "nlp"),
-                     ("reclaim", "vis-a", "vision"), ("deny", "x", "spare"), ("release", "nlp-a", "nlp")]
+                     ("reclaim", "vis-a", "vision"), ("release", "nlp-b", "nlp"), ("deny", "x", "spare"),
+                     ("release", "nlp-a", "nlp")]
     by_subject = {e.subject: e for e in reversed(s.audit()) if e.action in ("admit", "borrow", "reclaim", "deny", "evict")}
     assert by_subject["nlp-b"].detail == {"pool": "nlp", "for": "vis-a", "grace_s": 30.0}  # the evict, newest
     assert by_subject["vis-a"].detail["reason"] == reclaimed.reason

@@ -20,7 +20,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, delete, event, func, select
+from sqlalchemy import Engine, create_engine, delete, event, func, select, update
 from sqlalchemy.orm import Session
 
 from quota.admission import Admit, QuotaDecision, Reclaim, Request, decide
@@ -331,6 +331,8 @@ class Store:
         for w in s.scalars(select(WorkloadRow)):
             ledger.add(Workload(w.key, names[w.pool_id], Resources(json.loads(w.charge)), w.priority, w.admitted_at),
                        force=True)
+            if w.terminating:
+                ledger.terminating.add(w.key)
         self._ledger = (key, ledger)
         return ledger
 
@@ -345,12 +347,14 @@ class Store:
         copy = Ledger(cached.config, self.capacity)
         for w in cached.charged():
             copy.add(w, force=True)
+        copy.terminating = set(cached.terminating)
         return copy
 
     def admit(self, request: Request, now: float, actor: str) -> QuotaDecision:
         """Decide ``request`` and, when it is admitted (or reclaims), record it, in one locked
-        transaction. Reclaim victims are released from quota at once: their capacity is the
-        requester's from now on, while they get the grace period to stop."""
+        transaction. Reclaim victims are marked terminating: they keep their charge while they get
+        the grace period to stop, and are released (:meth:`release`) once gone; the requester is
+        charged at once, so nobody else takes the capacity meanwhile."""
         with self._transaction() as (s, versions):
             if s.get(WorkloadRow, request.key) is not None:
                 raise StoreError(f"workload {request.key} is already admitted")
@@ -358,13 +362,13 @@ class Store:
             decision = decide(ledger, request, now)
             if isinstance(decision, Reclaim):
                 for victim in decision.victims:
-                    ledger.remove(victim.key)
-                    s.execute(delete(WorkloadRow).where(WorkloadRow.key == victim.key))
+                    ledger.terminating.add(victim.key)
+                    s.execute(update(WorkloadRow).where(WorkloadRow.key == victim.key).values(terminating=True))
                     self._audit(s, actor, "evict", victim.key, {"pool": victim.pool, "for": request.key,
                                                                 "grace_s": ledger.config.reclaim.grace_s})
             if isinstance(decision, Admit | Reclaim):
                 workload = request.charged(decision.gpu_model, now)
-                ledger.add(workload)
+                ledger.add(workload, force=isinstance(decision, Reclaim))
                 s.add(WorkloadRow(key=workload.key, pool_id=self._pool_id(s, workload.pool), priority=workload.priority,
                                   admitted_at=now, gpu_model=decision.gpu_model,
                                   borrowed=isinstance(decision, Admit) and bool(decision.borrowed),

@@ -77,6 +77,8 @@ class WorkloadRow(Base):
     admitted_at: Mapped[float] = mapped_column(Float)
     gpu_model: Mapped[str | None] = mapped_column(String(253))
     borrowed: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: A reclaim victim in its grace period: still charged until it is released.
+    terminating: Mapped[bool] = mapped_column(Boolean, default=False)
     #: JSON object resource -> amount.
     charge: Mapped[str] = mapped_column(Text)
 

@@ -61,6 +61,7 @@ def upgrade() -> None:
         sa.Column("admitted_at", sa.Float, nullable=False),
         sa.Column("gpu_model", sa.String(253)),
         sa.Column("borrowed", sa.Boolean, nullable=False),
+        sa.Column("terminating", sa.Boolean, nullable=False),
         sa.Column("charge", sa.Text, nullable=False),
     )
     op.create_table(
