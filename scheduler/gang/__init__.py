@@ -1,0 +1,1 @@
+"""Gang scheduling: all-or-nothing admission and placement of pod groups."""
