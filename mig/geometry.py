@@ -74,7 +74,7 @@ class Layout:
 
         ``driver`` is the driver branch (e.g. 470); None means a recent one (R510 or later).
         """
-        return _problems(self, driver)
+        return list(_problems(self, driver))
 
     def valid(self, driver: int | None = None) -> bool:
         return not _problems(self, driver)
@@ -88,7 +88,7 @@ class Layout:
 
 
 @lru_cache(maxsize=65536)
-def _problems(layout: Layout, driver: int | None) -> list[str]:
+def _problems(layout: Layout, driver: int | None) -> tuple[str, ...]:
     model = layout.model
     out: list[str] = []
     seen = 0
@@ -114,7 +114,7 @@ def _problems(layout: Layout, driver: int | None) -> list[str]:
     kinds = {i.profile.compute for i in layout.instances}
     if driver is not None and driver < DRIVER_4G_WITH_3G and {3, 4} <= kinds:
         out.append(f"4g together with 3g needs driver R{DRIVER_4G_WITH_3G} or later, this node has R{driver}")
-    return out
+    return tuple(out)
 
 
 @lru_cache(maxsize=65536)
