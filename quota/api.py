@@ -184,10 +184,7 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
         """The whole configuration, as JSON or (Content-Type application/yaml) YAML."""
         body = await request.body()
         try:
-            if "yaml" in request.headers.get("content-type", ""):
-                data = yaml.safe_load(body)
-            else:
-                data = yaml.safe_load(body) if body else None  # JSON is YAML
+            data = yaml.safe_load(body) if body else None  # JSON is YAML, so one parser reads both
             config = compile_document(parse_document(data))
             changes = store.replace_config(config, who.name)
         except yaml.YAMLError as exc:

@@ -195,7 +195,8 @@ class QuotaConfig:
         return [p for p in self.pools if p.parent == name]
 
 
-def _pydantic_problems(exc: ValidationError) -> list[str]:
+def validation_problems(exc: ValidationError) -> list[str]:
+    """A pydantic error as problems naming each field path."""
     problems = []
     for err in exc.errors():
         where = ".".join(str(part) for part in err["loc"]) or "document"
@@ -210,7 +211,7 @@ def parse_document(data: Any) -> QuotaDocument:
     try:
         return QuotaDocument.model_validate(data)
     except ValidationError as exc:
-        raise QuotaConfigError(_pydantic_problems(exc)) from None
+        raise QuotaConfigError(validation_problems(exc)) from None
 
 
 def parse_amounts(pool: str, what: str, given: Amounts, problems: list[str]) -> dict[str, int]:

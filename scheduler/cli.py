@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mig.cli import app as mig_app
+from burst.cli import app as burst_app
 from quota.cli import app as quota_app
 from scheduler.model.resources import MILLI_PER_GPU
 from scheduler.model.snapshot import Snapshot
@@ -28,6 +29,7 @@ app = typer.Typer(help="slotwise: placement, quota, MIG and overflow for Kuberne
 console = Console()
 app.command()(simulate)
 app.add_typer(quota_app, name="quota")
+app.add_typer(burst_app, name="burst")
 app.add_typer(mig_app, name="mig")
 
 

@@ -18,7 +18,7 @@ from tests.quota_fixtures import ACTOR, db_state, gpu_request, scenario
 
 pytest_plugins = ["tests.quota_fixtures"]
 
-TABLES = {"pools", "pool_limits", "budgets", "settings", "versions", "workloads", "audit", "tokens"}
+TABLES = {"pools", "pool_limits", "budgets", "settings", "versions", "workloads", "audit", "tokens", "burst_spend"}
 
 
 def versions(store: Store) -> tuple[int, int]:

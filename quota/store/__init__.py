@@ -42,6 +42,7 @@ from quota.store.schema import (
     LimitRow,
     PoolRow,
     SettingRow,
+    SpendRow,
     TokenRow,
     VersionRow,
     WorkloadRow,
@@ -396,6 +397,48 @@ class Store:
     @staticmethod
     def _pool_id(s: Session, name: str) -> int:
         return s.scalars(select(PoolRow.id).where(PoolRow.name == name)).one()
+
+    # Overflow spend ---------------------------------------------------------------------------
+    def budget_left(self, pool: str, at: datetime) -> tuple[float, float] | None:
+        """What ``pool`` may still reserve for overflow on the UTC day and month of ``at``, and the
+        limit that leaves least: its budget less what bursts started then reserved (or, once
+        ended, cost). None: the pool has no burst budget."""
+        with self._read() as s:
+            return self._budget_left(s, pool, at)
+
+    def _budget_left(self, s: Session, pool: str, at: datetime) -> tuple[float, float] | None:
+        row = s.execute(select(BudgetRow).join(PoolRow, PoolRow.id == BudgetRow.pool_id).where(PoolRow.name == pool)).scalar()
+        if row is None or (row.per_day is None and row.per_month is None):
+            return None
+        day = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        tightest: tuple[float, float] | None = None
+        for limit, since in ((row.per_day, day), (row.per_month, day.replace(day=1))):
+            if limit is not None:
+                used = s.scalar(select(func.coalesce(func.sum(func.coalesce(SpendRow.spent, SpendRow.reserved)), 0.0))
+                                .where(SpendRow.pool == pool, SpendRow.started_at >= since))
+                left = max(limit - float(used), 0.0)
+                if tightest is None or left < tightest[0]:
+                    tightest = (left, limit)
+        return tightest
+
+    def reserve_spend(self, pool: str, workload: str, target: str, reserved: float, at: datetime, actor: str) -> None:
+        """Reserve overflow spend, under the store's lock: refused if the budget would be passed."""
+        with self._transaction() as (s, _):
+            budget = self._budget_left(s, pool, at)
+            if budget is None or reserved > budget[0] + 1e-9:
+                raise StoreError(f"pool {pool}: overflow needs {reserved:.2f}, "
+                                 + ("no burst budget is set" if budget is None else f"{budget[0]:.2f} of budget left"))
+            s.add(SpendRow(pool=pool, workload=workload, target=target, started_at=at, reserved=reserved))
+            self._audit(s, actor, "burst", workload, {"pool": pool, "target": target, "reserved": round(reserved, 6)})
+
+    def settle_spend(self, workload: str, spent: float, actor: str) -> None:
+        """A burst ended: record what it cost (never more than it reserved)."""
+        with self._transaction() as (s, _):
+            row = s.scalars(select(SpendRow).where(SpendRow.workload == workload)).first()
+            if row is None:
+                raise NotFound(f"no overflow spend for {workload!r}")
+            row.spent = min(spent, row.reserved)
+            self._audit(s, actor, "burst.end", workload, {"pool": row.pool, "spent": round(row.spent, 6)})
 
     # Tokens ---------------------------------------------------------------------------------
     def create_token(self, name: str, role: str, pool: str | None, actor: str) -> str:

@@ -109,3 +109,18 @@ class TokenRow(Base):
     #: For a viewer: the pool whose subtree it may read.
     pool: Mapped[str | None] = mapped_column(String(63))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SpendRow(Base):
+    """Overflow spend: what a burst reserved when it started (price x the longest it may run)
+    and, once it ended, what it cost."""
+
+    __tablename__ = "burst_spend"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pool: Mapped[str] = mapped_column(String(63), index=True)
+    workload: Mapped[str] = mapped_column(String(512), unique=True)
+    target: Mapped[str] = mapped_column(String(253))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    reserved: Mapped[float] = mapped_column(Float)
+    spent: Mapped[float | None] = mapped_column(Float)

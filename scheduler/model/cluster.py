@@ -142,6 +142,11 @@ class Pod:
     #: Set for pods already bound: the node and, for GPU pods, the GPU indices they hold.
     node_name: str | None = None
     gpu_indices: tuple[int, ...] = ()
+    #: PersistentVolumeClaims the pod mounts.
+    claims: tuple[str, ...] = ()
+    #: What ties the pod to the cluster's own machines ("hostPath volume logs", "hostNetwork",
+    #: "privileged container c", "owned by a DaemonSet"): such a pod cannot run on a virtual node.
+    host_ties: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:

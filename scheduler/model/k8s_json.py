@@ -122,6 +122,20 @@ def _workload_kind(labels: Mapping[str, str], owners: list[Any]) -> WorkloadKind
     return WorkloadKind.JOB
 
 
+def _host_ties(spec: Mapping[str, Any], owners: list[Any]) -> tuple[str, ...]:
+    """What only the cluster's own machines can give the pod (virtual nodes such as ECI cannot)."""
+    ties = [f"hostPath volume {v.get('name', '')}" for v in spec.get("volumes") or []
+            if isinstance(v, Mapping) and v.get("hostPath") is not None]
+    if spec.get("hostNetwork"):
+        ties.append("hostNetwork")
+    for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
+        if isinstance(c, Mapping) and isinstance(c.get("securityContext"), Mapping) and c["securityContext"].get("privileged"):
+            ties.append(f"privileged container {c.get('name', '')}")
+    if any(isinstance(o, Mapping) and o.get("kind") == "DaemonSet" for o in owners):
+        ties.append("owned by a DaemonSet")
+    return tuple(ties)
+
+
 def pod_from_k8s(obj: Mapping[str, Any]) -> Pod:
     """A :class:`Pod` from a v1.Pod object; raises :class:`ModelError` naming the bad field."""
     obj = _mapping(obj, "pod")
@@ -149,6 +163,7 @@ def pod_from_k8s(obj: Mapping[str, Any]) -> Pod:
         if isinstance(v, Mapping) and isinstance(v.get("persistentVolumeClaim"), Mapping)
     ]
     datasets = tuple(dict.fromkeys(([labels[DATASET_LABEL]] if DATASET_LABEL in labels else []) + claims))
+    owners = _list(meta.get("ownerReferences"), "metadata.ownerReferences")
     indices_text = annotations.get(GPU_INDICES_ANNOTATION, "")
     try:
         gpu_indices = tuple(int(i) for i in indices_text.split(",") if i.strip())
@@ -166,7 +181,7 @@ def pod_from_k8s(obj: Mapping[str, Any]) -> Pod:
         labels=labels,
         annotations=annotations,
         project=labels.get(PROJECT_LABEL, namespace),
-        kind=_workload_kind(labels, _list(meta.get("ownerReferences"), "metadata.ownerReferences")),
+        kind=_workload_kind(labels, owners),
         priority=priority,
         node_selector=_strings(spec.get("nodeSelector"), "spec.nodeSelector"),
         affinity=_terms(affinity, "spec.affinity.nodeAffinity"),
@@ -175,6 +190,8 @@ def pod_from_k8s(obj: Mapping[str, Any]) -> Pod:
         datasets=datasets,
         node_name=spec.get("nodeName") or None,
         gpu_indices=gpu_indices,
+        claims=tuple(dict.fromkeys(claims)),
+        host_ties=_host_ties(spec, owners),
     )
 
 

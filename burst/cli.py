@@ -1,0 +1,73 @@
+"""``slotwise burst``: check a burst configuration, and see what it would do with a pod."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from burst.decide import Overflow, decide_burst
+from burst.patch import burst_patch
+from burst.targets import ECI, BurstConfig, BurstConfigError, burst_from_yaml
+from quota.config import parse_duration
+from scheduler.model.k8s_json import ModelError, items, pod_from_k8s
+
+app = typer.Typer(help="Overflow to virtual-kubelet and Alibaba Cloud ECI, within budgets.", no_args_is_help=True)
+console = Console()
+
+Targets = Annotated[Path, typer.Argument(help="Burst configuration (YAML).")]
+
+
+def _load(path: Path) -> BurstConfig:
+    try:
+        return burst_from_yaml(path.read_text())
+    except (BurstConfigError, OSError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def check(targets: Targets) -> None:
+    """Validate a burst configuration and list its targets."""
+    config = _load(targets)
+    console.print(f"overflow after {config.threshold_s / 60:g} min of waiting; kinds: {', '.join(sorted(config.kinds))}; "
+                  f"runs at most {config.max_runtime_s / 3600:g} h", highlight=False)
+    table = Table()
+    for column in ("target", "kind", "provider", "start-up", "offers"):
+        table.add_column(column)
+    for t in config.targets:
+        offers = (", ".join(f"{i.name} ({i.gpus}x{i.gpu_model or 'CPU'}, {i.price:g}/h"
+                            + (f", spot {i.spot_price:g}" if i.spot_price else "") + ")" for i in t.instance_types)
+                  if t.kind == ECI else f"{t.cpu_hour_price:g}/vCPU-h" + (f", {t.gpu_hour_price:g}/GPU-h" if t.gpus else ""))
+        table.add_row(t.name, t.kind, t.provider, f"{t.startup_s:g} s", offers)
+    console.print(table)
+
+
+@app.command()
+def plan(
+    targets: Targets,
+    pod: Annotated[Path, typer.Option(help="The pod (v1.Pod JSON), or a PodList of a gang's members.")],
+    waited: Annotated[str, typer.Option(help="How long it has waited (30m, 2h).")] = "1h",
+    budget: Annotated[float, typer.Option(help="Burst budget its project has left.")] = 100.0,
+) -> None:
+    """Decide overflow for a pod or gang and print the JSON Patch that would send it."""
+    config = _load(targets)
+    try:
+        objects = list(items(json.loads(pod.read_text())))
+        pods = [pod_from_k8s(o) for o in objects]
+        waited_s = parse_duration(waited)
+    except (OSError, json.JSONDecodeError, ModelError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if not pods:
+        console.print("[red]error:[/red] no pod in the file")
+        raise typer.Exit(2)
+    decision = decide_burst(config, pods[0].key, pods, waited_s, None, budget)
+    console.print(f"{decision.__class__.__name__.lower()}: {decision.reason}", highlight=False)
+    if isinstance(decision, Overflow):
+        for obj, offer in zip(objects, decision.offers):
+            typer.echo(json.dumps(burst_patch(obj, offer, config.max_runtime_s), indent=1))
