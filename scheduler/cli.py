@@ -43,7 +43,7 @@ def serve(
     import uvicorn
 
     from quota.store import Store
-    from scheduler.service.app import create_app
+    from scheduler.server.app import create_app
 
     store = Store(db)
     store.migrate()

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from quota.store import Store
-from scheduler.service.app import create_app
+from scheduler.server.app import create_app
 from tests.quota_fixtures import ACTOR, SCENARIO, db_state, serve_in_thread
 
 pytest_plugins = ["tests.quota_fixtures"]
