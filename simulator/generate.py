@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from scheduler.gang.groups import GANG_ANNOTATION, GANG_MIN_MEMBERS_ANNOTATION
 from scheduler.model.cluster import GPU_PRODUCT_LABEL, PIPELINE_LABEL, PROJECT_LABEL, GpuDemand, Node, Pod, WorkloadKind
 from scheduler.model.resources import CPU, GPU, GPU_MILLI, MEMORY, PODS, Resources
 from simulator.traces import Arrival
@@ -54,18 +55,20 @@ def synthetic_cluster(node_types: tuple[NodeType, ...] = DEFAULT_NODE_TYPES, nod
 
 
 def _pod(name: str, kind: WorkloadKind, project: str, cpu: int, memory_gib: int, gpu: GpuDemand | None,
-         pipeline: str | None = None) -> Pod:
+         pipeline: str | None = None, gang: tuple[str, int] | None = None) -> Pod:
     amounts = {CPU: cpu * 1000, MEMORY: memory_gib * GIB}
     if gpu is not None:
         amounts[GPU_MILLI if gpu.shared else GPU] = gpu.milli if gpu.shared else gpu.count
     labels = {PROJECT_LABEL: project} | ({PIPELINE_LABEL: pipeline} if pipeline else {})
-    return Pod(name, project, Resources(amounts), gpu, labels=labels, project=project, kind=kind, pipeline=pipeline)
+    notes = {GANG_ANNOTATION: gang[0], GANG_MIN_MEMBERS_ANNOTATION: str(gang[1])} if gang else {}
+    return Pod(name, project, Resources(amounts), gpu, labels=labels, annotations=notes, project=project, kind=kind,
+               pipeline=pipeline)
 
 
 def synthetic_arrivals(count: int, seed: int = 0, mean_gap_s: float = 300.0) -> list[Arrival]:
     """``count`` pods arriving as a Poisson stream (``mean_gap_s`` between submissions): half
     of the submissions are training jobs (CPU pipelines of three steps, one to eight GPUs,
-    multi-worker jobs of two 8-GPU workers) running a log-normal time around an hour; 35% are
+    multi-worker jobs: gangs of two 8-GPU workers) running a log-normal time around an hour; 35% are
     notebooks (a GPU share or CPU-only) living 2 to 24 hours; 15% are serving deployments (two
     to four replicas on a share or a whole GPU) up for half a day to three days."""
     rng = np.random.default_rng(seed)
@@ -84,8 +87,10 @@ def synthetic_arrivals(count: int, seed: int = 0, mean_gap_s: float = 300.0) -> 
                 name = f"pipe-{n:05d}"
                 pods = [_pod(f"{name}-s{k}", WorkloadKind.JOB, project, 8, 32, None, name) for k in range(3)]
             elif gpus > 8:
-                # A multi-worker job: whole 8-GPU workers.
-                pods = [_pod(f"job-{n:05d}-w{k}", WorkloadKind.JOB, project, 64, 512, GpuDemand(8)) for k in range(gpus // 8)]
+                # A multi-worker job: a gang of whole 8-GPU workers, useless unless all run.
+                gang = (f"job-{n:05d}", gpus // 8)
+                pods = [_pod(f"job-{n:05d}-w{k}", WorkloadKind.JOB, project, 64, 512, GpuDemand(8), gang=gang)
+                        for k in range(gpus // 8)]
             else:
                 demand = GpuDemand(gpus) if gpus else None
                 pods = [_pod(f"job-{n:05d}", WorkloadKind.JOB, project, max(4, 8 * gpus), max(16, 64 * gpus), demand)]
@@ -102,6 +107,20 @@ def synthetic_arrivals(count: int, seed: int = 0, mean_gap_s: float = 300.0) -> 
             out += [Arrival(_pod(f"serve-{n:05d}-r{k}", WorkloadKind.SERVING, project, 4, 16, demand), now, duration)
                     for k in range(replicas)]
     return out[:count]
+
+
+def gang_burst_arrivals(gangs: int = 6, workers: int = 4, duration_s: float = 3600.0, gap_s: float = 1.0) -> list[Arrival]:
+    """``gangs`` training jobs of ``workers`` 8-GPU workers each, submitted together with their
+    members interleaved (as several operators creating pods at once do): on the synthetic
+    cluster's eight A100 nodes, a scheduler that places members one by one gives every gang some
+    workers and none all of them."""
+    out = []
+    for k in range(workers):
+        for g in range(gangs):
+            name, project = f"train-{g:02d}", PROJECTS[g % len(PROJECTS)]
+            pod = _pod(f"{name}-w{k}", WorkloadKind.JOB, project, 64, 512, GpuDemand(8), gang=(name, workers))
+            out.append(Arrival(pod, (k * gangs + g) * gap_s, duration_s))
+    return out
 
 
 def synthetic_workload(count: int, seed: int = 0) -> list[Pod]:

@@ -1,15 +1,23 @@
 """``timeline`` runs: pods arrive at their trace times, run for their durations and leave.
 
-A pod that fits nowhere waits in a queue (in arrival order). Pods only ever take capacity
+A pod that fits nowhere waits in a queue (in arrival order). Gangs (see
+:mod:`scheduler.gang.groups`) are one unit: they wait until all their members have arrived, are
+admitted by quota as one request, placed all-or-nothing by the gang planner, leave together and
+are evicted together. Pods only ever take capacity
 except at a departure, so a waiting pod can only newly fit on the node that was just freed:
-each departure retries the queue against that node alone, and once a pod does not fit there,
-no later pod with the same requests and constraints is tried, which keeps long queues cheap.
+each departure retries the queue against that node alone (gangs are planned afresh), and once a
+pod does not fit, no later pod with the same requests and constraints is tried, which keeps long
+queues cheap.
+
+``gangs=False`` is the gang-unaware baseline: members are placed one by one as they fit, and a
+gang's work only progresses (its members' durations only start) once every member runs; the
+members placed first hold their GPUs idle meanwhile, possibly forever.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -17,6 +25,9 @@ from quota.admission import Admit, Deny, Reclaim, Wait, decide, request_for
 from quota.capacity import cluster_capacity
 from quota.config import QuotaConfig
 from quota.ledger import Ledger, Workload
+from scheduler.gang.groups import Gang, membership
+from scheduler.gang.planner import GangPlan, commit, plan_gang
+from scheduler.gang.topology import Topology
 from scheduler.model.cluster import Node, Pod
 from scheduler.model.resources import GPU, MILLI_PER_GPU
 from scheduler.model.snapshot import Snapshot
@@ -41,6 +52,34 @@ def _fit_key(pod: Pod) -> tuple[object, ...]:
     return (pod.requests, pod.gpu, frozenset(pod.node_selector.items()), pod.affinity, pod.tolerations)
 
 
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """What is admitted, placed and evicted as one: a pod on its own, or a gang."""
+
+    key: str
+    members: tuple[int, ...]  # arrival indices
+    min_members: int
+    gang: bool
+
+
+def units_of(arrivals: Sequence[Arrival], gangs: bool = True) -> list[Unit]:
+    """Arrivals gathered into units, in order of first member."""
+    by_key: dict[str, list[int]] = {}
+    minimum: dict[str, int] = {}
+    for i, a in enumerate(arrivals):
+        m = membership(a.pod) if gangs else None
+        key = m.key if m is not None else a.pod.key
+        by_key.setdefault(key, []).append(i)
+        if m is not None:
+            minimum[key] = m.min_members or 0
+    return [Unit(key, tuple(members), minimum.get(key) or len(members), key in minimum) for key, members in by_key.items()]
+
+
+def siblings_of(arrivals: Sequence[Arrival]) -> dict[int, tuple[int, ...]]:
+    """Each gang member's gang (arrival indices), read the same way as :func:`units_of`."""
+    return {i: u.members for u in units_of(arrivals) if u.gang for i in u.members}
+
+
 def _restricted(pod: Pod, gpu_model: str | None) -> Pod:
     """The pod held to the GPU model its quota was charged for."""
     if gpu_model is None or pod.gpu is None:
@@ -55,10 +94,12 @@ def run_timeline(
     seed: int,
     progress: Progress | None = None,
     quota: QuotaConfig | None = None,
+    gangs: bool = True,
 ) -> TimelineResult:
-    """With ``quota``, every pod is also decided by the quota ledger first, as the live admission
-    loop does: admitted within its pool's guarantee or by borrowing, or it reclaims lent capacity
-    (the victims stop after the grace period and wait again), or it waits."""
+    """With ``quota``, every pod or gang is also decided by the quota ledger first, as the live
+    admission loop does: admitted within its pool's guarantee or by borrowing, or it reclaims lent
+    capacity (the victims stop after the grace period and wait again), or it waits. ``gangs``:
+    gangs placed all-or-nothing (True), or members one by one (the gang-unaware baseline)."""
     missing = next((a.pod.name for a in arrivals if a.time is None), None)
     if missing is not None:
         raise TraceTimeError(f"pod {missing} has no arrival time; a timeline run needs them (use fill mode)")
@@ -68,95 +109,141 @@ def run_timeline(
     gauge = ClusterGauge(snap, target)
     placer = Placer(build_profile(policy, rng=policy_rng, workload=target))
     ledger = Ledger(quota, cluster_capacity(snap.nodes)) if quota is not None else None
+    topology = Topology(snap)
+    units = units_of(arrivals, gangs)
+    unit_of = {i: u for u, unit in enumerate(units) for i in unit.members}
+    unit_index = {unit.key: u for u, unit in enumerate(units)}
+    siblings = {} if gangs else siblings_of(arrivals)  # unaware: a member's work waits for its gang
 
-    # Payloads: (what, pod, run); a pod's run is how many evictions it had, so that a departure
-    # planned for an earlier run is recognised as stale.
+    # Payloads: ("arrive", pod, 0) or ("leave" | "evict", unit, run); a unit's run is how many
+    # evictions it had, so that a departure planned for an earlier run is recognised as stale.
     queue: EventQueue[tuple[str, int, int]] = EventQueue()
     for i, a in enumerate(arrivals):
         queue.schedule(float(a.time), Priority.ARRIVAL, ("arrive", i, 0))  # type: ignore[arg-type]
-    index = {a.pod.key: i for i, a in enumerate(arrivals)}
     n = len(arrivals)
     start: list[float | None] = [None] * n
     end: list[float | None] = [None] * n
     reason = [""] * n
     evictions: list[list[tuple[float, float]]] = [[] for _ in range(n)]
     gpu_seconds = [0.0] * n
+    runs = [0] * len(units)
+    arrived = [0] * len(units)
     borrowed = dict.fromkeys(sorted({a.pod.project for a in arrivals}), 0.0)  # GPU x seconds above guarantee
     last_event = 0.0
-    charged: dict[int, str | None] = {}  # pods holding quota (running, or reserved by a reclaim): GPU model
+    charged: dict[int, str | None] = {}  # units holding quota (running, or reserved by a reclaim): GPU model
     blocked_by_quota: set[int] = set()
     denied: set[int] = set()
     waiting: list[int] = []
     samples: list[Sample] = []
 
-    def usable(pod: Pod, gpu_model: str | None) -> Callable[[Sequence[Workload]], bool]:
+    def gang(u: int, gpu_model: str | None) -> Gang:
+        unit = units[u]
+        return Gang(unit.key, tuple(_restricted(arrivals[i].pod, gpu_model) for i in unit.members), unit.min_members)
+
+    def running(u: int) -> list[int]:
+        return [i for i in units[u].members if start[i] is not None and end[i] is None]
+
+    def usable(u: int) -> Callable[[Sequence[Workload]], bool]:
         def check(victims: Sequence[Workload]) -> bool:
             trial = snap.copy()
             for v in victims:
-                trial.release(v.key)
-            return isinstance(placer.decide(trial, _restricted(pod, gpu_model)), Placement)
+                for i in running(unit_index[v.key]):
+                    trial.release(arrivals[i].pod.key)
+            if units[u].gang:
+                return isinstance(plan_gang(placer, trial, gang(u, None), topology), GangPlan)
+            return isinstance(placer.decide(trial, arrivals[units[u].members[0]].pod), Placement)
         return check
 
-    def place(i: int, among: np.ndarray | None) -> bool:
-        pod = _restricted(arrivals[i].pod, charged.get(i))
-        decision = placer.decide(snap, pod, among)
-        if not isinstance(decision, Placement):
-            if among is None:
-                reason[i] = failure_reason(decision)
-            return False
-        snap.assign(arrivals[i].pod, decision.node_index, decision.gpus)
-        gauge.placed(arrivals[i].pod)
-        start[i] = queue.now
-        duration = arrivals[i].duration
-        if duration is not None:
-            queue.schedule(queue.now + duration, Priority.DEPARTURE, ("leave", i, len(evictions[i])))
+    def schedule_leave(u: int, members: Sequence[int]) -> None:
+        durations = [arrivals[i].duration for i in members]
+        if all(d is not None for d in durations):  # a gang runs until its slowest member is done
+            queue.schedule(queue.now + max(durations), Priority.DEPARTURE, ("leave", u, runs[u]))  # type: ignore[type-var]
+
+    def place(u: int, among: np.ndarray | None) -> bool:
+        unit = units[u]
+        if unit.gang:
+            plan = plan_gang(placer, snap, gang(u, charged.get(u)), topology)
+            if not isinstance(plan, GangPlan):
+                for i in unit.members:
+                    reason[i] = plan.reason
+                return False
+            commit(snap, plan)
+            placed = {a.pod.key for a in plan.assignments}
+            members = [i for i in unit.members if arrivals[i].pod.key in placed]
+            for i in unit.members:
+                reason[i] = f"gang {unit.key} started with {len(members)} of {len(unit.members)} members"
+        else:
+            i = unit.members[0]
+            decision = placer.decide(snap, _restricted(arrivals[i].pod, charged.get(u)), among)
+            if not isinstance(decision, Placement):
+                if among is None:
+                    reason[i] = failure_reason(decision)
+                return False
+            snap.assign(arrivals[i].pod, decision.node_index, decision.gpus)
+            members = [i]
+        for i in members:
+            gauge.placed(arrivals[i].pod)
+            start[i] = queue.now
+        group = siblings.get(members[0])
+        if group is None:
+            schedule_leave(u, members)
+        elif all(start[j] is not None for j in group):  # unaware: the gang's work starts once all run
+            for j in group:
+                schedule_leave(unit_of[j], [j])
         return True
 
-    def admit(i: int, among: np.ndarray | None) -> bool:
-        """Quota first (when there is quota), then placement; a pod holding quota already (a
-        reclaim reserved it) only needs a node."""
-        if ledger is None or i in charged:
-            return place(i, among)
-        pod = arrivals[i].pod
-        decision = decide(ledger, request_for(pod.key, [pod]), queue.now, usable=usable(pod, None))
+    def admit(u: int, among: np.ndarray | None) -> bool:
+        """Quota first (when there is quota), then placement; a unit holding quota already (a
+        reclaim reserved it) only needs room. A gang is one request for all its members."""
+        if ledger is None or u in charged:
+            return place(u, among)
+        unit = units[u]
+        decision = decide(ledger, request_for(unit.key, [arrivals[i].pod for i in unit.members]), queue.now,
+                          usable=usable(u))
         if isinstance(decision, Wait | Deny):
-            reason[i] = decision.reason
-            blocked_by_quota.add(i)
+            for i in unit.members:
+                reason[i] = decision.reason
+            blocked_by_quota.add(u)
             if isinstance(decision, Deny):
-                denied.add(i)
+                denied.add(u)
             return False
-        charged[i] = decision.gpu_model
+        charged[u] = decision.gpu_model
         if isinstance(decision, Reclaim):
             for victim in decision.victims:  # charged until they stop, after the grace
-                v = index[victim.key]
+                v = unit_index[victim.key]
                 ledger.terminating.add(victim.key)
-                queue.schedule(queue.now + ledger.config.reclaim.grace_s, Priority.DEPARTURE, ("evict", v, len(evictions[v])))
+                queue.schedule(queue.now + ledger.config.reclaim.grace_s, Priority.DEPARTURE, ("evict", v, runs[v]))
         ledger.add(decision.request.charged(decision.gpu_model, queue.now), force=isinstance(decision, Reclaim))
-        if place(i, None if i in blocked_by_quota else among):
-            blocked_by_quota.discard(i)
+        if place(u, None if u in blocked_by_quota else among):
+            blocked_by_quota.discard(u)
             return True
-        if isinstance(decision, Admit):  # no node for it now: give the quota back and wait
-            ledger.remove(pod.key)
-            del charged[i]
-        blocked_by_quota.discard(i)
+        if isinstance(decision, Admit):  # no room for it now: give the quota back and wait
+            ledger.remove(unit.key)
+            del charged[u]
+        blocked_by_quota.discard(u)
         return False
 
-    def stop(i: int) -> np.ndarray:
-        """Take a running pod off its node; returns the node freed."""
-        assignment = snap.release(arrivals[i].pod.key)
-        gauge.released(arrivals[i].pod)
-        ran = queue.now - start[i]  # type: ignore[operator]
-        milli = arrivals[i].pod.gpu.total_milli if arrivals[i].pod.gpu else 0
-        gpu_seconds[i] += ran * milli / MILLI_PER_GPU
-        return np.array([assignment.node])
+    def stop(members: Sequence[int]) -> np.ndarray:
+        """Take running pods off their nodes (a gang's all together); returns the nodes freed."""
+        freed = set()
+        for i in members:
+            freed.add(snap.release(arrivals[i].pod.key).node)
+            gauge.released(arrivals[i].pod)
+            milli = arrivals[i].pod.gpu.total_milli if arrivals[i].pod.gpu else 0
+            gpu_seconds[i] += (queue.now - start[i]) * milli / MILLI_PER_GPU  # type: ignore[operator]
+        return np.array(sorted(freed))
 
     def order(w: int) -> tuple[object, ...]:
-        """Pods that hold quota first, then by pool fairness (weighted dominant share), then arrival."""
+        """Units that hold quota first, then by pool fairness (weighted dominant share), then arrival."""
         if ledger is None:
             return (w,)
-        pool = ledger.row.get(arrivals[w].pod.project)
+        first = arrivals[units[w].members[0]]
+        pool = ledger.row.get(first.pod.project)
         share = ledger.dominant_share(pool) if pool is not None else float("inf")
-        return (w not in charged, -arrivals[w].pod.priority, share, arrivals[w].time, w)
+        return (w not in charged, -first.pod.priority, share, first.time, w)
+
+    def fit_key(w: int) -> tuple[object, ...]:
+        return (units[w].min_members, *(_fit_key(arrivals[i].pod) for i in units[w].members))
 
     gpu_column = ledger.column.get(GPU) if ledger is not None else None
     for event in queue:
@@ -169,28 +256,35 @@ def run_timeline(
                     borrowed[project] += (queue.now - last_event) * above / MILLI_PER_GPU
             last_event = queue.now
         if what == "arrive":
-            if not admit(i, None) and i not in denied:
-                waiting.append(i)
+            u = unit_of[i]
+            arrived[u] += 1
+            if arrived[u] == len(units[u].members) and not admit(u, None) and u not in denied:
+                waiting.append(u)  # a gang is admitted once its last member has arrived
             if progress is not None:
                 progress(1)
         else:
-            if run != len(evictions[i]) or start[i] is None or end[i] is not None:
-                continue  # planned for a run that an eviction ended, or the pod already left
-            freed = stop(i)
-            if ledger is not None and charged.pop(i, False) is not False:
-                ledger.remove(arrivals[i].pod.key)
+            u = i
+            members = running(u)
+            if run != runs[u] or not members:
+                continue  # planned for a run that an eviction ended, or the unit already left
+            freed = stop(members)
+            if ledger is not None and charged.pop(u, False) is not False:
+                ledger.remove(units[u].key)
             if what == "leave":
-                end[i] = queue.now
-            else:  # evicted: it starts over once admitted again
-                evictions[i].append((start[i], queue.now))  # type: ignore[arg-type]
-                start[i] = None
-                waiting.append(i)
+                for m in members:
+                    end[m] = queue.now
+            else:  # evicted, a gang whole: it starts over once admitted again
+                for m in members:
+                    evictions[m].append((start[m], queue.now))  # type: ignore[arg-type]
+                    start[m] = None
+                runs[u] += 1
+                waiting.append(u)
             if ledger is not None:
                 waiting.sort(key=order)
             misfits: set[tuple[object, ...]] = set()
             still: list[int] = []
             for w in waiting:
-                key = _fit_key(arrivals[w].pod)
+                key = fit_key(w)
                 if (w not in blocked_by_quota and key in misfits) or not admit(w, freed):
                     if w not in blocked_by_quota:
                         misfits.add(key)

@@ -9,8 +9,10 @@ Two formats are read:
 
   ``name`` (required), ``namespace``, ``project``, ``kind`` (job | notebook | serving),
   ``cpu`` and ``memory`` (Kubernetes quantities), ``gpu`` (whole GPUs) or ``gpu_milli`` (a share
-  of one GPU, 1..999), ``gpu_models`` (``A100|H100``), ``pipeline``, ``arrival`` (seconds from
-  the start of the trace) and ``duration`` (seconds; empty: runs until the end).
+  of one GPU, 1..999), ``gpu_models`` (``A100|H100``), ``pipeline``, ``group`` (the gang the
+  pod belongs to, in its namespace) and ``min_members`` (how many of the group must run at once;
+  empty: all), ``arrival`` (seconds from the start of the trace) and ``duration`` (seconds;
+  empty: runs until the end).
 
 Every error names the file and line.
 """
@@ -25,12 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scheduler.gang.groups import GANG_ANNOTATION, GANG_MIN_MEMBERS_ANNOTATION
 from scheduler.model import openb
 from scheduler.model.cluster import PIPELINE_LABEL, PROJECT_LABEL, GpuDemand, Pod, WorkloadKind
 from scheduler.model.resources import CPU, GPU, GPU_MILLI, MEMORY, MILLI_PER_GPU, ResourceError, Resources, parse_amount
 
 NATIVE_FIELDS = ("name", "namespace", "project", "kind", "cpu", "memory", "gpu", "gpu_milli", "gpu_models",
-                 "pipeline", "arrival", "duration")
+                 "pipeline", "arrival", "duration", "group", "min_members")
+GANG_FIELDS = ("group", "min_members")
 
 
 class TraceError(ValueError):
@@ -99,7 +103,14 @@ def arrival_from_record(record: Mapping[str, Any], where: str) -> Arrival:
         gpu = GpuDemand(gpu.count, gpu.milli, models)
     pipeline = str(record.get("pipeline") or "") or None
     labels = {PROJECT_LABEL: project} | ({PIPELINE_LABEL: pipeline} if pipeline else {})
-    pod = Pod(name, namespace, Resources(amounts), gpu, labels=labels, project=project, kind=kind, pipeline=pipeline)
+    group = str(record.get("group") or "")
+    min_members = _number(record.get("min_members"), "min_members", where, integer=True)
+    if min_members is not None and (not group or min_members < 1):
+        raise TraceError(f"{where}: min_members needs a group and must be at least 1")
+    notes = ({GANG_ANNOTATION: group} if group else {}) | (
+        {GANG_MIN_MEMBERS_ANNOTATION: str(min_members)} if min_members is not None else {})
+    pod = Pod(name, namespace, Resources(amounts), gpu, labels=labels, annotations=notes, project=project, kind=kind,
+              pipeline=pipeline)
     return Arrival(pod, _number(record.get("arrival"), "arrival", where), _number(record.get("duration"), "duration", where))
 
 
@@ -117,6 +128,8 @@ def record_of(arrival: Arrival) -> dict[str, Any]:
         "gpu_milli": gpu.milli if gpu and gpu.shared else 0,
         "gpu_models": "|".join(sorted(gpu.models)) if gpu and gpu.models else "",
         "pipeline": pod.pipeline or "",
+        "group": pod.annotations.get(GANG_ANNOTATION, ""),
+        "min_members": int(pod.annotations.get(GANG_MIN_MEMBERS_ANNOTATION) or 0) or "",
         "arrival": arrival.time,
         "duration": arrival.duration,
     }
@@ -184,10 +197,12 @@ def write_trace(arrivals: Iterable[Arrival], path: str | Path) -> None:
     """Write arrivals in the native format (``.jsonl``, else CSV)."""
     path = Path(path)
     records = [record_of(a) for a in arrivals]
+    if not any(r["group"] for r in records):  # traces without gangs keep the shorter header
+        records = [{k: v for k, v in r.items() if k not in GANG_FIELDS} for r in records]
     if path.suffix == ".jsonl":
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
         return
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, NATIVE_FIELDS)
+        writer = csv.DictWriter(f, [c for c in NATIVE_FIELDS if c in records[0]] if records else NATIVE_FIELDS)
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in records)

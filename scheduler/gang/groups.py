@@ -1,0 +1,122 @@
+"""Which pods form a gang, read from the conventions that operators already write.
+
+Recognised, in this order (the first that names a group wins):
+
+- slotwise's own annotations: ``slotwise.io/gang`` (name), ``slotwise.io/gang-min-members``,
+  ``slotwise.io/gang-timeout`` (seconds);
+- the scheduler-plugins coscheduling label ``scheduling.x-k8s.io/pod-group``: the minimum comes
+  from the PodGroup's ``minMember`` (passed in as ``pod_groups``), else the pod annotation
+  ``scheduling.x-k8s.io/min-member``;
+- Volcano's annotation ``scheduling.k8s.io/group-name`` (minimum from its PodGroup likewise);
+- the Kubeflow training operators' labels ``training.kubeflow.org/job-name`` with
+  ``training.kubeflow.org/replica-type``: the gang is the job, all its replicas.
+
+A gang with no minimum known needs every member that exists (all-or-nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from scheduler.model.cluster import Pod
+
+GANG_ANNOTATION = "slotwise.io/gang"
+GANG_MIN_MEMBERS_ANNOTATION = "slotwise.io/gang-min-members"
+GANG_TIMEOUT_ANNOTATION = "slotwise.io/gang-timeout"
+POD_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
+POD_GROUP_MIN_MEMBER_ANNOTATION = "scheduling.x-k8s.io/min-member"
+VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
+KUBEFLOW_JOB_LABEL = "training.kubeflow.org/job-name"
+KUBEFLOW_REPLICA_LABEL = "training.kubeflow.org/replica-type"
+
+#: How long a gang may wait for room before it gives back what it holds, by default.
+DEFAULT_TIMEOUT_S = 600.0
+
+
+class GangError(ValueError):
+    """A malformed gang: what the validating webhook rejects, with the pod named."""
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """What one pod says about its gang: ``key`` is ``namespace/name`` of the group."""
+
+    key: str
+    convention: str
+    min_members: int | None
+    timeout_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Gang:
+    key: str
+    members: tuple[Pod, ...]
+    min_members: int
+    timeout_s: float = DEFAULT_TIMEOUT_S
+
+    @property
+    def complete(self) -> bool:
+        """Enough members exist to try placing it."""
+        return len(self.members) >= self.min_members
+
+
+def _positive(pod: Pod, name: str, text: str | None, cast: type[int] | type[float]) -> int | float | None:
+    if text is None:
+        return None
+    try:
+        value = cast(text)
+    except ValueError:
+        raise GangError(f"pod {pod.key}: {name} must be a positive number, got {text!r}") from None
+    if value <= 0:
+        raise GangError(f"pod {pod.key}: {name} must be a positive number, got {text!r}")
+    return value
+
+
+def membership(pod: Pod, pod_groups: Mapping[str, int] | None = None) -> Membership | None:
+    """The pod's gang, or None for a pod on its own. ``pod_groups`` maps ``namespace/name`` of
+    PodGroup objects (scheduler-plugins or Volcano) to their ``minMember``."""
+    labels, notes = pod.labels, pod.annotations
+    timeout = _positive(pod, GANG_TIMEOUT_ANNOTATION, notes.get(GANG_TIMEOUT_ANNOTATION), float)
+    if GANG_ANNOTATION in notes:
+        minimum = _positive(pod, GANG_MIN_MEMBERS_ANNOTATION, notes.get(GANG_MIN_MEMBERS_ANNOTATION), int)
+        return Membership(f"{pod.namespace}/{notes[GANG_ANNOTATION]}", "slotwise", minimum, timeout)  # type: ignore[arg-type]
+    for convention, group in (("scheduler-plugins", labels.get(POD_GROUP_LABEL)),
+                              ("volcano", notes.get(VOLCANO_GROUP_ANNOTATION))):
+        if group:
+            key = f"{pod.namespace}/{group}"
+            minimum = (pod_groups or {}).get(key)
+            if minimum is None:
+                minimum = _positive(pod, POD_GROUP_MIN_MEMBER_ANNOTATION, notes.get(POD_GROUP_MIN_MEMBER_ANNOTATION), int)
+            return Membership(key, convention, minimum, timeout)  # type: ignore[arg-type]
+    if KUBEFLOW_JOB_LABEL in labels and KUBEFLOW_REPLICA_LABEL in labels:
+        return Membership(f"{pod.namespace}/{labels[KUBEFLOW_JOB_LABEL]}", "kubeflow", None, timeout)
+    return None
+
+
+def group_gangs(pods: Iterable[Pod], pod_groups: Mapping[str, int] | None = None) -> tuple[list[Gang], list[Pod]]:
+    """Pods gathered into gangs (in order of first member) and the pods on their own.
+
+    Members must agree on the minimum and be in one project (one quota request covers them).
+    """
+    found: dict[str, list[tuple[Pod, Membership]]] = {}
+    alone: list[Pod] = []
+    for pod in pods:
+        m = membership(pod, pod_groups)
+        if m is None:
+            alone.append(pod)
+        else:
+            found.setdefault(m.key, []).append((pod, m))
+    gangs = []
+    for key, entries in found.items():
+        minimums = {m.min_members for _, m in entries if m.min_members is not None}
+        projects = {p.project for p, _ in entries}
+        if len(minimums) > 1:
+            raise GangError(f"gang {key}: members disagree on the minimum ({sorted(minimums)})")
+        if len(projects) > 1:
+            raise GangError(f"gang {key}: members are in several projects ({', '.join(sorted(projects))})")
+        timeouts = [m.timeout_s for _, m in entries if m.timeout_s is not None]
+        members = tuple(p for p, _ in entries)
+        minimum = minimums.pop() if minimums else len(members)
+        gangs.append(Gang(key, members, minimum, min(timeouts) if timeouts else DEFAULT_TIMEOUT_S))
+    return gangs, alone
