@@ -159,9 +159,8 @@ def _never(ledger: Ledger, pool: int, vec: np.ndarray) -> str:
     """Why ``vec`` could never fit, whatever else ran: above a max or guarantee plus borrow limit."""
     used = vec > 0
     for a in ledger.paths[pool]:
-        for limit, bound, what in (("max", ledger.max[a], "the max"),
-                                   ("borrow_limit", ledger.guaranteed[a] + ledger.borrow_limit[a],
-                                    "the guarantee plus borrow limit")):
+        for bound, what in ((ledger.max[a], "the max"),
+                            (ledger.guaranteed[a] + ledger.borrow_limit[a], "the guarantee plus borrow limit")):
             bad = used & (vec > bound)
             if bad.any():
                 col = int(np.argmax(bad))

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from quota.config import LIMIT_FIELDS, Pool, QuotaConfigError, config_from_yaml, config_to_yaml, parse_amounts
 from quota.store import DEFAULT_URL, Store, StoreError
-from quota.usage import loans, pool_usage
+from quota.usage import PoolUsage, loans, pool_usage
 from scheduler.model.resources import format_quota_amount
 
 app = typer.Typer(help="Project resource pools: guaranteed, shareable and borrowed capacity.", no_args_is_help=True)
@@ -183,14 +183,14 @@ def export(db: Db = DEFAULT_URL, out: Annotated[Path | None, typer.Option(help="
         console.print(f"wrote {out}")
 
 
-def _usage_table(rows: list, title: str) -> Table:
+def _usage_table(rows: list[PoolUsage], title: str) -> Table:
     table = Table(title=title)
     for column in ("pool", "resource", "guaranteed", "used", "borrowed", "lent", "max", "workloads"):
         table.add_column(column, justify="left" if column in ("pool", "resource") else "right")
     for r in rows:
-        show = lambda v: format_quota_amount(r.resource, v)  # noqa: E731
-        table.add_row(r.pool, r.resource, show(r.guaranteed), show(r.used), show(r.borrowed), show(r.lent),
-                      "-" if r.max is None else show(r.max), str(r.workloads))
+        amounts = [format_quota_amount(r.resource, v) for v in (r.guaranteed, r.used, r.borrowed, r.lent)]
+        table.add_row(r.pool, r.resource, *amounts, "-" if r.max is None else format_quota_amount(r.resource, r.max),
+                      str(r.workloads))
     return table
 
 

@@ -15,7 +15,8 @@ from rich.table import Table
 from quota.config import QuotaConfig, QuotaConfigError, config_from_yaml
 from scheduler.model.sources import read_nodes
 from scheduler.placement.profile import DEFAULT, profile_names
-from simulator.generate import synthetic_arrivals, synthetic_cluster
+from simulator.gangs import GANG_MODES, compare_gang_modes
+from simulator.generate import gang_burst_arrivals, synthetic_arrivals, synthetic_cluster
 from simulator.report import means, write_report
 from simulator.results import Result, TimelineResult
 from simulator.sweep import Mode, Scenario, parse_seeds, sweep
@@ -36,7 +37,7 @@ def _quotas(files: str | None) -> tuple[tuple[str, QuotaConfig], ...]:
 
 
 def _scenario(trace: Path | None, nodes: Path | None, added: str | None, mode: Mode | None, inflation: float,
-              count: int, seed: int, quota: str | None) -> Scenario:
+              count: int, seed: int, quota: str | None, gang_burst: int | None = None) -> Scenario:
     node_list = read_nodes(nodes) if nodes else synthetic_cluster()
     if added:
         node_list = add_nodes(node_list, parse_additions(added))
@@ -48,8 +49,15 @@ def _scenario(trace: Path | None, nodes: Path | None, added: str | None, mode: M
         # A trace replays the FGD paper's method unless asked for a timeline (or quota).
         return Scenario(trace.stem, node_list, tuple(read_trace(trace)), mode or ("timeline" if quotas else "fill"),
                         inflation, quotas)
+    if gang_burst:
+        return Scenario(f"gang-burst-{gang_burst}", node_list, tuple(gang_burst_arrivals(gang_burst)), "timeline",
+                        inflation, quotas)
     return Scenario(f"generated-{count}-seed{seed}", node_list, tuple(synthetic_arrivals(count, seed)),
                     mode or "timeline", inflation, quotas)
+
+
+def _mean(runs: list[dict[str, float | None]], key: str) -> float:
+    return float(np.mean([f[key] for f in runs if f[key] is not None] or [np.nan]))
 
 
 def _projects_table(results: list[Result]) -> Table:
@@ -68,9 +76,8 @@ def _projects_table(results: list[Result]) -> Table:
         cells = []
         for label in labels:
             runs = by_label.get(label, [])
-            mean = lambda key: float(np.mean([f[key] for f in runs if f[key] is not None] or [np.nan]))  # noqa: E731
-            cells.append(f"{mean('wait p99 s') / 60:,.0f} min / {mean('mean GPUs'):.1f} / "
-                         f"{mean('borrowed GPUs'):.1f} / {mean('preemptions'):.0f}")
+            cells.append(f"{_mean(runs, 'wait p99 s') / 60:,.0f} min / {_mean(runs, 'mean GPUs'):.1f} / "
+                         f"{_mean(runs, 'borrowed GPUs'):.1f} / {_mean(runs, 'preemptions'):.0f}")
         table.add_row(project, *cells)
     return table
 
@@ -97,6 +104,19 @@ def _cell(key: str, value: float | None) -> str:
     return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
 
 
+def _gang_table(scenario: Scenario, policies: list[str], seed: int, modes: list[str]) -> Table:
+    """Gang figures per policy and mode, side by side."""
+    figures = {(p, m): f for p in policies
+               for m, f in compare_gang_modes(scenario.nodes, scenario.arrivals, p, seed, modes).items()}
+    table = Table(title=f"Gangs in {scenario.name} (seed {seed})")
+    table.add_column("")
+    for policy, mode in figures:
+        table.add_column(f"{policy}, gang-{mode}", justify="right")
+    for key in next(iter(figures.values())):
+        table.add_row(key, *(f"{f[key]:,}" for f in figures.values()))
+    return table
+
+
 def simulate(
     trace: Annotated[Path | None, typer.Option(help="Pods: openb CSV, or slotwise's native CSV/JSONL trace. Default: a generated job/notebook/serving workload.")] = None,
     nodes: Annotated[Path | None, typer.Option(help="Nodes: openb CSV or kubectl JSON (NodeList). Default: a synthetic cluster.")] = None,
@@ -111,6 +131,8 @@ def simulate(
     workers: Annotated[int | None, typer.Option(help="Processes for a sweep (default: one per core; 1 runs here).")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Run the sweep on this Ray cluster (e.g. ray://head:10001, or 'auto').")] = None,
     quota: Annotated[str | None, typer.Option(help="Admit pods through project pools from this quota YAML; several (a.yaml,b.yaml) are compared on the same workload.")] = None,
+    gangs: Annotated[str | None, typer.Option(help="aware, unaware or aware,unaware: run the workload with gangs placed whole and/or member by member (gang-unaware), and print completed gangs and GPU-hours held idle, instead of the report.")] = None,
+    gang_burst: Annotated[int | None, typer.Option(help="Instead of the generated workload: this many 4-worker 8-GPU training gangs submitted at once, members interleaved.")] = None,
 ) -> None:
     """Run what-if simulations through the live placement code and write a report."""
     try:
@@ -122,12 +144,24 @@ def simulate(
         seed_list = parse_seeds(seeds)
         if count <= 0:
             raise ValueError("count must be positive")
-        scenario = _scenario(trace, nodes, add_nodes_, mode, inflation, count, workload_seed, quota)
+        scenario = _scenario(trace, nodes, add_nodes_, mode, inflation, count, workload_seed, quota, gang_burst)
         if not scenario.arrivals or not scenario.nodes:
             raise ValueError("nothing to simulate: no pods or no nodes")
+        gang_modes = [m.strip() for m in (gangs or "").split(",") if m.strip()]
+        if any(m not in GANG_MODES for m in gang_modes) or (gangs is not None and not gang_modes):
+            raise ValueError(f"--gangs takes {', '.join(GANG_MODES)} or both, comma-separated; got {gangs!r}")
+        if gang_modes and scenario.quotas:
+            raise ValueError("--gangs compares placement without quota; leave out --quota")
     except (ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
+    if gang_modes:
+        try:
+            console.print(_gang_table(scenario, policies, seed_list[0], gang_modes))
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        return
 
     runs = len(policies) * len(seed_list) * max(1, len(scenario.quotas))
     console.print(f"{scenario.mode} run of {scenario.name}: {len(scenario.arrivals)} pods on {len(scenario.nodes)} nodes, "

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
