@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from conftest import build_node
+from scheduler.cli import app
 from simulator.gangs import compare_gang_modes
 from simulator.generate import gang_burst_arrivals, synthetic_arrivals, synthetic_cluster
 from simulator.timeline import run_timeline, units_of
@@ -41,3 +44,13 @@ def test_unaware_placement_deadlocks_where_gang_aware_completes_every_gang():
     assert figures["unaware"]["completed gangs"] == 0 and figures["unaware"]["gangs stuck part-placed"] == 6
     assert figures["unaware"]["idle GPU-hours held"] > 100
     assert figures["aware"]["completed gangs"] == 6 and figures["aware"]["idle GPU-hours held"] == 0
+
+
+def test_simulate_gangs_prints_the_side_by_side_table_and_rejects_unknown_modes():
+    runner = CliRunner()
+    result = runner.invoke(app, ["simulate", "--gang-burst", "6", "--gangs", "unaware,aware"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = {line.split("│")[1].strip(): line.split("│")[2:4] for line in result.output.splitlines() if line.count("│") == 4}
+    assert [c.strip() for c in rows["completed gangs"]] == ["0", "6"]
+    bad = runner.invoke(app, ["simulate", "--gangs", "sometimes"])
+    assert bad.exit_code == 2 and "--gangs takes unaware, aware" in bad.output

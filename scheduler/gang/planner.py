@@ -105,14 +105,18 @@ def _assign_within(placer: Placer, trial: Snapshot, members: Sequence[Pod], orde
     """Members onto ``order``'s nodes, nodes the gang already uses first; None if one does not fit."""
     placed: list[Assignment] = []
     used: list[int] = []
+    full: set[tuple[tuple[object, ...], int]] = set()  # room only shrinks during a trial: never retry
+    nodes = order.tolist()
     for pod in members:
-        ok = feasible[_fit_key(pod)]
-        for node in (*used, *order.tolist()):
-            if not ok[node]:
+        key = _fit_key(pod)
+        ok = feasible[key]
+        for node in (*used, *nodes):
+            if not ok[node] or (key, node) in full:
                 continue
             try:
                 assignment = trial.assign(pod, node, placer.gpus(trial, pod, node))
             except OvercommitError:
+                full.add((key, node))
                 continue
             placed.append(assignment)
             if node not in used:
