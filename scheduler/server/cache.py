@@ -1,0 +1,179 @@
+"""The cluster cache: nodes and pods kept current by list-and-watch, and the Snapshot built from them.
+
+The extender reads only this cache, never the API server, so a scheduling cycle costs no API call.
+Node changes invalidate the snapshot (rebuilt on next read: allocatable, labels and taints are
+static indexes); pod changes are applied to it in place (assign/release), which is what keeps a
+busy cluster from rebuilding 5,000 nodes per pod event. One lock guards both the dicts and the
+snapshot: readers hold it for one extender verb.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from scheduler.model.cluster import Node, Pod
+from scheduler.model.k8s_json import ModelError, node_from_k8s, pod_from_k8s
+from scheduler.model.snapshot import Snapshot
+from scheduler.server.kube import LISTERS, Expired, Kube
+
+log = logging.getLogger(__name__)
+
+#: Pods in these phases hold nothing on their node any more.
+_TERMINAL = {"Succeeded", "Failed"}
+
+
+def _rv(obj: Mapping[str, Any]) -> str | None:
+    meta = obj.get("metadata")
+    return meta.get("resourceVersion") if isinstance(meta, Mapping) else None
+
+
+class ClusterCache:
+    def __init__(self, kube: Kube | None = None, *, resync_s: float = 300.0, watch_timeout_s: int = 60,
+                 retry_s: float = 1.0):
+        """``kube`` None gives a cache fed only through :meth:`replace` and :meth:`apply`."""
+        self.kube = kube
+        self.resync_s = resync_s
+        self.watch_timeout_s = watch_timeout_s
+        self.retry_s = retry_s
+        self._lock = threading.RLock()
+        self._nodes: dict[str, Node] = {}
+        self._pods: dict[str, Pod] = {}  # by namespace/name, as the snapshot keys them
+        self._by_uid: dict[str, str] = {}
+        self._snap: Snapshot | None = None
+        self._synced: set[str] = set()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # Feeding ------------------------------------------------------------------------------------
+    def replace(self, kind: str, items: list[Mapping[str, Any]]) -> None:
+        """A fresh list of ``kind`` ("nodes" or "pods") replaces what the cache held."""
+        with self._lock:
+            if kind == "nodes":
+                self._nodes = {}
+            else:
+                self._pods, self._by_uid = {}, {}
+            for obj in items:
+                self._store(kind, obj)
+            self._snap = None
+            self._synced.add(kind)
+
+    def apply(self, kind: str, event: str, obj: Mapping[str, Any]) -> None:
+        """One watch event: ADDED, MODIFIED or DELETED (others are ignored)."""
+        if event not in ("ADDED", "MODIFIED", "DELETED"):
+            return
+        with self._lock:
+            if kind == "nodes":
+                name = obj.get("metadata", {}).get("name")
+                self._nodes.pop(name, None)
+                if event != "DELETED":
+                    self._store(kind, obj)
+                self._snap = None
+                return
+            old = self._forget_pod(obj)
+            new = self._store(kind, obj) if event != "DELETED" else None
+            if self._snap is not None:
+                if old is not None and old.key in self._snap.assignments:
+                    self._snap.release(old.key)
+                if new is not None:
+                    self._account(self._snap, new)
+
+    def _store(self, kind: str, obj: Mapping[str, Any]) -> Pod | None:
+        try:
+            if kind == "nodes":
+                node = node_from_k8s(obj)
+                self._nodes[node.name] = node
+                return None
+            status = obj.get("status")
+            if isinstance(status, Mapping) and status.get("phase") in _TERMINAL:
+                return None
+            pod = pod_from_k8s(obj)
+        except ModelError as exc:  # one bad object must not stop the cache
+            log.warning("ignoring %s %s: %s", kind, obj.get("metadata", {}).get("name"), exc)
+            return None
+        self._pods[pod.key] = pod
+        if pod.uid:
+            self._by_uid[pod.uid] = pod.key
+        return pod
+
+    def _forget_pod(self, obj: Mapping[str, Any]) -> Pod | None:
+        meta = obj.get("metadata") or {}
+        old = self._pods.pop(f"{meta.get('namespace') or 'default'}/{meta.get('name')}", None)
+        if old is not None:
+            self._by_uid.pop(old.uid, None)
+        return old
+
+    @staticmethod
+    def _account(snap: Snapshot, pod: Pod) -> None:
+        if pod.node_name is None or pod.node_name not in snap.index:
+            return  # pending, or on a node the watch has not delivered yet
+        try:
+            snap.assign(pod, snap.index[pod.node_name], pod.gpu_indices or None)
+        except ValueError as exc:  # the API server's truth wins; our arithmetic only warns
+            log.warning("cannot account %s on %s: %s", pod.key, pod.node_name, exc)
+
+    # Reading ------------------------------------------------------------------------------------
+    @contextmanager
+    def snapshot(self) -> Iterator[Snapshot]:
+        """The current snapshot, held still (under the lock) for the caller's block."""
+        with self._lock:
+            if self._snap is None:
+                snap = Snapshot(list(self._nodes.values()))
+                for pod in self._pods.values():
+                    self._account(snap, pod)
+                self._snap = snap
+            yield self._snap
+
+    def pending(self) -> list[Pod]:
+        """Pods not bound to a node yet, for the admission loop."""
+        with self._lock:
+            return [p for p in self._pods.values() if p.node_name is None]
+
+    def pod_key(self, uid: str) -> str | None:
+        with self._lock:
+            return self._by_uid.get(uid)
+
+    @property
+    def synced(self) -> bool:
+        return self._synced >= set(LISTERS)
+
+    # Following the API server -------------------------------------------------------------------
+    def start(self) -> None:
+        if self.kube is None:
+            raise RuntimeError("a cache without a Kube adapter cannot follow the API server")
+        self._stop.clear()
+        self._threads = [threading.Thread(target=self._follow, args=(kind,), daemon=True, name=f"watch-{kind}")
+                         for kind in LISTERS]
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    def _follow(self, kind: str) -> None:
+        """List, then watch from the list's resourceVersion; list again on 410 Gone, on any
+        error (after ``retry_s``) and every ``resync_s`` so that a missed event cannot last."""
+        assert self.kube is not None
+        while not self._stop.is_set():
+            try:
+                listing = self.kube.list(kind)
+                self.replace(kind, listing.items)
+                rv = listing.resource_version
+                resync_at = time.monotonic() + self.resync_s
+                while not self._stop.is_set() and time.monotonic() < resync_at:
+                    for event, obj in self.kube.watch(kind, rv, self.watch_timeout_s):
+                        rv = _rv(obj) or rv
+                        self.apply(kind, event, obj)
+                        if self._stop.is_set():
+                            return
+            except Expired as exc:
+                log.info("%s watch expired (%s); listing again", kind, exc)
+            except Exception:  # noqa: BLE001 - the API server being away must not kill the cache
+                log.exception("%s list/watch failed; retrying in %.1fs", kind, self.retry_s)
+                self._stop.wait(self.retry_s)

@@ -1,0 +1,75 @@
+"""The thin adapter over the official ``kubernetes`` client: list, watch and bind, nothing else.
+
+Objects travel as plain camelCase dicts (lists with ``_preload_content=False``, watch events'
+``raw_object``) because ``scheduler.model.k8s_json`` reads exactly those, and skipping the
+client's model classes is what makes a 5,000-node relist cheap. (Watch keeps deserialising: with
+``deserialize=False`` client 37 fails on ERROR events, the very ones that carry 410 Gone.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, watch
+
+#: Kinds the cache follows, by the CoreV1Api method that lists them.
+LISTERS = {"nodes": "list_node", "pods": "list_pod_for_all_namespaces"}
+
+
+class Expired(Exception):
+    """The watch's resourceVersion is too old (HTTP 410 Gone): list again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    items: list[dict[str, Any]]
+    resource_version: str
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient):
+        self.core = client.CoreV1Api(api)
+
+    @classmethod
+    def at(cls, host: str, token: str | None = None, ca_file: str | None = None) -> Kube:
+        """A client for ``host``; in a cluster use ``kubernetes.config.load_incluster_config`` instead."""
+        config = client.Configuration(host=host)
+        if token:
+            config.api_key = {"authorization": f"Bearer {token}"}
+        if ca_file:
+            config.ssl_ca_cert = ca_file
+        return cls(client.ApiClient(config))
+
+    def list(self, kind: str) -> Listing:
+        response = getattr(self.core, LISTERS[kind])(_preload_content=False)
+        body = json.loads(response.data)
+        return Listing(body.get("items") or [], body["metadata"]["resourceVersion"])
+
+    def watch(self, kind: str, resource_version: str, timeout_s: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(type, object)`` events from ``resource_version`` on, for at most ``timeout_s``.
+
+        A timeout disables the client's silent retry, so a 410 reaches us as :class:`Expired`.
+        """
+        stream = watch.Watch().stream(
+            getattr(self.core, LISTERS[kind]), resource_version=resource_version, timeout_seconds=timeout_s,
+            allow_watch_bookmarks=True,
+        )
+        try:
+            for event in stream:
+                yield event["type"], event["raw_object"]
+        except client.ApiException as exc:
+            if exc.status == 410:
+                raise Expired(str(exc.reason)) from None
+            raise
+
+    def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
+        """Create the pod's Binding, as the default binder does; raises ``ApiException``."""
+        body = client.V1Binding(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace, uid=uid or None),
+            target=client.V1ObjectReference(api_version="v1", kind="Node", name=node),
+        )
+        # The API returns a Status, which the generated client cannot deserialise as a Binding.
+        self.core.create_namespaced_binding(namespace, body, _preload_content=False)

@@ -1,0 +1,155 @@
+"""Admission webhooks (admission.k8s.io/v1) for pods: the mutating one labels and gates pods in
+managed namespaces, the validating one rejects pods that can never run, with a clear message.
+
+The mutation only adds what is absent, so with ``reinvocationPolicy: IfNeeded`` a second call
+patches nothing. A pod the model cannot read is let through unmutated: the validating webhook
+is the one that explains the problem to the user.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from starlette.concurrency import run_in_threadpool
+
+from quota.admission import Deny, decide, request_for
+from quota.config import QuotaConfig
+from quota.ledger import Ledger
+from quota.store import Store
+from scheduler.gang.groups import GANG_MIN_MEMBERS_ANNOTATION
+from scheduler.model.cluster import KIND_LABEL, PROJECT_LABEL, Pod
+from scheduler.model.k8s_json import ModelError, pod_from_k8s
+from scheduler.server.extender import read_json
+
+ADMISSION_GATE = "slotwise.io/admission"
+SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
+API_VERSION = "admission.k8s.io/v1"
+
+#: Which namespaces slotwise manages: a set of names, or a predicate (e.g. over namespace labels).
+Managed = Collection[str] | Callable[[str], bool]
+
+
+def _escape(key: str) -> str:
+    """A JSON Pointer token (RFC 6901): label keys carry '/'."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _review(body: Any) -> Mapping[str, Any]:
+    if not isinstance(body, Mapping) or body.get("apiVersion") != API_VERSION or body.get("kind") != "AdmissionReview":
+        raise HTTPException(400, f"expected an AdmissionReview of apiVersion {API_VERSION}")
+    request = body.get("request")
+    if not isinstance(request, Mapping) or not isinstance(request.get("uid"), str):
+        raise HTTPException(400, "request.uid: an AdmissionReview needs a request with a uid")
+    return request
+
+
+def _reply(uid: str, allowed: bool = True, message: str = "", code: int = 200,
+           patch: list[dict[str, Any]] | None = None, warnings: list[str] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if not allowed or message:
+        response["status"] = {"code": code, "message": message}
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+    if warnings:
+        response["warnings"] = warnings
+    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
+
+
+def _pod_create(request: Mapping[str, Any]) -> bool:
+    kind = request.get("kind")
+    return (request.get("operation") == "CREATE" and isinstance(kind, Mapping) and kind.get("kind") == "Pod"
+            and isinstance(request.get("object"), Mapping))
+
+
+def _pod(obj: Mapping[str, Any], namespace: str) -> Pod:
+    """The model's pod; the request's namespace is the truth (a created object may omit it)."""
+    meta = obj.get("metadata")
+    return pod_from_k8s({**obj, "metadata": {**meta, "namespace": namespace}} if isinstance(meta, Mapping) else obj)
+
+
+def mutation(obj: Mapping[str, Any], namespace: str) -> list[dict[str, Any]]:
+    """The JSON Patch that adds the project and kind labels and the admission gate, where absent."""
+    pod = _pod(obj, namespace)
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    patch: list[dict[str, Any]] = []
+    labels = meta.get("labels")
+    wanted = {PROJECT_LABEL: namespace, KIND_LABEL: str(pod.kind)}
+    if not labels:
+        patch.append({"op": "add", "path": "/metadata/labels", "value": wanted})
+    else:
+        patch += [{"op": "add", "path": f"/metadata/labels/{_escape(k)}", "value": v}
+                  for k, v in wanted.items() if k not in labels]
+    gates = spec.get("schedulingGates")
+    if not gates:
+        patch.append({"op": "add", "path": "/spec/schedulingGates", "value": [{"name": ADMISSION_GATE}]})
+    elif not any(isinstance(g, Mapping) and g.get("name") == ADMISSION_GATE for g in gates):
+        patch.append({"op": "add", "path": "/spec/schedulingGates/-", "value": {"name": ADMISSION_GATE}})
+    return patch
+
+
+class QuotaCheck:
+    """Whether a pod's request can ever be admitted in its project (above a max: never)."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.clock = clock
+        self._ledger: tuple[QuotaConfig, Ledger] | None = None
+
+    def never(self, pod: Pod) -> str | None:
+        config = self.store.config()
+        if self._ledger is None or self._ledger[0] is not config:  # the store caches the config per version
+            self._ledger = (config, Ledger(config))
+        decision = decide(self._ledger[1], request_for(pod.key, [pod]), self.clock())
+        return decision.reason if isinstance(decision, Deny) else None
+
+
+def problems(obj: Mapping[str, Any], namespace: str, quota: QuotaCheck | None) -> str | None:
+    """Why the pod can never run, or None."""
+    try:
+        pod = _pod(obj, namespace)
+    except ModelError as exc:  # covers a GPU share above 1000m as well
+        return f"pod cannot be scheduled: {exc}"
+    text = pod.annotations.get(GANG_MIN_MEMBERS_ANNOTATION)
+    if text is not None and not (text.strip().isdigit() and int(text) >= 1):
+        return f"metadata.annotations.{GANG_MIN_MEMBERS_ANNOTATION}: {text!r} must be a whole number of at least 1"
+    return quota.never(pod) if quota is not None else None
+
+
+def webhook_router(managed: Managed, store: Store | None = None, clock: Callable[[], float] = time.time) -> APIRouter:
+    """``POST /webhooks/mutate`` and ``/webhooks/validate``; ``store`` enables the quota check."""
+    is_managed = managed if callable(managed) else frozenset(managed).__contains__
+    quota = QuotaCheck(store, clock) if store is not None else None
+    router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+    def applies(request: Mapping[str, Any]) -> bool:
+        namespace = request.get("namespace")
+        return (_pod_create(request) and isinstance(namespace, str)
+                and namespace not in SYSTEM_NAMESPACES and bool(is_managed(namespace)))
+
+    @router.post("/mutate")
+    async def mutate(request: Request) -> dict[str, Any]:
+        review = _review(await read_json(request))
+        if not applies(review):
+            return _reply(review["uid"])
+        try:
+            patch = mutation(review["object"], review["namespace"])
+        except ModelError as exc:
+            return _reply(review["uid"], warnings=[f"slotwise did not label or gate this pod: {exc}"])
+        return _reply(review["uid"], patch=patch)
+
+    @router.post("/validate")
+    async def validate(request: Request) -> dict[str, Any]:
+        review = _review(await read_json(request))
+        if not applies(review):
+            return _reply(review["uid"])
+        reason = await run_in_threadpool(problems, review["object"], review["namespace"], quota)  # the quota check reads SQL
+        return _reply(review["uid"]) if reason is None else _reply(review["uid"], False, reason, 422)
+
+    return router

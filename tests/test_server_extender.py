@@ -1,0 +1,154 @@
+"""The extender's four verbs, exactly as kube-scheduler (extender v1, nodeCacheCapable) calls them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scheduler.server.cache import ClusterCache
+from scheduler.server.extender import MAX_BODY_BYTES, extender_router
+
+RECORDED = Path(__file__).parent / "recorded"
+A100 = "A100-SXM4-80GB"
+ALL = ["gpu-a1", "gpu-a2", "gpu-b1", "infra-1"]
+
+
+class FakeKube:
+    def __init__(self, error: Exception | None = None):
+        self.error = error
+        self.bound: list[tuple[str, str, str, str]] = []
+
+    def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
+        if self.error is not None:
+            raise self.error
+        self.bound.append((namespace, name, uid, node))
+
+
+def recorded_cache(kube=None) -> ClusterCache:
+    cache = ClusterCache(kube)
+    for kind in ("nodes", "pods"):
+        cache.replace(kind, json.loads((RECORDED / f"{kind}.json").read_text())["items"])
+    return cache
+
+
+def client_for(cache: ClusterCache) -> TestClient:
+    app = FastAPI()
+    app.include_router(extender_router(cache))
+    return TestClient(app)
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    return client_for(recorded_cache())
+
+
+def gang_pod(gpus: int = 2, annotations: dict[str, str] | None = None) -> dict:
+    """The reference's example pod: what kube-scheduler puts under ``Pod``."""
+    return {"metadata": {"name": "w-0", "namespace": "team-a", "uid": "6f1c0d2e-0000-0000-0000-000000000001",
+                         "labels": {"scheduling.x-k8s.io/pod-group": "job42"}, "annotations": annotations or {}},
+            "spec": {"containers": [{"name": "m", "image": "x",
+                                     "resources": {"requests": {"cpu": "8", "nvidia.com/gpu": str(gpus)},
+                                                   "limits": {"nvidia.com/gpu": str(gpus)}}}]},
+            "status": {"phase": "Pending"}}
+
+
+def test_filter_splits_shortages_from_what_preemption_cannot_fix(client):
+    pod = gang_pod(annotations={"slotwise.io/gpu-models": A100})
+    reply = client.post("/extender/filter", json={"Pod": pod, "Nodes": None, "NodeNames": [*ALL, "new-node"]})
+    assert reply.status_code == 200
+    assert reply.json() == {
+        "Nodes": None,
+        "NodeNames": ["gpu-a1"],  # 4 of 8 GPUs free; done-1 has Succeeded and holds nothing
+        "FailedNodes": {"gpu-a2": "Insufficient nvidia.com/gpu", "new-node": "node not in slotwise's cache yet"},
+        "FailedAndUnresolvableNodes": {"gpu-b1": f"GPU model not {A100}",
+                                       "infra-1": "node(s) had untolerated taint {dedicated: infra}"},
+        "Error": "",
+    }
+
+
+def test_filter_keeps_a_planned_gang_member_on_its_plan_and_never_adds_names(client):
+    pod = gang_pod(annotations={"slotwise.io/planned-nodes": "gpu-b1, gpu-zz"})
+    reply = client.post("/extender/filter", json={"Pod": pod, "NodeNames": ["gpu-a1", "gpu-b1"]}).json()
+    assert reply["NodeNames"] == ["gpu-b1"]
+    assert reply["FailedAndUnresolvableNodes"] == {"gpu-a1": "node not in the pod's gang placement plan"}
+
+
+def test_prioritize_scales_the_profile_to_max_extender_priority(client):
+    reply = client.post("/extender/prioritize", json={"Pod": gang_pod(), "NodeNames": ["gpu-b1", "gpu-a1", "nope"]})
+    assert reply.status_code == 200
+    scores = {h["Host"]: h["Score"] for h in reply.json()}
+    assert set(scores) == {"gpu-a1", "gpu-b1"}  # unknown names are left out, i.e. 0
+    assert all(isinstance(s, int) and 0 <= s <= 10 for s in scores.values())
+    assert scores["gpu-a1"] > scores["gpu-b1"]  # GPU work is packed onto the half-used node
+
+
+def test_bind_creates_the_binding_through_the_adapter_and_reports_failures():
+    args = {"PodName": "w-0", "PodNamespace": "team-a", "PodUID": "6f1c0d2e-0000-0000-0000-000000000001", "Node": "gpu-a1"}
+    kube = FakeKube()
+    assert client_for(recorded_cache(kube)).post("/extender/bind", json=args).json() == {"Error": ""}
+    assert kube.bound == [("team-a", "w-0", "6f1c0d2e-0000-0000-0000-000000000001", "gpu-a1")]
+    failing = client_for(recorded_cache(FakeKube(RuntimeError("pods \"w-0\" not found"))))
+    assert "not found" in failing.post("/extender/bind", json=args).json()["Error"]
+
+
+def test_preempt_keeps_only_nodes_where_the_victims_make_room(client):
+    victims = {"gpu-a2": {"Pods": [{"UID": "5d2c7a10-2222-4b1f-8c3e-000000000001"}], "NumPDBViolations": 0},
+               "infra-1": {"Pods": [], "NumPDBViolations": 0},
+               "gpu-b1": {"Pods": [{"UID": "unknown-uid"}], "NumPDBViolations": 1}}
+    reply = client.post("/extender/preempt", json={"Pod": gang_pod(4), "NodeNameToVictims": None,
+                                                   "NodeNameToMetaVictims": victims})
+    assert reply.status_code == 200
+    # gpu-a2: evicting the 7-GPU job frees 8; infra-1 has a taint and no GPU; gpu-b1 fits 4 T4s.
+    assert reply.json() == {"NodeNameToMetaVictims": {"gpu-a2": victims["gpu-a2"], "gpu-b1": victims["gpu-b1"]}}
+    too_few = {"gpu-a2": {"Pods": [], "NumPDBViolations": 0}}
+    assert client.post("/extender/preempt", json={"Pod": gang_pod(4), "NodeNameToMetaVictims": too_few}).json() == {
+        "NodeNameToMetaVictims": {}}
+
+
+@pytest.mark.parametrize(("body", "status", "says"), [
+    (b'{"Pod": {"metadata": {"name": "w-0"}}, "NodeNames": ["gpu-a', 400, "not JSON"),
+    (b'[1, 2, 3]', 400, "expected a JSON object"),
+    (b'{"Pod": "w-0", "NodeNames": []}', 400, "Pod: expected dict"),
+    (b'{"Pod": {"metadata": {"name": "w"}}, "NodeNames": [1]}', 400, "list of strings"),
+    (b'{"Pod": {"metadata": {}}, "NodeNames": []}', 400, "metadata.name"),
+    (b'[' * 100_000 + b']' * 100_000, 400, "not JSON"),
+])
+def test_malformed_requests_get_a_4xx_that_says_why(client, body, status, says):
+    reply = client.post("/extender/filter", content=body, headers={"Content-Type": "application/json"})
+    assert reply.status_code == status
+    assert says in reply.json()["detail"]
+
+
+def test_huge_bodies_and_unknown_verbs_are_refused(client):
+    huge = b'{"Pod": {}, "NodeNames": ["' + b"x" * (MAX_BODY_BYTES + 1) + b'"]}'
+    assert client.post("/extender/filter", content=huge).status_code == 413
+
+    def chunks():  # no Content-Length: the limit holds while streaming too
+        yield huge[: len(huge) // 2]
+        yield huge[len(huge) // 2:]
+
+    assert client.post("/extender/filter", content=chunks()).status_code == 413
+    reply = client.post("/extender/unreserve", json={})
+    assert reply.status_code == 404 and "unknown extender verb" in reply.json()["detail"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+keys = st.sampled_from(["Pod", "Nodes", "NodeNames", "NodeNameToMetaVictims", "PodName", "PodNamespace", "PodUID",
+                        "Node", "metadata", "spec", "name", "containers", "resources", "requests", "Pods", "UID"])
+shaped = st.recursive(json_values, lambda inner: st.dictionaries(keys, inner, max_size=5), max_leaves=25)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(verb=st.sampled_from(["filter", "prioritize", "bind", "preempt"]), body=shaped)
+def test_fuzzed_requests_never_get_a_server_error(client, verb, body):
+    assert client.post(f"/extender/{verb}", json=body).status_code < 500
