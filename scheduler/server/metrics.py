@@ -1,0 +1,105 @@
+"""The service's Prometheus metrics and the ``/metrics`` route that serves them.
+
+Amounts are exported in the units Prometheus users expect: cpu in cores, GPUs in GPUs (quota
+counts them in milli-GPU), memory in bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
+
+from burst.metrics import BudgetGauge
+from quota.ledger import Ledger
+from quota.usage import pool_usage
+from scheduler.model.resources import CPU, is_gpu_quota
+
+VERBS = ("filter", "prioritize", "mutate", "validate", "admit")
+#: 0.1 ms to 1 s: the extender's budget is milliseconds, the apiserver gives webhooks 1 s at p99.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_QUOTA_FIELDS = {
+    "used": "What the pool's subtree holds now.",
+    "guaranteed": "The pool's guarantee.",
+    "borrowed": "What the pool holds above its guarantee, borrowed through its parent.",
+    "lent": "Of the pool's guarantee, what other pools use now.",
+}
+
+
+def quota_value(resource: str, amount: int) -> float:
+    """A ledger amount in the resource's natural unit (cores, GPUs, bytes)."""
+    return amount / 1000 if resource == CPU or is_gpu_quota(resource) else float(amount)
+
+
+class _ReplacedGauge:
+    """A gauge whose label sets are replaced wholesale on each update, so that a pool, reason or
+    profile that disappears stops being exported instead of keeping its last value."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str], registry: CollectorRegistry):
+        self._gauge = Gauge(name, documentation, labels, registry=registry)
+        self._keys: set[tuple[str, ...]] = set()
+
+    def replace(self, values: Mapping[tuple[str, ...], float]) -> None:
+        for key, value in values.items():
+            self._gauge.labels(*key).set(value)
+        for key in self._keys - values.keys():
+            self._gauge.remove(*key)
+        self._keys = set(values)
+
+
+class ServiceMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        # A registry of its own by default, so that two services (or tests) never collide.
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.budget = BudgetGauge(self.registry)
+        self._quota = {field: _ReplacedGauge(f"slotwise_quota_{field}", doc, ["pool", "resource"], self.registry)
+                       for field, doc in _QUOTA_FIELDS.items()}
+        self._pending = _ReplacedGauge("slotwise_pending_pods", "Pods waiting for admission or placement, by reason.",
+                                       ["reason"], self.registry)
+        self._latency = Histogram("slotwise_decision_seconds", "Time to answer one extender or webhook call, or one "
+                                  "admission decision.", ["verb"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._burst = Gauge("slotwise_burst_spend_reserved", "Overflow spend reserved or spent in the current budget "
+                            "period, in the budget's currency.", ["pool"], registry=self.registry)
+        self._mig = _ReplacedGauge("slotwise_mig_slices_free", "Free MIG slices across the cluster, by profile.",
+                                   ["profile"], self.registry)
+
+    def update_quota(self, ledger: Ledger) -> None:
+        rows = pool_usage(ledger)
+        for field, gauge in self._quota.items():
+            gauge.replace({(r.pool, r.resource): quota_value(r.resource, getattr(r, field)) for r in rows})
+
+    def set_pending(self, by_reason: Mapping[str, int]) -> None:
+        self._pending.replace({(reason,): count for reason, count in by_reason.items()})
+
+    def _verb(self, verb: str):
+        # A typo would otherwise create a new series nobody charts.
+        if verb not in VERBS:
+            raise ValueError(f"unknown verb {verb!r}; one of {', '.join(VERBS)}")
+        return self._latency.labels(verb=verb)
+
+    def observe(self, verb: str, seconds: float) -> None:
+        self._verb(verb).observe(seconds)
+
+    @contextmanager
+    def timed(self, verb: str) -> Iterator[None]:
+        """Times the block as one ``verb`` decision, also when it raises."""
+        with self._verb(verb).time():
+            yield
+
+    def set_burst_spend(self, pool: str, reserved: float) -> None:
+        self._burst.labels(pool=pool).set(reserved)
+
+    def set_mig_free(self, by_profile: Mapping[str, int]) -> None:
+        self._mig.replace({(profile,): count for profile, count in by_profile.items()})
+
+
+def metrics_router(metrics: ServiceMetrics) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/metrics", include_in_schema=False)
+    def scrape() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router

@@ -1,0 +1,98 @@
+"""The service's Prometheus metrics, read back through /metrics as Prometheus would scrape them."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from quota.config import config_from_yaml
+from quota.ledger import Ledger, Workload
+from scheduler.model.resources import Resources
+from scheduler.server.metrics import ServiceMetrics, metrics_router
+from tests.quota_fixtures import SCENARIO
+
+
+def scrape(metrics: ServiceMetrics) -> dict[tuple[str, frozenset], float]:
+    app = FastAPI()
+    app.include_router(metrics_router(metrics))
+    reply = TestClient(app).get("/metrics")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"] == CONTENT_TYPE_LATEST
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(reply.text) for s in family.samples}
+
+
+def gpus(n: float) -> Resources:
+    return Resources({"nvidia.com/gpu": int(n * 1000), "cpu": 2000})
+
+
+@pytest.fixture
+def metrics() -> ServiceMetrics:
+    return ServiceMetrics(CollectorRegistry())
+
+
+def test_quota_gauges_follow_the_ledger_in_gpus_and_cores(metrics):
+    ledger = Ledger(config_from_yaml(SCENARIO))
+    ledger.add(Workload("train", "nlp", gpus(6)))  # 4 guaranteed + 2 borrowed from vision
+    ledger.add(Workload("notebook", "vision", gpus(0.5)))
+    metrics.update_quota(ledger)
+    got = scrape(metrics)
+
+    def value(field: str, pool: str, resource: str = "nvidia.com/gpu") -> float:
+        return got[f"slotwise_quota_{field}", frozenset({"pool": pool, "resource": resource}.items())]
+
+    assert value("used", "nlp") == 6.0 and value("guaranteed", "nlp") == 4.0
+    assert value("borrowed", "nlp") == 2.0 and value("lent", "vision") == 2.0
+    assert value("used", "vision") == 0.5 and value("used", "ai") == 6.5
+    assert value("used", "nlp", "cpu") == 2.0 and value("guaranteed", "nlp", "cpu") == 16.0
+
+
+def test_a_pool_that_disappears_stops_being_exported(metrics):
+    ledger = Ledger(config_from_yaml(SCENARIO))
+    metrics.update_quota(ledger)
+    assert any(labels >= {("pool", "solo")} for _, labels in scrape(metrics))
+    smaller = SCENARIO.split("- name: solo")[0]
+    metrics.update_quota(Ledger(config_from_yaml(smaller)))
+    assert not any(("pool", "solo") in labels for _, labels in scrape(metrics))
+
+
+def test_pending_mig_burst_and_budget_gauges(metrics):
+    metrics.set_pending({"quota": 3, "capacity": 1})
+    metrics.set_pending({"quota": 2})
+    metrics.set_mig_free({"1g.10gb": 7, "3g.40gb": 1})
+    metrics.set_burst_spend("nlp", 12.5)
+    metrics.budget.update("nlp", left=20.0, limit=100.0)
+    got = scrape(metrics)
+    assert got["slotwise_pending_pods", frozenset({("reason", "quota")})] == 2
+    assert ("slotwise_pending_pods", frozenset({("reason", "capacity")})) not in got
+    assert got["slotwise_mig_slices_free", frozenset({("profile", "1g.10gb")})] == 7
+    assert got["slotwise_burst_spend_reserved", frozenset({("pool", "nlp")})] == 12.5
+    assert got["slotwise_burst_budget_used_ratio", frozenset({("pool", "nlp")})] == pytest.approx(0.8)
+
+
+def test_decision_latency_lands_in_sub_millisecond_buckets(metrics):
+    metrics.observe("filter", 0.0002)
+    metrics.observe("filter", 0.003)
+    with metrics.timed("mutate"):
+        pass
+    with pytest.raises(RuntimeError), metrics.timed("admit"):
+        raise RuntimeError("a failed decision is still timed")
+    with pytest.raises(ValueError, match="unknown verb"):
+        metrics.observe("bind", 0.1)
+    got = scrape(metrics)
+
+    def bucket(verb: str, le: str) -> float:
+        return got["slotwise_decision_seconds_bucket", frozenset({("verb", verb), ("le", le)})]
+
+    assert bucket("filter", "0.0001") == 0 and bucket("filter", "0.00025") == 1
+    assert bucket("filter", "0.0025") == 1 and bucket("filter", "0.005") == 2
+    assert got["slotwise_decision_seconds_count", frozenset({("verb", "mutate")})] == 1
+    assert got["slotwise_decision_seconds_count", frozenset({("verb", "admit")})] == 1
+
+
+def test_registries_are_separate_per_service():
+    ServiceMetrics()
+    ServiceMetrics()  # a second one on the default would raise "Duplicated timeseries"
