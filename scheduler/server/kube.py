@@ -66,10 +66,10 @@ class Kube:
             raise
 
     def bind(self, namespace: str, name: str, uid: str, node: str) -> None:
-        """Create the pod's Binding, as the default binder does; raises ``ApiException``."""
+        """Create the pod's ``binding`` subresource, as the default binder does; raises ``ApiException``."""
         body = client.V1Binding(
             metadata=client.V1ObjectMeta(name=name, namespace=namespace, uid=uid or None),
             target=client.V1ObjectReference(api_version="v1", kind="Node", name=node),
         )
         # The API returns a Status, which the generated client cannot deserialise as a Binding.
-        self.core.create_namespaced_binding(namespace, body, _preload_content=False)
+        self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)

@@ -1,0 +1,133 @@
+"""The cluster cache against recorded API JSON: list, watch (ADDED/MODIFIED/DELETED/BOOKMARK),
+relist after 410 Gone, and bind, through the official client talking HTTP to a stub API server."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from scheduler.server.cache import ClusterCache
+from scheduler.server.kube import Kube
+
+RECORDED = Path(__file__).parent / "recorded"
+
+
+class StubApiServer(BaseHTTPRequestHandler):
+    """Serves nodes.json, pods.json then pods-relist.json, and watch-<kind>-<rv>.jsonl streams."""
+
+    protocol_version = "HTTP/1.0"  # the body ends when the connection closes, like a finished watch
+    lists: Counter[str] = Counter()
+    bindings: list[tuple[str, dict]] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        url = urlparse(self.path)
+        kind = url.path.rsplit("/", 1)[-1]
+        query = parse_qs(url.query)
+        if query.get("watch") == ["true"]:
+            stream = RECORDED / f"watch-{kind}-{query['resourceVersion'][0]}.jsonl"
+            if not stream.exists():
+                time.sleep(0.1)  # nothing new: a real server would hold the watch open
+            self._send(200, stream.read_bytes() if stream.exists() else b"")
+            return
+        self.lists[kind] += 1
+        name = "pods-relist.json" if kind == "pods" and self.lists[kind] > 1 else f"{kind}.json"
+        self._send(200, (RECORDED / name).read_bytes())
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.bindings.append((self.path, body))
+        self._send(201, json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}).encode())
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def api() -> Iterator[str]:
+    StubApiServer.lists = Counter()
+    StubApiServer.bindings = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), StubApiServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "the cache did not converge"
+        time.sleep(0.02)
+
+
+def whole_free(cache: ClusterCache) -> dict[str, int]:
+    with cache.snapshot() as snap:
+        return dict(zip(snap.names, snap.gpu_whole_free.tolist()))
+
+
+def test_the_cache_follows_lists_watches_and_relists(api):
+    cache = ClusterCache(Kube.at(api), watch_timeout_s=1, retry_s=0.05)
+    cache.start()
+    try:
+        eventually(lambda: cache.synced and StubApiServer.lists["pods"] >= 2
+                   and {p.name for p in cache.pending()} == {"nb-1"})
+        eventually(lambda: "gpu-a3" in whole_free(cache))
+        with cache.snapshot() as snap:
+            assert sorted(snap.names) == ["gpu-a1", "gpu-a2", "gpu-a3", "gpu-b1"]  # infra-1 deleted, gpu-a3 added
+            assert snap.taints[0].key == "node.kubernetes.io/unschedulable"  # gpu-b1 cordoned
+            assert sorted(snap.assignments) == ["team-a/w-0"]
+        # eval-3 vanished in the relist after 410; the 7-GPU job was deleted; w-0 took 2 on gpu-a3.
+        assert whole_free(cache) == {"gpu-a1": 8, "gpu-a2": 8, "gpu-b1": 4, "gpu-a3": 6}
+        assert cache.pod_key("6f1c0d2e-0000-0000-0000-000000000001") == "team-a/w-0"
+    finally:
+        cache.stop()
+
+
+def test_bind_posts_a_binding_for_the_pod(api):
+    Kube.at(api).bind("team-a", "w-0", "6f1c0d2e-0000-0000-0000-000000000001", "gpu-a1")
+    [(path, body)] = StubApiServer.bindings
+    assert path == "/api/v1/namespaces/team-a/pods/w-0/binding"
+    assert body["metadata"] == {"name": "w-0", "namespace": "team-a", "uid": "6f1c0d2e-0000-0000-0000-000000000001"}
+    assert body["target"] == {"apiVersion": "v1", "kind": "Node", "name": "gpu-a1"}
+
+
+def events(name: str) -> list[tuple[str, dict]]:
+    return [(e["type"], e["object"]) for e in map(json.loads, (RECORDED / name).read_text().splitlines())]
+
+
+def test_pod_events_update_the_snapshot_in_place_as_a_rebuild_would():
+    nodes = json.loads((RECORDED / "nodes.json").read_text())["items"]
+    live = ClusterCache()
+    live.replace("nodes", nodes)
+    live.replace("pods", json.loads((RECORDED / "pods-relist.json").read_text())["items"])
+    for event, obj in events("watch-nodes-100.jsonl"):
+        live.apply("nodes", event, obj)
+    with live.snapshot() as before:
+        held = before
+    for event, obj in events("watch-pods-250.jsonl"):
+        live.apply("pods", event, obj)
+    rebuilt = ClusterCache()
+    rebuilt.replace("nodes", [o for e, o in events("watch-nodes-100.jsonl") if e == "ADDED"] +
+                    [o for o in nodes if o["metadata"]["name"] in ("gpu-a1", "gpu-a2")] +
+                    [o for e, o in events("watch-nodes-100.jsonl") if e == "MODIFIED"])
+    rebuilt.replace("pods", [o for e, o in events("watch-pods-250.jsonl") if e != "DELETED"])
+    with live.snapshot() as a, rebuilt.snapshot() as b:
+        assert a is held  # updated, not rebuilt
+        order = [b.index[n] for n in a.names]
+        assert (a.free == b.free[:, order]).all() and (a.gpu_free == b.gpu_free[order]).all()
+        assert sorted(a.assignments) == sorted(b.assignments) == ["team-a/w-0"]
