@@ -8,7 +8,7 @@ given seed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -104,8 +104,8 @@ def synthetic_arrivals(count: int, seed: int = 0, mean_gap_s: float = 300.0) -> 
             demand = GpuDemand(1, int(rng.choice([300, 500, 1000])))
             replicas = int(rng.integers(2, 5))
             duration = float(np.round(rng.uniform(0.5, 3) * 86400))
-            out += [Arrival(_pod(f"serve-{n:05d}-r{k}", WorkloadKind.SERVING, project, 4, 16, demand), now, duration)
-                    for k in range(replicas)]
+            out += [Arrival(replace(_pod(f"serve-{n:05d}-r{k}", WorkloadKind.SERVING, project, 4, 16, demand),
+                                    deployment=f"serve-{n:05d}"), now, duration) for k in range(replicas)]
     return out[:count]
 
 

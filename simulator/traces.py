@@ -9,8 +9,8 @@ Two formats are read:
 
   ``name`` (required), ``namespace``, ``project``, ``kind`` (job | notebook | serving),
   ``cpu`` and ``memory`` (Kubernetes quantities), ``gpu`` (whole GPUs) or ``gpu_milli`` (a share
-  of one GPU, 1..999), ``gpu_models`` (``A100|H100``), ``pipeline``, ``group`` (the gang the
-  pod belongs to, in its namespace) and ``min_members`` (how many of the group must run at once;
+  of one GPU, 1..999), ``gpu_models`` (``A100|H100``), ``pipeline``, ``deployment`` (serving
+  replicas of one deployment, kept apart), ``group`` (the gang the pod belongs to, in its namespace) and ``min_members`` (how many of the group must run at once;
   empty: all), ``arrival`` (seconds from the start of the trace) and ``duration`` (seconds;
   empty: runs until the end).
 
@@ -33,8 +33,9 @@ from scheduler.model.cluster import PIPELINE_LABEL, PROJECT_LABEL, GpuDemand, Po
 from scheduler.model.resources import CPU, GPU, GPU_MILLI, MEMORY, MILLI_PER_GPU, ResourceError, Resources, parse_amount
 
 NATIVE_FIELDS = ("name", "namespace", "project", "kind", "cpu", "memory", "gpu", "gpu_milli", "gpu_models",
-                 "pipeline", "arrival", "duration", "group", "min_members")
-GANG_FIELDS = ("group", "min_members")
+                 "pipeline", "deployment", "arrival", "duration", "group", "min_members")
+#: Columns written only when some pod has a value in them.
+OPTIONAL_FIELDS = ("deployment", "group", "min_members")
 
 
 class TraceError(ValueError):
@@ -110,7 +111,7 @@ def arrival_from_record(record: Mapping[str, Any], where: str) -> Arrival:
     notes = ({GANG_ANNOTATION: group} if group else {}) | (
         {GANG_MIN_MEMBERS_ANNOTATION: str(min_members)} if min_members is not None else {})
     pod = Pod(name, namespace, Resources(amounts), gpu, labels=labels, annotations=notes, project=project, kind=kind,
-              pipeline=pipeline)
+              pipeline=pipeline, deployment=str(record.get("deployment") or "") or None)
     return Arrival(pod, _number(record.get("arrival"), "arrival", where), _number(record.get("duration"), "duration", where))
 
 
@@ -128,6 +129,7 @@ def record_of(arrival: Arrival) -> dict[str, Any]:
         "gpu_milli": gpu.milli if gpu and gpu.shared else 0,
         "gpu_models": "|".join(sorted(gpu.models)) if gpu and gpu.models else "",
         "pipeline": pod.pipeline or "",
+        "deployment": pod.deployment or "",
         "group": pod.annotations.get(GANG_ANNOTATION, ""),
         "min_members": int(pod.annotations.get(GANG_MIN_MEMBERS_ANNOTATION) or 0) or "",
         "arrival": arrival.time,
@@ -197,8 +199,8 @@ def write_trace(arrivals: Iterable[Arrival], path: str | Path) -> None:
     """Write arrivals in the native format (``.jsonl``, else CSV)."""
     path = Path(path)
     records = [record_of(a) for a in arrivals]
-    if not any(r["group"] for r in records):  # traces without gangs keep the shorter header
-        records = [{k: v for k, v in r.items() if k not in GANG_FIELDS} for r in records]
+    unused = {c for c in OPTIONAL_FIELDS if not any(r[c] for r in records)}  # keep headers short
+    records = [{k: v for k, v in r.items() if k not in unused} for r in records]
     if path.suffix == ".jsonl":
         path.write_text("".join(json.dumps(r) + "\n" for r in records))
         return

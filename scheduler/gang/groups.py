@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from scheduler.model.cluster import Pod
+from scheduler.model.cluster import Pod, WorkloadKind
+from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 
 GANG_ANNOTATION = "slotwise.io/gang"
 GANG_MIN_MEMBERS_ANNOTATION = "slotwise.io/gang-min-members"
@@ -73,9 +74,13 @@ def _positive(pod: Pod, name: str, text: str | None, cast: type[int] | type[floa
     return value
 
 
-def membership(pod: Pod, pod_groups: Mapping[str, int] | None = None) -> Membership | None:
-    """The pod's gang, or None for a pod on its own. ``pod_groups`` maps ``namespace/name`` of
-    PodGroup objects (scheduler-plugins or Volcano) to their ``minMember``."""
+def membership(pod: Pod, pod_groups: Mapping[str, int] | None = None,
+               classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES) -> Membership | None:
+    """The pod's gang, or None for a pod on its own (also when its workload class is not
+    gang-scheduled). ``pod_groups`` maps ``namespace/name`` of PodGroup objects
+    (scheduler-plugins or Volcano) to their ``minMember``."""
+    if not classes[pod.kind].gang:
+        return None
     labels, notes = pod.labels, pod.annotations
     timeout = _positive(pod, GANG_TIMEOUT_ANNOTATION, notes.get(GANG_TIMEOUT_ANNOTATION), float)
     if GANG_ANNOTATION in notes:

@@ -16,6 +16,8 @@ PROJECT_LABEL = "slotwise.io/project"
 KIND_LABEL = "slotwise.io/workload-kind"
 PIPELINE_LABEL = "slotwise.io/pipeline"
 DATASET_LABEL = "slotwise.io/dataset"
+#: The deployment a serving replica belongs to (else its ReplicaSet or StatefulSet owner).
+DEPLOYMENT_LABEL = "slotwise.io/deployment"
 GPU_MODELS_ANNOTATION = "slotwise.io/gpu-models"
 GPU_INDICES_ANNOTATION = "slotwise.io/gpu-indices"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -137,6 +139,8 @@ class Pod:
     affinity: tuple[SelectorTerm, ...] = ()
     tolerations: tuple[Toleration, ...] = ()
     pipeline: str | None = None
+    #: Serving replicas of one deployment share this, so that they can be kept apart.
+    deployment: str | None = None
     #: Datasets (in the pod's namespace) the pod reads; nodes caching them are preferred.
     datasets: tuple[str, ...] = ()
     #: Set for pods already bound: the node and, for GPU pods, the GPU indices they hold.

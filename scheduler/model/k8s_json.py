@@ -12,6 +12,7 @@ from typing import Any
 
 from scheduler.model.cluster import (
     DATASET_LABEL,
+    DEPLOYMENT_LABEL,
     GPU_INDICES_ANNOTATION,
     GPU_MEMORY_LABEL,
     GPU_MODELS_ANNOTATION,
@@ -35,6 +36,8 @@ from scheduler.model.resources import GPU, GPU_MILLI, MILLI_PER_GPU, ResourceErr
 #: Labels that tie the pods of one pipeline run together, in order of preference.
 PIPELINE_LABELS = (PIPELINE_LABEL, "workflows.argoproj.io/workflow")
 _SERVING_OWNERS = {"ReplicaSet", "Deployment"}
+#: Owners whose pods are replicas of one another.
+_REPLICA_OWNERS = {"ReplicaSet", "StatefulSet"}
 _OPERATORS = {"In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"}
 
 
@@ -190,6 +193,8 @@ def pod_from_k8s(obj: Mapping[str, Any]) -> Pod:
         datasets=datasets,
         node_name=spec.get("nodeName") or None,
         gpu_indices=gpu_indices,
+        deployment=labels.get(DEPLOYMENT_LABEL) or next(
+            (str(o.get("name")) for o in owners if isinstance(o, Mapping) and o.get("kind") in _REPLICA_OWNERS), None),
         claims=tuple(dict.fromkeys(claims)),
         host_ties=_host_ties(spec, owners),
     )

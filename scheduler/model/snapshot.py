@@ -27,6 +27,7 @@ _FILTERING_EFFECTS = (TaintEffect.NO_SCHEDULE, TaintEffect.NO_EXECUTE)
 
 #: Categories of pods counted per node (see :meth:`Snapshot.tally`).
 PIPELINE = "pipeline"
+REPLICAS = "replicas"
 GPU_SHARE = "gpu-share"
 
 
@@ -63,6 +64,8 @@ def _tally_keys(pod: Pod) -> list[tuple[str, object]]:
     keys: list[tuple[str, object]] = []
     if pod.pipeline:
         keys.append((PIPELINE, pod.pipeline))
+    if pod.deployment:
+        keys.append((REPLICAS, (pod.namespace, pod.deployment)))
     if pod.gpu is not None:
         keys.append((GPU_SHARE, pod.gpu.milli))
     return keys

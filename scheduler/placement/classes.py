@@ -1,11 +1,16 @@
-"""Workload classes: what each kind of work may have done to it, with defaults an admin overrides.
+"""Workload classes: how each kind of work is treated, with defaults an admin overrides.
 
-- **job**: gang-scheduled when its pods form a group, GPU-packed, preemptible, may burst;
-- **notebook**: never preempted while its user's session is active, unless the pool owner
-  reclaims; a GPU notebook whose GPU stayed idle for ``idle_after_s`` is flagged;
-- **serving**: replicas of one deployment spread across nodes, never burst unless allowed.
+- **job**: gang-scheduled when its pods form a group, GPU-packed;
+- **notebook**: GPU-packed; a GPU notebook whose GPU stayed idle for ``idle_after_s`` is flagged;
+- **serving**: replicas of one deployment spread across nodes (``replica-spread``), and spread
+  rather than packed.
 
-Pure: utilisation arrives as samples, the session state and time as arguments.
+What the classes need not say, because it holds by construction: slotwise preempts only when a
+pool's owner reclaims capacity it lent (so a notebook is never preempted otherwise, with or
+without a user session), and only the kinds the burst configuration lists overflow (``kinds``,
+jobs by default; serving and notebooks only when an admin adds them).
+
+Pure: utilisation arrives as samples, time as an argument.
 """
 
 from __future__ import annotations
@@ -13,30 +18,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 
-import numpy as np
-
-from scheduler.model.cluster import Pod, WorkloadKind
-from scheduler.model.snapshot import Snapshot
-
-#: Label naming the deployment a serving replica belongs to.
-DEPLOYMENT_LABEL = "slotwise.io/deployment"
-
+from scheduler.model.cluster import WorkloadKind
 
 @dataclass(frozen=True, slots=True)
 class WorkloadClass:
     gang: bool = False  # grouped pods are admitted and placed all-or-nothing
-    gpu_pack: bool = True
-    preemptible: bool = True
-    spread_replicas: bool = False
-    burst: bool = True
+    gpu_pack: bool = True  # GPU pods packed (gpu-pack); otherwise spread like CPU pods
+    spread_replicas: bool = False  # replicas of one deployment kept on different nodes
     idle_after_s: float | None = None  # notebooks: flag a GPU idle this long
     idle_below: float = 0.05  # GPU utilisation (0..1) that counts as idle
 
 
 DEFAULT_CLASSES: Mapping[WorkloadKind, WorkloadClass] = {
     WorkloadKind.JOB: WorkloadClass(gang=True),
-    WorkloadKind.NOTEBOOK: WorkloadClass(preemptible=False, idle_after_s=3600.0),
-    WorkloadKind.SERVING: WorkloadClass(gpu_pack=False, preemptible=False, spread_replicas=True, burst=False),
+    WorkloadKind.NOTEBOOK: WorkloadClass(idle_after_s=3600.0),
+    WorkloadKind.SERVING: WorkloadClass(gpu_pack=False, spread_replicas=True),
 }
 
 
@@ -61,30 +57,6 @@ def classes_from_mapping(overrides: Mapping[str, Mapping[str, object]]) -> dict[
                 raise ClassConfigError(f"{kind_name}.{name}: expected {'true or false' if flag else 'a number'}, got {value!r}")
         out[kind] = replace(out[kind], **changes)  # type: ignore[arg-type]
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    allowed: bool
-    reason: str
-
-
-def may_preempt(victim: Pod, classes: Mapping[WorkloadKind, WorkloadClass], *, session_active: bool,
-                by_pool_owner: bool) -> Verdict:
-    """Whether ``victim`` may be evicted: a notebook with an active session only by its pool's
-    owner reclaiming; other non-preemptible classes never."""
-    if classes[victim.kind].preemptible:
-        return Verdict(True, f"{victim.kind} pods are preemptible")
-    if victim.kind == WorkloadKind.NOTEBOOK and (by_pool_owner or not session_active):
-        why = "the pool owner reclaims" if by_pool_owner else "no user session is active"
-        return Verdict(True, f"notebook {victim.key}: {why}")
-    return Verdict(False, f"{victim.kind} {victim.key} is not preempted" +
-                   (" while its user session is active" if victim.kind == WorkloadKind.NOTEBOOK else ""))
-
-
-def may_burst(pod: Pod, classes: Mapping[WorkloadKind, WorkloadClass]) -> Verdict:
-    allowed = classes[pod.kind].burst
-    return Verdict(allowed, f"{pod.kind} pods {'may' if allowed else 'never'} burst to virtual nodes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,16 +86,3 @@ def idle_notebooks(samples: Mapping[str, Sequence[tuple[float, float]]], now: fl
             out.append(IdleNotebook(pod, start, f"notebook {pod}: GPU below {policy.idle_below:.0%} "
                                     f"for {(now - start) / 3600:.1f} h"))
     return out
-
-
-def replica_spread_scores(snap: Snapshot, pod: Pod, nodes: np.ndarray) -> np.ndarray | None:
-    """Serving replicas of one deployment apart: 100 on nodes with none of its replicas, less
-    the more they hold. None for pods with no deployment (no opinion)."""
-    deployment = pod.labels.get(DEPLOYMENT_LABEL)
-    if deployment is None:
-        return None
-    counts = np.zeros(len(snap), dtype=np.int64)
-    for a in snap.assignments.values():
-        if a.pod.labels.get(DEPLOYMENT_LABEL) == deployment and a.pod.namespace == pod.namespace:
-            counts[a.node] += 1
-    return 100.0 / (1 + counts[nodes])

@@ -1,17 +1,21 @@
 """Placement profiles: which policies score which pods, with what weights.
 
 ``default`` packs GPU pods (gpu-pack) and spreads CPU-only pods (cpu-spread), and for both
-keeps pipeline siblings apart and favours cached datasets. Any single policy name gives the
-profile that scores every pod with that policy alone, which is how the FGD paper compares them.
+keeps pipeline siblings apart and favours cached datasets; the workload classes decide the rest
+(serving GPU pods are spread, not packed, and serving replicas keep apart). Any single policy
+name gives the profile that scores every pod with that policy alone, which is how the FGD paper
+compares them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from scheduler.model.cluster import Pod
+from scheduler.model.cluster import Pod, WorkloadKind
+from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.placement.scoring import PolicyContext, Scorer, available, make
 from scheduler.placement.workload import TargetWorkload
 
@@ -24,9 +28,13 @@ class Profile:
     name: str
     gpu: Weighted
     cpu: Weighted
+    #: Per workload class, scorers added for it (replica-spread for serving).
+    extra: Mapping[WorkloadKind, Weighted] = field(default_factory=dict)
+    classes: Mapping[WorkloadKind, WorkloadClass] = field(default_factory=lambda: DEFAULT_CLASSES)
 
     def scorers(self, pod: Pod) -> Weighted:
-        return self.gpu if pod.uses_gpu else self.cpu
+        packed = pod.uses_gpu and self.classes[pod.kind].gpu_pack
+        return (self.gpu if packed else self.cpu) + self.extra.get(pod.kind, ())
 
 
 def profile_names() -> tuple[str, ...]:
@@ -34,12 +42,16 @@ def profile_names() -> tuple[str, ...]:
 
 
 def build_profile(
-    name: str = DEFAULT, *, seed: int = 0, rng: np.random.Generator | None = None, workload: TargetWorkload | None = None
+    name: str = DEFAULT, *, seed: int = 0, rng: np.random.Generator | None = None, workload: TargetWorkload | None = None,
+    classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
 ) -> Profile:
     """The profile called ``name``; randomness comes from ``rng`` or a generator seeded with ``seed``."""
     context = PolicyContext(rng if rng is not None else np.random.default_rng(seed), workload)
     if name == DEFAULT:
         common = ((make("pipeline-spread", context), 1.0), (make("data-locality", context), 1.0))
-        return Profile(name, ((make("gpu-pack", context), 1.0), *common), ((make("cpu-spread", context), 1.0), *common))
+        spread = ((make("replica-spread", context), 1.0),)
+        extra = {kind: spread for kind, c in classes.items() if c.spread_replicas}
+        return Profile(name, ((make("gpu-pack", context), 1.0), *common), ((make("cpu-spread", context), 1.0), *common),
+                       extra, classes)
     alone = ((make(name, context), 1.0),)
     return Profile(name, alone, alone)

@@ -32,3 +32,10 @@ def idle_gpu_fraction(snap: Snapshot, nodes: np.ndarray) -> np.ndarray:
     if snap.gpu_capacity_max == 0:
         return np.zeros(len(nodes))
     return snap.gpu_idle[nodes] / snap.gpu_capacity_max
+
+
+def sibling_spread(snap: Snapshot, pod: Pod, nodes: np.ndarray, siblings: np.ndarray) -> np.ndarray:
+    """Keep siblings apart: a node with none always beats one with some, fewer beat more, and
+    among equals the less loaded node wins."""
+    free = np.clip(cpu_memory_free_after(snap, pod, nodes), 0.0, 1.0)
+    return np.where(siblings == 0, 60 + 40 * free, 40 * free / np.maximum(siblings, 1))

@@ -10,7 +10,7 @@ import numpy as np
 
 from scheduler.model.cluster import Pod
 from scheduler.model.snapshot import PIPELINE, Snapshot
-from scheduler.placement.policies._arrays import cpu_memory_free_after
+from scheduler.placement.policies._arrays import sibling_spread
 from scheduler.placement.scoring import PolicyContext, policy
 
 
@@ -20,9 +20,7 @@ class PipelineSpread:
     def score(self, snap: Snapshot, pod: Pod, nodes: np.ndarray) -> np.ndarray | None:
         if not pod.pipeline:
             return None
-        siblings = snap.tally(PIPELINE, pod.pipeline)[nodes]
-        free = np.clip(cpu_memory_free_after(snap, pod, nodes), 0.0, 1.0)
-        return np.where(siblings == 0, 60 + 40 * free, 40 * free / np.maximum(siblings, 1))
+        return sibling_spread(snap, pod, nodes, snap.tally(PIPELINE, pod.pipeline)[nodes])
 
 
 @policy("pipeline-spread")
