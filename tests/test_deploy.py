@@ -1,0 +1,172 @@
+"""The kustomize base in deploy/ and kube-scheduler's extender stanza: every object is valid
+Kubernetes, and the pieces agree with each other (names, ports, paths, certificate, RBAC)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+#: The Kubernetes version the manifests are checked against (strict: unknown fields fail).
+KUBERNETES = "1.33"
+NAMESPACE = "slotwise-system"
+SYSTEM_NAMESPACES = {"kube-system", "kube-public", "kube-node-lease", NAMESPACE}
+CERT_MANAGER = "cert-manager.io/v1"
+
+
+def kustomization() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+
+
+def render() -> list[dict[str, Any]]:
+    """What ``kustomize build deploy`` gives: the resources in order. The base sets nothing but
+    the namespace, which every namespaced object already names (asserted below)."""
+    return [doc for name in kustomization()["resources"]
+            for doc in yaml.safe_load_all((DEPLOY / name).read_text()) if doc]
+
+
+OBJECTS = render()
+
+
+def one(kind: str) -> dict[str, Any]:
+    [found] = [o for o in OBJECTS if o["kind"] == kind]
+    return found
+
+
+def test_kustomization_lists_every_manifest_and_nothing_else():
+    listed = kustomization()["resources"]
+    assert len(listed) == len(set(listed))
+    assert set(listed) == {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kubectl_kustomize_renders_the_same_objects():
+    built = subprocess.run(["kubectl", "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731 - kustomize reorders by kind
+    assert sorted((d for d in yaml.safe_load_all(built.stdout) if d), key=key) == sorted(OBJECTS, key=key)
+
+
+@pytest.mark.parametrize("obj", [o for o in OBJECTS if o["apiVersion"] != CERT_MANAGER],
+                         ids=lambda o: f"{o['kind']}/{o['metadata']['name']}")
+def test_object_is_valid_kubernetes(obj):
+    kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+
+
+def test_namespaced_objects_live_in_slotwise_system():
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
+                      "ValidatingWebhookConfiguration"}
+    for obj in OBJECTS:
+        assert ("namespace" in obj["metadata"]) == (obj["kind"] not in cluster_scoped), obj["kind"]
+        assert obj["metadata"].get("namespace", NAMESPACE) == NAMESPACE
+    assert kustomization()["namespace"] == NAMESPACE == one("Namespace")["metadata"]["name"]
+
+
+def test_rbac_grants_exactly_what_slotwise_does():
+    granted = {(group, resource, verb) for rule in one("ClusterRole")["rules"]
+               for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
+    assert not any("*" in entry for entry in granted)
+    assert granted == {("", "nodes", "get"), ("", "nodes", "list"), ("", "nodes", "watch"),
+                       ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "pods", "patch"),
+                       ("", "pods/eviction", "create"), ("", "events", "create")}
+    assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in one("ClusterRole")["rules"])
+    binding = one("ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == one("ClusterRole")["metadata"]["name"]
+    account = one("ServiceAccount")["metadata"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"], "namespace": NAMESPACE}]
+
+
+def container() -> dict[str, Any]:
+    [c] = one("Deployment")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def test_deployment_serves_https_with_health_probes_as_a_locked_down_non_root_pod():
+    deployment = one("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    c = container()
+    assert c["command"] + c["args"][:3] == ["slotwise", "serve", "--host=0.0.0.0", "--port=8443"]
+    assert c["ports"] == [{"name": "https", "containerPort": 8443, "protocol": "TCP"}]
+    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        assert c[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
+    assert pod["serviceAccountName"] == one("ServiceAccount")["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
+    assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                    "capabilities": {"drop": ["ALL"]}}
+    assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and "memory" in c["resources"]["limits"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_the_database_and_tls_files_sit_on_volumes_the_read_only_root_allows():
+    volumes = {v["name"]: v for v in one("Deployment")["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container()["volumeMounts"]}
+    [db] = [e["value"] for e in container()["env"] if e["name"] == "SLOTWISE_DB"]
+    database = Path(db.removeprefix("sqlite:///"))
+    assert "emptyDir" in mounts[str(database.parent)]
+    args = dict(a.removeprefix("--").split("=", 1) for a in container()["args"][1:])
+    tls = mounts[str(Path(args["tls-cert"]).parent)]
+    assert Path(args["tls-key"]).parent == Path(args["tls-cert"]).parent
+    assert tls["secret"]["secretName"] == one("Certificate")["spec"]["secretName"]
+
+
+def test_service_maps_443_to_the_https_port_of_the_pods():
+    service = one("Service")["spec"]
+    assert service["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
+    assert service["selector"].items() <= one("Deployment")["spec"]["template"]["metadata"]["labels"].items()
+
+
+def service_host() -> str:
+    return f"{one('Service')['metadata']['name']}.{NAMESPACE}.svc"
+
+
+def test_certificate_names_the_service_and_comes_from_the_issuer():
+    issuer, certificate = one("Issuer"), one("Certificate")
+    assert issuer["apiVersion"] == certificate["apiVersion"] == CERT_MANAGER
+    assert issuer["spec"] == {"selfSigned": {}}
+    assert certificate["spec"]["issuerRef"] == {"kind": "Issuer", "name": issuer["metadata"]["name"]}
+    assert service_host() in certificate["spec"]["dnsNames"]
+    assert isinstance(certificate["spec"]["secretName"], str)
+
+
+@pytest.mark.parametrize("kind, path", [("MutatingWebhookConfiguration", "/webhooks/mutate"),
+                                        ("ValidatingWebhookConfiguration", "/webhooks/validate")])
+def test_webhooks_admit_pod_creation_outside_system_namespaces(kind, path):
+    configuration = one(kind)
+    certificate = one("Certificate")["metadata"]
+    assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == \
+        f"{certificate['namespace']}/{certificate['name']}"
+    [webhook] = configuration["webhooks"]
+    assert webhook["sideEffects"] == "None" and webhook["timeoutSeconds"] == 5
+    assert webhook["admissionReviewVersions"] == ["v1"] and webhook["failurePolicy"] == "Fail"
+    assert webhook["clientConfig"]["service"] == {"namespace": NAMESPACE, "name": one("Service")["metadata"]["name"],
+                                                  "path": path, "port": 443}
+    assert "caBundle" not in webhook["clientConfig"]  # cert-manager's CA injector fills it
+    assert webhook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
+                                 "resources": ["pods"], "scope": "Namespaced"}]
+    [expression] = webhook["namespaceSelector"]["matchExpressions"]
+    assert expression["key"] == "kubernetes.io/metadata.name" and expression["operator"] == "NotIn"
+    assert set(expression["values"]) == SYSTEM_NAMESPACES
+
+
+def test_scheduler_extender_stanza():
+    config = yaml.safe_load((DEPLOY / "scheduler" / "kube-scheduler-config.yaml").read_text())
+    assert (config["apiVersion"], config["kind"]) == ("kubescheduler.config.k8s.io/v1", "KubeSchedulerConfiguration")
+    [extender] = config["extenders"]
+    assert extender["urlPrefix"] == f"https://{service_host()}/extender"
+    assert (extender["filterVerb"], extender["prioritizeVerb"], extender["preemptVerb"]) == \
+        ("filter", "prioritize", "preempt")
+    assert "bindVerb" not in extender  # slotwise does not bind, and RBAC gives it no pods/binding
+    assert extender["weight"] > 0 and extender["enableHTTPS"] is True and extender["tlsConfig"]["caFile"]
+    assert extender["nodeCacheCapable"] is True and extender["ignorable"] is False
+    assert extender["httpTimeout"] == "1s"
+    assert extender["managedResources"] == [{"name": "nvidia.com/gpu", "ignoredByScheduler": False},
+                                            {"name": "slotwise.io/gpu-milli", "ignoredByScheduler": False}]
+    assert set(extender) <= {"urlPrefix", "filterVerb", "prioritizeVerb", "preemptVerb", "bindVerb", "weight",
+                             "enableHTTPS", "tlsConfig", "httpTimeout", "nodeCacheCapable", "managedResources",
+                             "ignorable"}
