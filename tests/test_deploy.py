@@ -7,10 +7,15 @@ import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
 import yaml
+
+from scheduler.server.cache import ClusterCache
+from scheduler.server.extender import extender_router
+from scheduler.server.webhooks import webhook_router
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 #: The Kubernetes version the manifests are checked against (strict: unknown fields fail).
@@ -147,6 +152,8 @@ def test_webhooks_admit_pod_creation_outside_system_namespaces(kind, path):
     assert webhook["clientConfig"]["service"] == {"namespace": NAMESPACE, "name": one("Service")["metadata"]["name"],
                                                   "path": path, "port": 443}
     assert "caBundle" not in webhook["clientConfig"]  # cert-manager's CA injector fills it
+    if kind == "MutatingWebhookConfiguration":
+        assert webhook["reinvocationPolicy"] == "IfNeeded"  # the mutation only adds what is absent
     assert webhook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
                                  "resources": ["pods"], "scope": "Namespaced"}]
     [expression] = webhook["namespaceSelector"]["matchExpressions"]
@@ -154,19 +161,33 @@ def test_webhooks_admit_pod_creation_outside_system_namespaces(kind, path):
     assert set(expression["values"]) == SYSTEM_NAMESPACES
 
 
+def test_webhook_and_extender_paths_are_the_service_routes():
+    served = {route.path for route in webhook_router([]).routes} | {
+        route.path for route in extender_router(ClusterCache()).routes}
+    paths = {one(kind)["webhooks"][0]["clientConfig"]["service"]["path"]
+             for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")}
+    assert paths <= served
+    assert f"{urlsplit(extender()['urlPrefix']).path}/{{verb}}" in served
+
+
+def extender() -> dict[str, Any]:
+    [found] = yaml.safe_load((DEPLOY / "scheduler" / "kube-scheduler-config.yaml").read_text())["extenders"]
+    return found
+
+
 def test_scheduler_extender_stanza():
     config = yaml.safe_load((DEPLOY / "scheduler" / "kube-scheduler-config.yaml").read_text())
     assert (config["apiVersion"], config["kind"]) == ("kubescheduler.config.k8s.io/v1", "KubeSchedulerConfiguration")
-    [extender] = config["extenders"]
-    assert extender["urlPrefix"] == f"https://{service_host()}/extender"
-    assert (extender["filterVerb"], extender["prioritizeVerb"], extender["preemptVerb"]) == \
+    stanza = extender()
+    assert stanza["urlPrefix"] == f"https://{service_host()}/extender"
+    assert (stanza["filterVerb"], stanza["prioritizeVerb"], stanza["preemptVerb"]) == \
         ("filter", "prioritize", "preempt")
-    assert "bindVerb" not in extender  # slotwise does not bind, and RBAC gives it no pods/binding
-    assert extender["weight"] > 0 and extender["enableHTTPS"] is True and extender["tlsConfig"]["caFile"]
-    assert extender["nodeCacheCapable"] is True and extender["ignorable"] is False
-    assert extender["httpTimeout"] == "1s"
-    assert extender["managedResources"] == [{"name": "nvidia.com/gpu", "ignoredByScheduler": False},
-                                            {"name": "slotwise.io/gpu-milli", "ignoredByScheduler": False}]
-    assert set(extender) <= {"urlPrefix", "filterVerb", "prioritizeVerb", "preemptVerb", "bindVerb", "weight",
-                             "enableHTTPS", "tlsConfig", "httpTimeout", "nodeCacheCapable", "managedResources",
-                             "ignorable"}
+    assert "bindVerb" not in stanza  # slotwise does not bind, and RBAC gives it no pods/binding
+    assert stanza["weight"] > 0 and stanza["enableHTTPS"] is True and stanza["tlsConfig"]["caFile"]
+    assert stanza["nodeCacheCapable"] is True and stanza["ignorable"] is False
+    assert stanza["httpTimeout"] == "1s"
+    assert stanza["managedResources"] == [{"name": "nvidia.com/gpu", "ignoredByScheduler": False},
+                                         {"name": "slotwise.io/gpu-milli", "ignoredByScheduler": False}]
+    assert set(stanza) <= {"urlPrefix", "filterVerb", "prioritizeVerb", "preemptVerb", "bindVerb", "weight",
+                           "enableHTTPS", "tlsConfig", "httpTimeout", "nodeCacheCapable", "managedResources",
+                           "ignorable"}
