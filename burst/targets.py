@@ -59,6 +59,8 @@ class TargetDocument(BaseModel):
     spot: bool = False
     spot_fallback: bool = True
     fail_strategy: Literal["fail-back", "fail-fast"] = "fail-back"
+    #: Simulation only: the chance that an instance type asked for is out of stock.
+    stock_out: float = Field(default=0.0, ge=0, le=1)
 
 
 class BurstDocument(BaseModel):
@@ -97,6 +99,7 @@ class Target:
     spot: bool = False
     spot_fallback: bool = True
     fail_strategy: str = "fail-back"
+    stock_out: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +153,7 @@ def compile_burst(doc: BurstDocument) -> BurstConfig:
             problems.append(f"{where}: spot is on but no instance type has a spot_price")
         targets.append(Target(t.name, t.type, t.provider, _seconds(t.startup, f"{where}: startup", problems),
                               t.max_pods, t.cpu_hour_price, t.gpu_hour_price, t.gpus, tuple(types), t.spot,
-                              t.spot_fallback, t.fail_strategy))
+                              t.spot_fallback, t.fail_strategy, t.stock_out))
     config = BurstConfig(_seconds(doc.threshold, "threshold", problems), frozenset(WorkloadKind(k) for k in doc.kinds),
                          _seconds(doc.max_runtime, "max_runtime", problems), tuple(targets))
     if config.max_runtime_s <= 0:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import numpy as np
 import typer
@@ -12,7 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from quota.config import QuotaConfig, QuotaConfigError, config_from_yaml
+from burst.targets import BurstConfigError, burst_from_yaml
+from quota.config import QuotaConfigError, config_from_yaml
 from scheduler.model.sources import read_nodes
 from scheduler.placement.profile import DEFAULT, profile_names
 from simulator.gangs import GANG_MODES, compare_gang_modes
@@ -24,36 +26,42 @@ from simulator.traces import read_trace
 from simulator.whatif import add_nodes, parse_additions
 
 console = Console()
+T = TypeVar("T")
 
 
-def _quotas(files: str | None) -> tuple[tuple[str, QuotaConfig], ...]:
+def _configs(files: str | None, load: Callable[[str], T]) -> tuple[tuple[str, T], ...]:
+    """(file name, configuration) for each of ``a.yaml,b.yaml``; a bad file is named."""
     out = []
     for name in (f.strip() for f in (files or "").split(",") if f.strip()):
         try:
-            out.append((Path(name).name, config_from_yaml(Path(name).read_text())))
-        except QuotaConfigError as exc:
+            out.append((Path(name).name, load(Path(name).read_text())))
+        except (QuotaConfigError, BurstConfigError) as exc:
             raise ValueError(f"{name}: {exc}") from None
     return tuple(out)
 
 
 def _scenario(trace: Path | None, nodes: Path | None, added: str | None, mode: Mode | None, inflation: float,
-              count: int, seed: int, quota: str | None, gang_burst: int | None = None) -> Scenario:
+              count: int, seed: int, quota: str | None, burst: str | None = None,
+              gang_burst: int | None = None) -> Scenario:
     node_list = read_nodes(nodes) if nodes else synthetic_cluster()
     if added:
         node_list = add_nodes(node_list, parse_additions(added))
     node_list = tuple(node_list)
-    quotas = _quotas(quota)
-    if quotas and mode == "fill":
-        raise ValueError("--quota needs a timeline run: pods must leave for quota to be lent and reclaimed")
+    quotas = _configs(quota, config_from_yaml)
+    bursts = _configs(burst, burst_from_yaml)
+    if (quotas or bursts) and mode == "fill":
+        raise ValueError("--quota and --burst need a timeline run: pods must leave for capacity to be lent, "
+                         "reclaimed or overflowed")
+    timeline = "timeline" if quotas or bursts else None
     if trace is not None:
-        # A trace replays the FGD paper's method unless asked for a timeline (or quota).
-        return Scenario(trace.stem, node_list, tuple(read_trace(trace)), mode or ("timeline" if quotas else "fill"),
-                        inflation, quotas)
+        # A trace replays the FGD paper's method unless asked for a timeline (or quota, or overflow).
+        return Scenario(trace.stem, node_list, tuple(read_trace(trace)), mode or timeline or "fill",
+                        inflation, quotas, bursts)
     if gang_burst:
         return Scenario(f"gang-burst-{gang_burst}", node_list, tuple(gang_burst_arrivals(gang_burst)), "timeline",
-                        inflation, quotas)
+                        inflation, quotas, bursts)
     return Scenario(f"generated-{count}-seed{seed}", node_list, tuple(synthetic_arrivals(count, seed)),
-                    mode or "timeline", inflation, quotas)
+                    mode or "timeline", inflation, quotas, bursts)
 
 
 def _mean(runs: list[dict[str, float | None]], key: str) -> float:
@@ -68,7 +76,8 @@ def _projects_table(results: list[Result]) -> Table:
             for project, f in r.projects().items():
                 figures.setdefault(project, {}).setdefault(r.policy, []).append(f)
     labels = list(dict.fromkeys(r.policy for r in results))
-    table = Table(title="Per project (means over seeds): wait p99 / mean GPUs / borrowed GPUs / preemptions")
+    table = Table(title="Per project (means over seeds): wait p99 / mean GPUs / borrowed GPUs / preemptions / "
+                        "burst cost")
     table.add_column("project")
     for label in labels:
         table.add_column(label, justify="right")
@@ -77,7 +86,8 @@ def _projects_table(results: list[Result]) -> Table:
         for label in labels:
             runs = by_label.get(label, [])
             cells.append(f"{_mean(runs, 'wait p99 s') / 60:,.0f} min / {_mean(runs, 'mean GPUs'):.1f} / "
-                         f"{_mean(runs, 'borrowed GPUs'):.1f} / {_mean(runs, 'preemptions'):.0f}")
+                         f"{_mean(runs, 'borrowed GPUs'):.1f} / {_mean(runs, 'preemptions'):.0f} / "
+                         f"{_mean(runs, 'burst cost'):,.0f}")
         table.add_row(project, *cells)
     return table
 
@@ -131,6 +141,7 @@ def simulate(
     workers: Annotated[int | None, typer.Option(help="Processes for a sweep (default: one per core; 1 runs here).")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Run the sweep on this Ray cluster (e.g. ray://head:10001, or 'auto').")] = None,
     quota: Annotated[str | None, typer.Option(help="Admit pods through project pools from this quota YAML; several (a.yaml,b.yaml) are compared on the same workload.")] = None,
+    burst: Annotated[str | None, typer.Option(help="Let waiting work overflow as this burst YAML says (budgets from --quota); several are compared.")] = None,
     gangs: Annotated[str | None, typer.Option(help="aware, unaware or aware,unaware: run the workload with gangs placed whole and/or member by member (gang-unaware), and print completed gangs and GPU-hours held idle, instead of the report.")] = None,
     gang_burst: Annotated[int | None, typer.Option(help="Instead of the generated workload: this many 4-worker 8-GPU training gangs submitted at once, members interleaved.")] = None,
 ) -> None:
@@ -144,14 +155,14 @@ def simulate(
         seed_list = parse_seeds(seeds)
         if count <= 0:
             raise ValueError("count must be positive")
-        scenario = _scenario(trace, nodes, add_nodes_, mode, inflation, count, workload_seed, quota, gang_burst)
+        scenario = _scenario(trace, nodes, add_nodes_, mode, inflation, count, workload_seed, quota, burst, gang_burst)
         if not scenario.arrivals or not scenario.nodes:
             raise ValueError("nothing to simulate: no pods or no nodes")
         gang_modes = [m.strip() for m in (gangs or "").split(",") if m.strip()]
         if any(m not in GANG_MODES for m in gang_modes) or (gangs is not None and not gang_modes):
             raise ValueError(f"--gangs takes {', '.join(GANG_MODES)} or both, comma-separated; got {gangs!r}")
-        if gang_modes and scenario.quotas:
-            raise ValueError("--gangs compares placement without quota; leave out --quota")
+        if gang_modes and (scenario.quotas or scenario.bursts):
+            raise ValueError("--gangs compares placement alone; leave out --quota and --burst")
     except (ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -163,7 +174,7 @@ def simulate(
             raise typer.Exit(2) from None
         return
 
-    runs = len(policies) * len(seed_list) * max(1, len(scenario.quotas))
+    runs = len(policies) * len(seed_list) * max(1, len(scenario.quotas)) * max(1, len(scenario.bursts))
     console.print(f"{scenario.mode} run of {scenario.name}: {len(scenario.arrivals)} pods on {len(scenario.nodes)} nodes, "
                   f"{runs} run(s) ({', '.join(policies)} x seeds {seeds})", highlight=False)
     started = time.perf_counter()
@@ -187,11 +198,13 @@ def simulate(
         config["added nodes"] = add_nodes_
     if quota:
         config["quota"] = ",".join(name for name, _ in scenario.quotas)
+    if burst:
+        config["burst"] = ",".join(name for name, _ in scenario.bursts)
     if scenario.mode == "fill":
         config["inflation"] = inflation
     title = f"slotwise simulation: {scenario.name} ({scenario.mode})"
     files = write_report(results, out, title, config)
     console.print(_means_table(results, f"Means over seeds, {elapsed:.1f} s"))
-    if scenario.quotas:
+    if scenario.quotas or scenario.bursts:
         console.print(_projects_table(results))
     console.print(f"report: {out / 'report.html'} ({len(files)} files in {out})", highlight=False)

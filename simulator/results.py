@@ -12,7 +12,8 @@ import numpy as np
 CURVE_POINTS = (50, 80, 100, 130)
 PERCENTILES = (50, 90, 99)
 #: The figures :meth:`TimelineResult.projects` gives each project, in order.
-PROJECT_FIGURES = ("pods", "started", "wait p50 s", "wait p99 s", "mean GPUs", "borrowed GPUs", "preemptions")
+PROJECT_FIGURES = ("pods", "started", "wait p50 s", "wait p99 s", "mean GPUs", "borrowed GPUs", "preemptions",
+                   "burst pods", "burst cost")
 
 
 def _round(value: float) -> float:
@@ -80,6 +81,8 @@ class PodRecord:
     #: Runs a reclaim cut short, as (start, evicted) times; the pod then waited and started again.
     evictions: tuple[tuple[float, float], ...] = ()
     gpu_seconds: float = 0.0  # GPU held, summed over its runs (GPU x seconds)
+    burst: str = ""  # the target it overflowed to, if it did
+    cost: float = 0.0  # what its overflow cost
 
     @property
     def preemptions(self) -> int:
@@ -119,6 +122,8 @@ class TimelineResult:
     samples: tuple[Sample, ...]
     #: The quota configuration the run admitted pods with (its file name), if any.
     quota: str | None = None
+    #: The burst configuration (its file name), if any.
+    burst: str | None = None
     #: Per project, GPU x seconds its pool held above its guarantee (runs with quota).
     borrowed_gpu_seconds: Mapping[str, float] = field(default_factory=dict)
     mode: str = field(default="timeline", init=False)
@@ -162,6 +167,9 @@ class TimelineResult:
         if self.quota is not None:
             out["preemptions"] = float(sum(p.preemptions for p in self.pods))
             out["borrowed GPUs"] = _round(sum(self.borrowed_gpu_seconds.values()) / self.span())
+        if self.burst is not None:
+            out["burst pods"] = float(sum(1 for p in self.pods if p.burst))
+            out["burst cost"] = _round(sum(p.cost for p in self.pods))
         return out
 
     def span(self) -> float:
@@ -184,6 +192,8 @@ class TimelineResult:
                 "mean GPUs": _round(sum(p.gpu_seconds for p in pods) / self.span()),
                 "borrowed GPUs": _round(self.borrowed_gpu_seconds.get(project, 0.0) / self.span()),
                 "preemptions": float(sum(p.preemptions for p in pods)),
+                "burst pods": float(sum(1 for p in pods if p.burst)),
+                "burst cost": _round(sum(p.cost for p in pods)),
             }
         return out
 

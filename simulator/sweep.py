@@ -9,6 +9,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from burst.targets import BurstConfig
 from quota.config import QuotaConfig
 from scheduler.model.cluster import Node
 from simulator.fill import run_fill
@@ -17,7 +18,7 @@ from simulator.timeline import run_timeline
 from simulator.traces import Arrival
 
 Mode = Literal["fill", "timeline"]
-Run = tuple[str, int, str | None]  # policy, seed, quota
+Run = tuple[str, int, str | None, str | None]  # policy, seed, quota, burst
 
 
 @dataclass(frozen=True)
@@ -31,18 +32,26 @@ class Scenario:
     inflation: float = 1.3
     #: Quota configurations to compare (file name, configuration); timeline runs only.
     quotas: tuple[tuple[str, QuotaConfig], ...] = ()
+    #: Burst configurations to compare (file name, configuration); timeline runs only.
+    bursts: tuple[tuple[str, BurstConfig], ...] = ()
+
+
+def label(policy: str, quota: str | None, burst: str | None) -> str:
+    """How a run is named in reports: ``default``, ``default + pools.yaml + burst.yaml``."""
+    return " + ".join(part for part in (policy, quota, burst) if part)
 
 
 def run_one(scenario: Scenario, policy: str, seed: int, progress: Callable[[int], None] | None = None,
-            quota: str | None = None) -> Result:
-    """One run; with ``quota`` (a name from the scenario's quotas) pods go through that quota, and
-    the result is labelled ``policy + quota``."""
+            quota: str | None = None, burst: str | None = None) -> Result:
+    """One run; with ``quota`` or ``burst`` (names from the scenario's) pods go through that
+    quota or may overflow that way, and the result is labelled by :func:`label`."""
     if scenario.mode == "fill":
         pods = [a.pod for a in scenario.arrivals]
         return run_fill(scenario.nodes, pods, policy, seed, scenario.inflation, progress)
-    config = dict(scenario.quotas)[quota] if quota is not None else None
-    result = run_timeline(scenario.nodes, scenario.arrivals, policy, seed, progress, config)
-    return replace(result, policy=f"{policy} + {quota}", quota=quota) if quota is not None else result
+    result = run_timeline(scenario.nodes, scenario.arrivals, policy, seed, progress,
+                          dict(scenario.quotas)[quota] if quota is not None else None,
+                          burst=dict(scenario.bursts)[burst] if burst is not None else None)
+    return replace(result, policy=label(policy, quota, burst), quota=quota, burst=burst)
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -68,14 +77,14 @@ def _init_worker(scenario: Scenario) -> None:
     _worker_scenario = scenario
 
 
-def _run_in_worker(policy: str, seed: int, quota: str | None) -> Result:
+def _run_in_worker(policy: str, seed: int, quota: str | None, burst: str | None) -> Result:
     assert _worker_scenario is not None
-    return run_one(_worker_scenario, policy, seed, quota=quota)
+    return run_one(_worker_scenario, policy, seed, quota=quota, burst=burst)
 
 
 def _local(scenario: Scenario, runs: list[Run], workers: int) -> Iterator[Result]:
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(scenario,)) as pool:
-        futures = [pool.submit(_run_in_worker, policy, seed, quota) for policy, seed, quota in runs]
+        futures = [pool.submit(_run_in_worker, *run) for run in runs]
         for future in as_completed(futures):
             yield future.result()
 
@@ -88,7 +97,7 @@ def _ray(scenario: Scenario, runs: list[Run], address: str) -> Iterator[Result]:
     ray.init(address=address, ignore_reinit_error=True, logging_level="WARNING", log_to_driver=False)
     remote = ray.remote(run_one)
     shared = ray.put(scenario)
-    pending = [remote.remote(shared, policy, seed, None, quota) for policy, seed, quota in runs]
+    pending = [remote.remote(shared, policy, seed, None, quota, burst) for policy, seed, quota, burst in runs]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         yield ray.get(done[0])
@@ -110,12 +119,13 @@ def sweep(
     and ``on_result`` hears of each finished run.
     """
     quotas = [name for name, _ in scenario.quotas] or [None]
-    runs = [(policy, seed, quota) for policy in policies for quota in quotas for seed in seeds]
+    bursts = [name for name, _ in scenario.bursts] or [None]
+    runs = [(policy, seed, quota, burst) for policy in policies for quota in quotas for burst in bursts for seed in seeds]
     workers = min(workers or os.cpu_count() or 1, len(runs))
     if ray_address:
         results: Iterator[Result] = _ray(scenario, runs, ray_address)
     elif workers <= 1:
-        results = (run_one(scenario, policy, seed, progress, quota) for policy, seed, quota in runs)
+        results = (run_one(scenario, policy, seed, progress, quota, burst) for policy, seed, quota, burst in runs)
     else:
         results = _local(scenario, runs, workers)
     collected = []
@@ -123,5 +133,5 @@ def sweep(
         collected.append(result)
         if on_result is not None:
             on_result(result)
-    rank = {label: i for i, label in enumerate(f"{p} + {q}" if q else p for p in policies for q in quotas)}
+    rank = {label(p, q, b): i for i, (p, q, b) in enumerate((p, q, b) for p in policies for q in quotas for b in bursts)}
     return sorted(collected, key=lambda r: (rank[r.policy], r.seed))

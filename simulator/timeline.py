@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from burst.targets import BurstConfig
 from quota.admission import Admit, Deny, Reclaim, Wait, decide, request_for
 from quota.capacity import cluster_capacity
 from quota.config import QuotaConfig
@@ -37,6 +38,7 @@ from scheduler.placement.profile import build_profile
 from scheduler.placement.workload import TargetWorkload
 from simulator.events import EventQueue, Priority
 from simulator.measure import ClusterGauge, failure_reason
+from simulator.overflow import SimulatedBurst, Started
 from simulator.results import PodRecord, Sample, TimelineResult
 from simulator.traces import Arrival
 
@@ -95,15 +97,18 @@ def run_timeline(
     progress: Progress | None = None,
     quota: QuotaConfig | None = None,
     gangs: bool = True,
+    burst: BurstConfig | None = None,
 ) -> TimelineResult:
     """With ``quota``, every pod or gang is also decided by the quota ledger first, as the live
     admission loop does: admitted within its pool's guarantee or by borrowing, or it reclaims lent
     capacity (the victims stop after the grace period and wait again), or it waits. ``gangs``:
-    gangs placed all-or-nothing (True), or members one by one (the gang-unaware baseline)."""
+    gangs placed all-or-nothing (True), or members one by one (the gang-unaware baseline). With
+    ``burst``, work still waiting after the threshold overflows when the configuration allows
+    (within its pool's budget when there is quota), after the target's start-up time."""
     missing = next((a.pod.name for a in arrivals if a.time is None), None)
     if missing is not None:
         raise TraceTimeError(f"pod {missing} has no arrival time; a timeline run needs them (use fill mode)")
-    order_rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    order_rng, policy_rng, burst_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     snap = Snapshot([nodes[i] for i in order_rng.permutation(len(nodes))])
     target = TargetWorkload.from_pods(a.pod for a in arrivals)
     gauge = ClusterGauge(snap, target)
@@ -114,9 +119,12 @@ def run_timeline(
     unit_of = {i: u for u, unit in enumerate(units) for i in unit.members}
     unit_index = {unit.key: u for u, unit in enumerate(units)}
     siblings = {} if gangs else siblings_of(arrivals)  # unaware: a member's work waits for its gang
+    budgets = {p.name: p.budget for p in quota.pools if p.budget} if quota is not None else None
+    overflow = SimulatedBurst(burst, budgets, burst_rng) if burst is not None else None
 
-    # Payloads: ("arrive", pod, 0) or ("leave" | "evict", unit, run); a unit's run is how many
-    # evictions it had, so that a departure planned for an earlier run is recognised as stale.
+    # Payloads: ("arrive", pod, 0) or ("leave" | "evict" | "burst" | "burst-end", unit, run); a
+    # unit's run is how many evictions it had, so that an event planned for an earlier run is
+    # recognised as stale.
     queue: EventQueue[tuple[str, int, int]] = EventQueue()
     for i, a in enumerate(arrivals):
         queue.schedule(float(a.time), Priority.ARRIVAL, ("arrive", i, 0))  # type: ignore[arg-type]
@@ -130,6 +138,9 @@ def run_timeline(
     arrived = [0] * len(units)
     borrowed = dict.fromkeys(sorted({a.pod.project for a in arrivals}), 0.0)  # GPU x seconds above guarantee
     last_event = 0.0
+    burst_target = [""] * n
+    burst_cost = [0.0] * n
+    bursting: dict[int, Started] = {}
     charged: dict[int, str | None] = {}  # units holding quota (running, or reserved by a reclaim): GPU model
     blocked_by_quota: set[int] = set()
     denied: set[int] = set()
@@ -245,6 +256,30 @@ def run_timeline(
     def fit_key(w: int) -> tuple[object, ...]:
         return (units[w].min_members, *(_fit_key(arrivals[i].pod) for i in units[w].members))
 
+    def wait(u: int) -> None:
+        """``u`` joins the queue; with overflow, it is considered for a burst after the threshold."""
+        waiting.append(u)
+        if overflow is not None and overflow.eligible([arrivals[i].pod for i in units[u].members]):
+            queue.schedule(queue.now + overflow.config.threshold_s, Priority.ARRIVAL, ("burst", u, runs[u]))
+
+    def try_burst(u: int) -> None:
+        members = units[u].members
+        pods = [arrivals[i].pod for i in members]
+        waited = queue.now - max(float(arrivals[i].time) for i in members)  # type: ignore[arg-type]
+        started = overflow.try_start(units[u].key, pods, [arrivals[i].duration for i in members], waited,  # type: ignore[union-attr]
+                                     queue.now)
+        if isinstance(started, str):
+            for i in members:
+                reason[i] = started
+            queue.schedule(queue.now + overflow.config.threshold_s, Priority.ARRIVAL, ("burst", u, runs[u]))  # type: ignore[union-attr]
+            return
+        waiting.remove(u)
+        bursting[u] = started
+        for i in members:
+            start[i] = started.start
+            burst_target[i] = started.target
+        queue.schedule(max(started.end), Priority.DEPARTURE, ("burst-end", u, runs[u]))
+
     gpu_column = ledger.column.get(GPU) if ledger is not None else None
     for event in queue:
         what, i, run = event.payload
@@ -259,9 +294,18 @@ def run_timeline(
             u = unit_of[i]
             arrived[u] += 1
             if arrived[u] == len(units[u].members) and not admit(u, None) and u not in denied:
-                waiting.append(u)  # a gang is admitted once its last member has arrived
+                wait(u)  # a gang is admitted once its last member has arrived
             if progress is not None:
                 progress(1)
+        elif what == "burst":
+            if run == runs[i] and i in waiting and i not in charged:
+                try_burst(i)
+        elif what == "burst-end":
+            started = bursting.pop(i)
+            costs = overflow.finish(units[i].key, started)  # type: ignore[union-attr]
+            for m, finished, cost in zip(units[i].members, started.end, costs):
+                end[m] = finished
+                burst_cost[m] = cost
         else:
             u = i
             members = running(u)
@@ -278,7 +322,7 @@ def run_timeline(
                     evictions[m].append((start[m], queue.now))  # type: ignore[arg-type]
                     start[m] = None
                 runs[u] += 1
-                waiting.append(u)
+                wait(u)
             if ledger is not None:
                 waiting.sort(key=order)
             misfits: set[tuple[object, ...]] = set()
@@ -301,7 +345,8 @@ def run_timeline(
 
     records = tuple(
         PodRecord(a.pod.key, str(a.pod.kind), a.pod.project, float(a.time), start[i], end[i],  # type: ignore[arg-type]
-                  reason[i] if start[i] is None else "", tuple(evictions[i]), gpu_seconds[i])
+                  reason[i] if start[i] is None else "", tuple(evictions[i]), gpu_seconds[i], burst_target[i],
+                  burst_cost[i])
         for i, a in enumerate(arrivals)
     )
     return TimelineResult(policy=policy, seed=seed, pods=records, samples=tuple(samples),

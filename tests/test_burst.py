@@ -145,7 +145,8 @@ def test_gpu_model_restrictions_pick_matching_types():
     obj["metadata"]["annotations"] = {"slotwise.io/gpu-models": "A100-SXM4-40GB"}
     decision = decide([obj])
     assert isinstance(decision, Overflow)
-    assert [s.name for s in decision.offers[0].specs] == ["ecs.gn7-c13g1.13xlarge"]
+    # Only the A100 types; with spot on, the 8-GPU type's spot price (11.00) beats the 4-GPU type's 16.60.
+    assert [s.name for s in decision.offers[0].specs] == ["ecs.gn7-c13g1.26xlarge", "ecs.gn7-c13g1.13xlarge"]
 
 
 def test_a_gang_goes_whole_to_one_target_or_stays_whole():
