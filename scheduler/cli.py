@@ -15,6 +15,7 @@ from rich.table import Table
 from mig.cli import app as mig_app
 from burst.cli import app as burst_app
 from quota.cli import app as quota_app
+from scheduler.model import k8s_json
 from scheduler.model.resources import MILLI_PER_GPU
 from scheduler.model.snapshot import Snapshot
 from scheduler.model.sources import read_nodes, read_pods
@@ -22,6 +23,7 @@ from scheduler.placement.decision import Placement
 from scheduler.placement.engine import Placer
 from scheduler.placement.profile import DEFAULT, build_profile, profile_names
 from scheduler.placement.workload import TargetWorkload
+from scheduler.server.cache import ClusterCache
 from simulator.cli import simulate
 from simulator.generate import synthetic_cluster, synthetic_workload
 
@@ -33,21 +35,62 @@ app.add_typer(burst_app, name="burst")
 app.add_typer(mig_app, name="mig")
 
 
+def _cache(nodes: Path | None, pods: Path | None, kubeconfig: Path | None, in_cluster: bool) -> ClusterCache:
+    """The cluster the service decides on: a real one through the Kubernetes API (list and
+    watch), or, for a dry run, the objects in ``kubectl get -o json`` files."""
+    if kubeconfig is not None or in_cluster:
+        from kubernetes import client, config
+
+        from scheduler.server.kube import Kube
+
+        if in_cluster:
+            config.load_incluster_config()
+            api = client.ApiClient()
+        else:
+            api = config.new_client_from_config(config_file=str(kubeconfig))
+        cache = ClusterCache(Kube(api))
+        cache.start()
+        return cache
+    cache = ClusterCache()
+    for kind, path in (("nodes", nodes), ("pods", pods)):
+        cache.replace(kind, list(k8s_json.items(json.loads(path.read_text()))) if path else [])
+    return cache
+
+
 @app.command()
 def serve(
     db: Annotated[str, typer.Option("--db", envvar="SLOTWISE_DB", help="Database URL (sqlite:///file.db or postgresql://...).")] = "sqlite:///slotwise.db",
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    nodes: Annotated[Path | None, typer.Option(help="Dry run: the cluster's nodes, as kubectl get nodes -o json prints them.")] = None,
+    pods: Annotated[Path | None, typer.Option(help="Dry run: its pods, as kubectl get pods -A -o json prints them.")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="Follow a real cluster with this kubeconfig.")] = None,
+    in_cluster: Annotated[bool, typer.Option("--in-cluster", help="Follow the cluster slotwise runs in (its service account).")] = False,
+    managed: Annotated[str, typer.Option(help="Namespaces whose pods the webhooks gate and check, comma-separated, or '*' for all but the system ones (default: none).")] = "",
+    tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (webhooks require TLS).")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
+    mig_token_file: Annotated[Path | None, typer.Option(help="Accept MIG layout reports from node agents sending this token.")] = None,
 ) -> None:
-    """Run the slotwise service: the quota REST API (under /quota), /healthz and /readyz."""
+    """Run the slotwise service: the quota REST API (/quota), the scheduler extender (/extender),
+    the admission webhooks (/webhooks), MIG layout reports (/mig), /metrics, /healthz and /readyz."""
     import uvicorn
 
     from quota.store import Store
     from scheduler.server.app import create_app
 
-    store = Store(db)
-    store.migrate()
-    uvicorn.run(create_app(store), host=host, port=port, log_level="info")
+    try:
+        store = Store(db)
+        store.migrate()
+        cache = _cache(nodes, pods, kubeconfig, in_cluster)
+        mig_token = mig_token_file.read_text().strip() if mig_token_file else None
+    except (ValueError, OSError, k8s_json.ModelError) as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    namespaces = [n.strip() for n in managed.split(",") if n.strip()]
+    scope = (lambda _: True) if namespaces == ["*"] else namespaces
+    app_ = create_app(store, cache=cache, managed=scope, mig_token=mig_token)
+    uvicorn.run(app_, host=host, port=port, log_level="info",
+                ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None)
 
 
 @app.command()

@@ -1,20 +1,45 @@
-"""The service's FastAPI application: the quota API, health and readiness."""
+"""The service's FastAPI application: the quota API, the scheduler extender, the admission
+webhooks, MIG layout reports, metrics, health and readiness."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Collection
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from mig.api import mig_router
+from mig.store import MemoryLayoutStore
 from quota.api import Clock, quota_router
 from quota.store import Store
+from scheduler.server.cache import ClusterCache
+from scheduler.server.extender import extender_router
+from scheduler.server.metrics import ServiceMetrics, metrics_router
+from scheduler.server.webhooks import webhook_router
 
 
-def create_app(store: Store, clock: Clock = time.time) -> FastAPI:
+def create_app(
+    store: Store,
+    clock: Clock = time.time,
+    *,
+    cache: ClusterCache | None = None,
+    managed: Collection[str] | Callable[[str], bool] = (),
+    metrics: ServiceMetrics | None = None,
+    mig_token: str | None = None,
+) -> FastAPI:
+    """``cache``: the cluster the extender decides on (none: no extender); ``managed``: the
+    namespaces whose pods the webhooks gate; ``mig_token``: the bearer token node agents send
+    their MIG layouts with (none: no MIG endpoint)."""
     app = FastAPI(title="slotwise", description="Placement, quota, MIG and overflow for Kubernetes ML platforms.")
     app.include_router(quota_router(store, clock))
+    app.include_router(webhook_router(managed, store=store, clock=clock))
+    app.include_router(metrics_router(metrics or ServiceMetrics()))
+    if cache is not None:
+        app.include_router(extender_router(cache))
+    if mig_token is not None:
+        app.include_router(mig_router(MemoryLayoutStore(), mig_token))
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -27,6 +52,8 @@ def create_app(store: Store, clock: Clock = time.time) -> FastAPI:
                 connection.execute(text("SELECT 1"))
         except Exception as exc:  # noqa: BLE001 - any database failure means not ready
             return JSONResponse({"status": "database unavailable", "error": str(exc)}, status_code=503)
+        if cache is not None and not cache.synced:
+            return JSONResponse({"status": "cluster cache not synced yet"}, status_code=503)
         return JSONResponse({"status": "ready"})
 
     return app
