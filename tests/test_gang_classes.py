@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import build_node, build_pod, build_snapshot
-from scheduler.placement.classes import DEFAULT_CLASSES, ClassConfigError, classes_from_mapping, idle_notebooks
+from scheduler.placement.classes import DEFAULT_CLASSES, ClassConfigError, classes_from_mapping
 from scheduler.gang.groups import membership
 from scheduler.model.cluster import WorkloadKind
 from scheduler.placement.engine import Placer
@@ -11,26 +11,14 @@ from scheduler.placement.profile import build_profile
 
 
 def test_overrides_change_only_what_they_name_and_are_checked():
-    classes = classes_from_mapping({"serving": {"gpu_pack": True}, "notebook": {"idle_after_s": 1800}})
+    classes = classes_from_mapping({"serving": {"gpu_pack": True}, "notebook": {"gpu_pack": False}})
     assert classes[WorkloadKind.SERVING].gpu_pack and classes[WorkloadKind.SERVING].spread_replicas
-    assert classes[WorkloadKind.NOTEBOOK].idle_after_s == 1800
+    assert not classes[WorkloadKind.NOTEBOOK].gpu_pack
     assert classes[WorkloadKind.JOB] == DEFAULT_CLASSES[WorkloadKind.JOB]
     for bad, message in (({"batch": {}}, "unknown workload class"), ({"job": {"gangs": True}}, "unknown setting"),
                          ({"job": {"gang": "yes"}}, "true or false")):
         with pytest.raises(ClassConfigError, match=message):
             classes_from_mapping(bad)
-
-
-def test_idle_gpu_notebooks_are_flagged_from_utilisation_samples():
-    hour = 3600.0
-    samples = {
-        "team/idle": [(t * 600.0, 0.6 if t < 3 else 0.01) for t in range(13)],  # busy until 1800 s
-        "team/busy": [(t * 600.0, 0.01 if t != 10 else 0.4) for t in range(13)],
-        "team/new": [(7000.0, 0.0)],  # too little data in the window
-    }
-    flagged = idle_notebooks(samples, now=2 * hour, classes=DEFAULT_CLASSES)
-    assert [(f.pod, f.idle_since) for f in flagged] == [("team/idle", 1200.0)]
-    assert "below 5% for 1.7 h" in flagged[0].reason
 
 
 def test_replicas_of_one_deployment_are_spread_by_the_default_profile():
