@@ -91,6 +91,7 @@ def test_decision_latency_lands_in_sub_millisecond_buckets(metrics):
     assert bucket("filter", "0.0025") == 1 and bucket("filter", "0.005") == 2
     assert got["slotwise_decision_seconds_count", frozenset({("verb", "mutate")})] == 1
     assert got["slotwise_decision_seconds_count", frozenset({("verb", "admit")})] == 1
+    assert got["slotwise_decision_seconds_count", frozenset({("verb", "prioritize")})] == 0
 
 
 def test_registries_are_separate_per_service():

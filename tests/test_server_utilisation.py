@@ -121,17 +121,22 @@ def test_idle_notebooks_and_cpu_requests_from_a_real_prometheus(prometheus, expo
     prom = PrometheusConnect(prometheus([target]))
     window = timedelta(seconds=6)
 
-    def notebooks():
-        return idle_pods(gpu_utilisation(prom, window, selector='pod=~"nb-.*"', step="1s"), window)
+    idle = []
+
+    def some_idle() -> bool:
+        # The answer at the first moment one is idle: later, nb-new would have a full window too.
+        idle[:] = idle_pods(gpu_utilisation(prom, window, selector='pod=~"nb-.*"', step="1s"), window)
+        return bool(idle)
 
     wait_for(lambda: bool(gpu_utilisation(prom, window, step="1s")), 20, "the first scrape")
     with values.lock:  # arrives late: must not be judged on a partial window
         values.gpu["team-a", "nb-new", "0"] = 0.0
-    wait_for(lambda: bool(notebooks()), 20, "a full window of samples")
+    wait_for(some_idle, 20, "a full window of samples")
 
-    assert [(p.namespace, p.pod, p.utilisation) for p in notebooks()] == [("team-a", "nb-idle", 1.0)]
+    assert [(p.namespace, p.pod, p.utilisation) for p in idle] == [("team-a", "nb-idle", 1.0)]
     recommended = {r.container: r for r in recommend_cpu(cpu_usage(prom, window, rate_window="3s", step="1s"))}
     assert set(recommended) == {"main", "proxy"}
-    assert recommended["main"].observed == pytest.approx(0.5, rel=0.05)
-    assert recommended["main"].millicores == pytest.approx(600, rel=0.05)
+    # Scrape timing jitter moves rate() a little; summing the pod-level series would double it.
+    assert recommended["main"].observed == pytest.approx(0.5, rel=0.1)
+    assert recommended["main"].millicores == pytest.approx(600, rel=0.1)
     assert recommended["proxy"].request == "10m"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from threading import Lock
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
@@ -40,13 +41,15 @@ class _ReplacedGauge:
     def __init__(self, name: str, documentation: str, labels: list[str], registry: CollectorRegistry):
         self._gauge = Gauge(name, documentation, labels, registry=registry)
         self._keys: set[tuple[str, ...]] = set()
+        self._lock = Lock()  # updates may come from the admission loop and request handlers at once
 
     def replace(self, values: Mapping[tuple[str, ...], float]) -> None:
-        for key, value in values.items():
-            self._gauge.labels(*key).set(value)
-        for key in self._keys - values.keys():
-            self._gauge.remove(*key)
-        self._keys = set(values)
+        with self._lock:
+            for key, value in values.items():
+                self._gauge.labels(*key).set(value)
+            for key in self._keys - values.keys():
+                self._gauge.remove(*key)
+            self._keys = set(values)
 
 
 class ServiceMetrics:
@@ -60,6 +63,8 @@ class ServiceMetrics:
                                        ["reason"], self.registry)
         self._latency = Histogram("slotwise_decision_seconds", "Time to answer one extender or webhook call, or one "
                                   "admission decision.", ["verb"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        for verb in VERBS:  # exported from the start at zero, so that rate() has a series to start from
+            self._latency.labels(verb=verb)
         self._burst = Gauge("slotwise_burst_spend_reserved", "Overflow spend reserved or spent in the current budget "
                             "period, in the budget's currency.", ["pool"], registry=self.registry)
         self._mig = _ReplacedGauge("slotwise_mig_slices_free", "Free MIG slices across the cluster, by profile.",
@@ -73,7 +78,7 @@ class ServiceMetrics:
     def set_pending(self, by_reason: Mapping[str, int]) -> None:
         self._pending.replace({(reason,): count for reason, count in by_reason.items()})
 
-    def _verb(self, verb: str):
+    def _verb(self, verb: str) -> Histogram:
         # A typo would otherwise create a new series nobody charts.
         if verb not in VERBS:
             raise ValueError(f"unknown verb {verb!r}; one of {', '.join(VERBS)}")
