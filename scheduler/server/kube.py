@@ -1,4 +1,5 @@
-"""The thin adapter over the official ``kubernetes`` client: list, watch and bind, nothing else.
+"""The thin adapter over the official ``kubernetes`` client: list, watch, bind and the admission
+loop's writes (pod patch, eviction, event, pod condition), nothing else.
 
 Objects travel as plain camelCase dicts (lists with ``_preload_content=False``, watch events'
 ``raw_object``) because ``scheduler.model.k8s_json`` reads exactly those, and skipping the
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, watch
@@ -73,3 +75,43 @@ class Kube:
         )
         # The API returns a Status, which the generated client cannot deserialise as a Binding.
         self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
+
+    def unscheduled(self) -> list[dict[str, Any]]:
+        """Pods not bound to a node and still Pending, as plain dicts (the admission loop needs
+        their scheduling gates and creation time, which the model does not keep)."""
+        response = self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName=,status.phase=Pending",
+                                                         _preload_content=False)
+        return json.loads(response.data).get("items") or []
+
+    def patch_pod(self, namespace: str, name: str, json_patch: list[dict[str, Any]]) -> None:
+        """Apply an RFC 6902 JSON Patch to the pod; a failed ``test`` op answers 422 (``ApiException``)."""
+        self.core.patch_namespaced_pod(name, namespace, json_patch, _content_type="application/json-patch+json",
+                                       _preload_content=False)
+
+    def evict(self, namespace: str, name: str, grace_seconds: int) -> None:
+        """Evict through the Eviction API (policy/v1), so PodDisruptionBudgets are honoured (429 if not now)."""
+        body = client.V1Eviction(
+            api_version="policy/v1", kind="Eviction", metadata=client.V1ObjectMeta(name=name, namespace=namespace),
+            delete_options=client.V1DeleteOptions(grace_period_seconds=grace_seconds),
+        )
+        self.core.create_namespaced_pod_eviction(name, namespace, body, _preload_content=False)
+
+    def create_event(self, namespace: str, name: str, uid: str, reason: str, message: str,
+                     event_type: str = "Normal", component: str = "slotwise") -> None:
+        """A core/v1 Event about the pod, which ``kubectl describe pod`` lists."""
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{name}.", namespace=namespace),
+            involved_object=client.V1ObjectReference(api_version="v1", kind="Pod", name=name, namespace=namespace,
+                                                     uid=uid or None),
+            reason=reason, message=message, type=event_type, count=1, first_timestamp=now, last_timestamp=now,
+            source=client.V1EventSource(component=component),
+        )
+        self.core.create_namespaced_event(namespace, body, _preload_content=False)
+
+    def set_pod_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> None:
+        """Set one pod condition through the status subresource; a strategic merge keys conditions
+        by type, so the kubelet's and scheduler's own conditions stay."""
+        self.core.patch_namespaced_pod_status(name, namespace, {"status": {"conditions": [condition]}},
+                                              _content_type="application/strategic-merge-patch+json",
+                                              _preload_content=False)
