@@ -14,6 +14,7 @@ from rich.table import Table
 
 from mig.cli import app as mig_app
 from burst.cli import app as burst_app
+from burst.targets import burst_from_yaml
 from quota.cli import app as quota_app
 from scheduler.model import k8s_json
 from scheduler.model.resources import MILLI_PER_GPU
@@ -70,6 +71,7 @@ def serve(
     tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (webhooks require TLS).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
     mig_token_file: Annotated[Path | None, typer.Option(help="Accept MIG layout reports from node agents sending this token.")] = None,
+    burst: Annotated[Path | None, typer.Option(help="Let the admission loop overflow waiting work as this burst YAML says.")] = None,
 ) -> None:
     """Run the slotwise service: the quota REST API (/quota), the scheduler extender (/extender),
     the admission webhooks (/webhooks), MIG layout reports (/mig), /metrics, /healthz and /readyz."""
@@ -83,14 +85,26 @@ def serve(
         store.migrate()
         cache = _cache(nodes, pods, kubeconfig, in_cluster)
         mig_token = mig_token_file.read_text().strip() if mig_token_file else None
+        burst_config = burst_from_yaml(burst.read_text()) if burst else None
     except (ValueError, OSError, k8s_json.ModelError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     namespaces = [n.strip() for n in managed.split(",") if n.strip()]
     scope = (lambda _: True) if namespaces == ["*"] else namespaces
     app_ = create_app(store, cache=cache, managed=scope, mig_token=mig_token)
-    uvicorn.run(app_, host=host, port=port, log_level="info",
-                ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None)
+    loop = None
+    if cache.kube is not None:  # a real cluster: decide gated pods and lift their gates
+        from scheduler.server.admission_loop import AdmissionLoop
+
+        loop = AdmissionLoop(cache, cache.kube, store, burst=burst_config)
+        loop.start()
+    try:
+        uvicorn.run(app_, host=host, port=port, log_level="info",
+                    ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None)
+    finally:
+        if loop is not None:
+            loop.stop()
+        cache.stop()
 
 
 @app.command()

@@ -79,7 +79,7 @@ def test_rbac_grants_exactly_what_slotwise_does():
     assert not any("*" in entry for entry in granted)
     assert granted == {("", "nodes", "get"), ("", "nodes", "list"), ("", "nodes", "watch"),
                        ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "pods", "patch"),
-                       ("", "pods/eviction", "create"), ("", "events", "create")}
+                       ("", "pods/status", "patch"), ("", "pods/eviction", "create"), ("", "events", "create")}
     assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in one("ClusterRole")["rules"])
     binding = one("ClusterRoleBinding")
     assert binding["roleRef"]["name"] == one("ClusterRole")["metadata"]["name"]
