@@ -21,6 +21,7 @@ from scheduler.model.resources import MILLI_PER_GPU
 from scheduler.model.snapshot import Snapshot
 from scheduler.model.sources import read_nodes, read_pods
 from scheduler.placement.decision import Placement
+from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
 from scheduler.placement.engine import Placer
 from scheduler.placement.profile import DEFAULT, build_profile, profile_names
 from scheduler.placement.workload import TargetWorkload
@@ -72,6 +73,7 @@ def serve(
     tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
     mig_token_file: Annotated[Path | None, typer.Option(help="Accept MIG layout reports from node agents sending this token.")] = None,
     burst: Annotated[Path | None, typer.Option(help="Let the admission loop overflow waiting work as this burst YAML says.")] = None,
+    classes: Annotated[Path | None, typer.Option(help="Workload class overrides (YAML, e.g. serving: {gpu_pack: true}).")] = None,
 ) -> None:
     """Run the slotwise service: the quota REST API (/quota), the scheduler extender (/extender),
     the admission webhooks (/webhooks), MIG layout reports (/mig), /metrics, /healthz and /readyz."""
@@ -86,17 +88,18 @@ def serve(
         cache = _cache(nodes, pods, kubeconfig, in_cluster)
         mig_token = mig_token_file.read_text().strip() if mig_token_file else None
         burst_config = burst_from_yaml(burst.read_text()) if burst else None
+        workload_classes = classes_from_yaml(classes.read_text()) if classes else DEFAULT_CLASSES
     except (ValueError, OSError, k8s_json.ModelError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     namespaces = [n.strip() for n in managed.split(",") if n.strip()]
     scope = (lambda _: True) if namespaces == ["*"] else namespaces
-    app_ = create_app(store, cache=cache, managed=scope, mig_token=mig_token)
+    app_ = create_app(store, cache=cache, managed=scope, mig_token=mig_token, classes=workload_classes)
     loop = None
     if cache.kube is not None:  # a real cluster: decide gated pods and lift their gates
         from scheduler.server.admission_loop import AdmissionLoop
 
-        loop = AdmissionLoop(cache, cache.kube, store, burst=burst_config)
+        loop = AdmissionLoop(cache, cache.kube, store, burst=burst_config, classes=workload_classes)
         loop.start()
     try:
         uvicorn.run(app_, host=host, port=port, log_level="info",

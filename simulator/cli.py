@@ -15,6 +15,7 @@ from rich.table import Table
 
 from burst.targets import BurstConfigError, burst_from_yaml
 from quota.config import QuotaConfigError, config_from_yaml
+from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
 from scheduler.model.sources import read_nodes
 from scheduler.placement.profile import DEFAULT, profile_names
 from simulator.gangs import GANG_MODES, compare_gang_modes
@@ -42,7 +43,7 @@ def _configs(files: str | None, load: Callable[[str], T]) -> tuple[tuple[str, T]
 
 def _scenario(trace: Path | None, nodes: Path | None, added: str | None, mode: Mode | None, inflation: float,
               count: int, seed: int, quota: str | None, burst: str | None = None,
-              gang_burst: int | None = None) -> Scenario:
+              gang_burst: int | None = None, classes: Path | None = None) -> Scenario:
     node_list = read_nodes(nodes) if nodes else synthetic_cluster()
     if added:
         node_list = add_nodes(node_list, parse_additions(added))
@@ -53,15 +54,16 @@ def _scenario(trace: Path | None, nodes: Path | None, added: str | None, mode: M
         raise ValueError("--quota and --burst need a timeline run: pods must leave for capacity to be lent, "
                          "reclaimed or overflowed")
     timeline = "timeline" if quotas or bursts else None
+    kinds = classes_from_yaml(classes.read_text()) if classes else DEFAULT_CLASSES
     if trace is not None:
         # A trace replays the FGD paper's method unless asked for a timeline (or quota, or overflow).
         return Scenario(trace.stem, node_list, tuple(read_trace(trace)), mode or timeline or "fill",
-                        inflation, quotas, bursts)
+                        inflation, quotas, bursts, kinds)
     if gang_burst:
         return Scenario(f"gang-burst-{gang_burst}", node_list, tuple(gang_burst_arrivals(gang_burst)), "timeline",
-                        inflation, quotas, bursts)
+                        inflation, quotas, bursts, kinds)
     return Scenario(f"generated-{count}-seed{seed}", node_list, tuple(synthetic_arrivals(count, seed)),
-                    mode or "timeline", inflation, quotas, bursts)
+                    mode or "timeline", inflation, quotas, bursts, kinds)
 
 
 def _mean(runs: list[dict[str, float | None]], key: str) -> float:
@@ -117,7 +119,7 @@ def _cell(key: str, value: float | None) -> str:
 def _gang_table(scenario: Scenario, policies: list[str], seed: int, modes: list[str]) -> Table:
     """Gang figures per policy and mode, side by side."""
     figures = {(p, m): f for p in policies
-               for m, f in compare_gang_modes(scenario.nodes, scenario.arrivals, p, seed, modes).items()}
+               for m, f in compare_gang_modes(scenario.nodes, scenario.arrivals, p, seed, modes, scenario.classes).items()}
     table = Table(title=f"Gangs in {scenario.name} (seed {seed})")
     table.add_column("")
     for policy, mode in figures:
@@ -142,6 +144,7 @@ def simulate(
     ray_address: Annotated[str | None, typer.Option(help="Run the sweep on this Ray cluster (e.g. ray://head:10001, or 'auto').")] = None,
     quota: Annotated[str | None, typer.Option(help="Admit pods through project pools from this quota YAML; several (a.yaml,b.yaml) are compared on the same workload.")] = None,
     burst: Annotated[str | None, typer.Option(help="Let waiting work overflow as this burst YAML says (budgets from --quota); several are compared.")] = None,
+    classes: Annotated[Path | None, typer.Option(help="Workload class overrides (YAML, e.g. serving: {gpu_pack: true}).")] = None,
     gangs: Annotated[str | None, typer.Option(help="aware, unaware or aware,unaware: run the workload with gangs placed whole and/or member by member (gang-unaware), and print completed gangs and GPU-hours held idle, instead of the report.")] = None,
     gang_burst: Annotated[int | None, typer.Option(help="Instead of the generated workload: this many 4-worker 8-GPU training gangs submitted at once, members interleaved.")] = None,
 ) -> None:
@@ -155,7 +158,8 @@ def simulate(
         seed_list = parse_seeds(seeds)
         if count <= 0:
             raise ValueError("count must be positive")
-        scenario = _scenario(trace, nodes, add_nodes_, mode, inflation, count, workload_seed, quota, burst, gang_burst)
+        scenario = _scenario(trace, nodes, add_nodes_, mode, inflation, count, workload_seed, quota, burst, gang_burst,
+                             classes)
         if not scenario.arrivals or not scenario.nodes:
             raise ValueError("nothing to simulate: no pods or no nodes")
         gang_modes = [m.strip() for m in (gangs or "").split(",") if m.strip()]

@@ -3,9 +3,10 @@ GPUs while they wait for their siblings) and gang-aware (all-or-nothing), side b
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from scheduler.model.cluster import Node
+from scheduler.model.cluster import Node, WorkloadKind
+from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from simulator.results import TimelineResult
 from simulator.timeline import run_timeline, siblings_of
 from simulator.traces import Arrival
@@ -40,10 +41,11 @@ def gang_figures(result: TimelineResult, arrivals: Sequence[Arrival], horizon: f
 
 
 def compare_gang_modes(nodes: Sequence[Node], arrivals: Sequence[Arrival], policy: str, seed: int,
-                       modes: Sequence[str] = GANG_MODES) -> dict[str, dict[str, float]]:
+                       modes: Sequence[str] = GANG_MODES,
+                       classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES) -> dict[str, dict[str, float]]:
     """Per mode (``aware`` or ``unaware``), the figures of :func:`gang_figures`, idle time counted
     up to the last event of any mode's run."""
-    results = {mode: run_timeline(nodes, arrivals, policy, seed, gangs=mode == "aware") for mode in modes}
+    results = {mode: run_timeline(nodes, arrivals, policy, seed, gangs=mode == "aware", classes=classes) for mode in modes}
     horizon = max(_last_event(r) for r in results.values())
     return {mode: gang_figures(r, arrivals, horizon) | {"hours simulated": round(horizon / 3600, 1)}
             for mode, r in results.items()}

@@ -4,14 +4,15 @@ or on an existing Ray cluster."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from burst.targets import BurstConfig
 from quota.config import QuotaConfig
-from scheduler.model.cluster import Node
+from scheduler.model.cluster import Node, WorkloadKind
+from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from simulator.fill import run_fill
 from simulator.results import Result
 from simulator.timeline import run_timeline
@@ -34,6 +35,8 @@ class Scenario:
     quotas: tuple[tuple[str, QuotaConfig], ...] = ()
     #: Burst configurations to compare (file name, configuration); timeline runs only.
     bursts: tuple[tuple[str, BurstConfig], ...] = ()
+    #: Workload classes (defaults, or an admin's overrides).
+    classes: Mapping[WorkloadKind, WorkloadClass] = field(default_factory=lambda: DEFAULT_CLASSES)
 
 
 def label(policy: str, quota: str | None, burst: str | None) -> str:
@@ -50,7 +53,7 @@ def run_one(scenario: Scenario, policy: str, seed: int, progress: Callable[[int]
         return run_fill(scenario.nodes, pods, policy, seed, scenario.inflation, progress)
     result = run_timeline(scenario.nodes, scenario.arrivals, policy, seed, progress,
                           dict(scenario.quotas)[quota] if quota is not None else None,
-                          burst=dict(scenario.bursts)[burst] if burst is not None else None)
+                          burst=dict(scenario.bursts)[burst] if burst is not None else None, classes=scenario.classes)
     return replace(result, policy=label(policy, quota, burst), quota=quota, burst=burst)
 
 

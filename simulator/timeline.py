@@ -16,7 +16,7 @@ members placed first hold their GPUs idle meanwhile, possibly forever.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -29,9 +29,10 @@ from quota.ledger import Ledger, Workload
 from scheduler.gang.groups import Gang, membership
 from scheduler.gang.planner import GangPlan, commit, plan_gang
 from scheduler.gang.topology import Topology
-from scheduler.model.cluster import Node, Pod
+from scheduler.model.cluster import Node, Pod, WorkloadKind
 from scheduler.model.resources import GPU, MILLI_PER_GPU
 from scheduler.model.snapshot import Snapshot
+from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.placement.decision import Placement
 from scheduler.placement.engine import Placer
 from scheduler.placement.profile import build_profile
@@ -64,12 +65,13 @@ class Unit:
     gang: bool
 
 
-def units_of(arrivals: Sequence[Arrival], gangs: bool = True) -> list[Unit]:
+def units_of(arrivals: Sequence[Arrival], gangs: bool = True,
+             classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES) -> list[Unit]:
     """Arrivals gathered into units, in order of first member."""
     by_key: dict[str, list[int]] = {}
     minimum: dict[str, int] = {}
     for i, a in enumerate(arrivals):
-        m = membership(a.pod) if gangs else None
+        m = membership(a.pod, classes=classes) if gangs else None
         key = m.key if m is not None else a.pod.key
         by_key.setdefault(key, []).append(i)
         if m is not None:
@@ -98,6 +100,7 @@ def run_timeline(
     quota: QuotaConfig | None = None,
     gangs: bool = True,
     burst: BurstConfig | None = None,
+    classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
 ) -> TimelineResult:
     """With ``quota``, every pod or gang is also decided by the quota ledger first, as the live
     admission loop does: admitted within its pool's guarantee or by borrowing, or it reclaims lent
@@ -112,10 +115,10 @@ def run_timeline(
     snap = Snapshot([nodes[i] for i in order_rng.permutation(len(nodes))])
     target = TargetWorkload.from_pods(a.pod for a in arrivals)
     gauge = ClusterGauge(snap, target)
-    placer = Placer(build_profile(policy, rng=policy_rng, workload=target))
+    placer = Placer(build_profile(policy, rng=policy_rng, workload=target, classes=classes))
     ledger = Ledger(quota, cluster_capacity(snap.nodes)) if quota is not None else None
     topology = Topology(snap)
-    units = units_of(arrivals, gangs)
+    units = units_of(arrivals, gangs, classes)
     unit_of = {i: u for u, unit in enumerate(units) for i in unit.members}
     unit_index = {unit.key: u for u, unit in enumerate(units)}
     siblings = {} if gangs else siblings_of(arrivals)  # unaware: a member's work waits for its gang

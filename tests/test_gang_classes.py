@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import build_node, build_pod, build_snapshot
-from scheduler.placement.classes import DEFAULT_CLASSES, ClassConfigError, classes_from_mapping
+from scheduler.placement.classes import DEFAULT_CLASSES, ClassConfigError, classes_from_mapping, classes_from_yaml
 from scheduler.gang.groups import membership
 from scheduler.model.cluster import WorkloadKind
 from scheduler.placement.engine import Placer
@@ -38,3 +38,12 @@ def test_a_class_that_is_not_gang_scheduled_ignores_group_labels():
     notebook = build_pod("nb", kind=WorkloadKind.NOTEBOOK, annotations={"slotwise.io/gang": "g"})
     assert membership(notebook) is None
     assert membership(build_pod("w", annotations={"slotwise.io/gang": "g"})) is not None
+
+
+def test_overrides_are_read_from_yaml_with_clear_errors():
+    classes = classes_from_yaml("serving: {gpu_pack: true}\njob: {gang: false}\n")
+    assert classes[WorkloadKind.SERVING].gpu_pack and not classes[WorkloadKind.JOB].gang
+    for text, message in (("serving: [1]", "expected kinds mapped to settings"), ("job: {gang: 1}", "true or false"),
+                          ("job: {gang: [", "not valid YAML")):
+        with pytest.raises(ClassConfigError, match=message):
+            classes_from_yaml(text)

@@ -117,7 +117,7 @@ def test_preempt_keeps_only_nodes_where_the_victims_make_room(client):
     (b'{"Pod": "w-0", "NodeNames": []}', 400, "Pod: expected dict"),
     (b'{"Pod": {"metadata": {"name": "w"}}, "NodeNames": [1]}', 400, "list of strings"),
     (b'{"Pod": {"metadata": {}}, "NodeNames": []}', 400, "metadata.name"),
-    (b'[' * 100_000 + b']' * 100_000, 400, "expected a JSON object"),  # deep nesting parses; it is not an object
+    (b'[' * 100_000 + b']' * 100_000, 400, "JSON"),  # too deep to parse, or parsed and not an object: either way 400
 ])
 def test_malformed_requests_get_a_4xx_that_says_why(client, body, status, says):
     reply = client.post("/extender/filter", content=body, headers={"Content-Type": "application/json"})

@@ -99,7 +99,8 @@ def membership(pod: Pod, pod_groups: Mapping[str, int] | None = None,
     return None
 
 
-def group_gangs(pods: Iterable[Pod], pod_groups: Mapping[str, int] | None = None) -> tuple[list[Gang], list[Pod]]:
+def group_gangs(pods: Iterable[Pod], pod_groups: Mapping[str, int] | None = None,
+                classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES) -> tuple[list[Gang], list[Pod]]:
     """Pods gathered into gangs (in order of first member) and the pods on their own.
 
     Members must agree on the minimum and be in one project (one quota request covers them).
@@ -107,7 +108,7 @@ def group_gangs(pods: Iterable[Pod], pod_groups: Mapping[str, int] | None = None
     found: dict[str, list[tuple[Pod, Membership]]] = {}
     alone: list[Pod] = []
     for pod in pods:
-        m = membership(pod, pod_groups)
+        m = membership(pod, pod_groups, classes)
         if m is None:
             alone.append(pod)
         else:

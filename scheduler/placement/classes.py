@@ -15,8 +15,10 @@ jobs by default; serving and notebooks only when an admin adds them).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
+
+import yaml
 
 from scheduler.model.cluster import WorkloadKind
 
@@ -36,6 +38,17 @@ DEFAULT_CLASSES: Mapping[WorkloadKind, WorkloadClass] = {
 
 class ClassConfigError(ValueError):
     """An override naming an unknown kind or field, or a value of the wrong type."""
+
+
+def classes_from_yaml(text: str) -> dict[WorkloadKind, WorkloadClass]:
+    """Overrides from a YAML file such as ``serving: {gpu_pack: true}``."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ClassConfigError(f"not valid YAML: {exc}") from None
+    if not isinstance(data, Mapping) or not all(isinstance(v, Mapping) for v in data.values()):
+        raise ClassConfigError("expected kinds mapped to settings, e.g. serving: {gpu_pack: true}")
+    return classes_from_mapping(data)
 
 
 def classes_from_mapping(overrides: Mapping[str, Mapping[str, object]]) -> dict[WorkloadKind, WorkloadClass]:

@@ -28,9 +28,10 @@ from quota.store import Store, StoreError
 from scheduler.gang.groups import Gang, GangError, group_gangs, membership
 from scheduler.gang.planner import GangPlan, commit, plan_gang
 from scheduler.gang.topology import Topology
-from scheduler.model.cluster import Pod
+from scheduler.model.cluster import Pod, WorkloadKind
 from scheduler.model.k8s_json import ModelError, pod_from_k8s
 from scheduler.model.snapshot import Snapshot
+from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.placement.decision import Placement
 from scheduler.placement.engine import Placer
 from scheduler.placement.profile import build_profile
@@ -149,10 +150,10 @@ def ungate_patch(obj: Mapping[str, Any], node: str, planned: Sequence[str]) -> l
     return [*gate_ops(obj), *affinity_ops(obj.get("spec") or {}, [node]), annotate]
 
 
-def _workload_key(pod: Pod) -> str:
+def _workload_key(pod: Pod, classes: Mapping[WorkloadKind, WorkloadClass]) -> str:
     """The key the store charges the pod under: its gang's, or its own."""
     try:
-        m = membership(pod)
+        m = membership(pod, classes=classes)
     except GangError:
         return pod.key
     return m.key if m is not None else pod.key
@@ -173,11 +174,13 @@ class _Unit:
 
 class AdmissionLoop:
     def __init__(self, cache: ClusterCache, kube: Kube, store: Store, placer_profile: str = "default",
-                 burst: BurstConfig | None = None, clock: Callable[[], float] = time.time, interval_s: float = 2.0):
+                 burst: BurstConfig | None = None, clock: Callable[[], float] = time.time, interval_s: float = 2.0,
+                 classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES):
         self.cache = cache
         self.kube = kube
         self.store = store
-        self.placer = Placer(build_profile(placer_profile))
+        self.classes = classes
+        self.placer = Placer(build_profile(placer_profile, classes=classes))
         self.burst = burst
         self.clock = clock
         self.interval_s = interval_s
@@ -192,7 +195,7 @@ class AdmissionLoop:
         trial = snapshot.copy()
         ledger = self.store.ledger()
         admitted = set(ledger.workloads)
-        running = {_workload_key(a.pod) for a in snapshot.assignments.values()}
+        running = {_workload_key(a.pod, self.classes) for a in snapshot.assignments.values()}
         actions: list[Action] = []
         units, problems = self._units(gated_pods)
         actions += problems
@@ -204,13 +207,12 @@ class AdmissionLoop:
             actions += self._decide(trial, topology, unit, admitted, now, config, snapshot, ledger.config.reclaim.grace_s)
         return actions
 
-    @staticmethod
-    def _units(gated: Iterable[Gated]) -> tuple[list[_Unit], list[Action]]:
+    def _units(self, gated: Iterable[Gated]) -> tuple[list[_Unit], list[Action]]:
         buckets: dict[str, list[Gated]] = {}
         problems: list[Action] = []
         for g in gated:
             try:
-                m = membership(g.pod)
+                m = membership(g.pod, classes=self.classes)
             except GangError as exc:
                 problems.append(Pending(g.pod.key, str(exc), "InvalidGang", g.pod.uid))
                 continue
@@ -219,7 +221,7 @@ class AdmissionLoop:
         for members in buckets.values():
             by_key = {g.pod.key: g for g in members}
             try:
-                gangs, alone = group_gangs(g.pod for g in members)
+                gangs, alone = group_gangs((g.pod for g in members), classes=self.classes)
             except GangError as exc:
                 problems += [Pending(g.pod.key, str(exc), "InvalidGang", g.pod.uid) for g in members]
                 continue
@@ -297,15 +299,14 @@ class AdmissionLoop:
         return [Burst(o.pod.key, gate_ops(objs[o.pod.key]) + burst_patch(objs[o.pod.key], o, self.burst.max_runtime_s))
                 for o in decision.offers]
 
-    @staticmethod
-    def _pods_of(snapshot: Snapshot, workload: str) -> list[Pod]:
+    def _pods_of(self, snapshot: Snapshot, workload: str) -> list[Pod]:
         """The running pods of a workload key (a pod's own key or its gang's)."""
-        return [a.pod for a in snapshot.assignments.values() if workload in (a.pod.key, _workload_key(a.pod))]
+        return [a.pod for a in snapshot.assignments.values() if workload in (a.pod.key, _workload_key(a.pod, self.classes))]
 
     def release_finished(self, snapshot: Snapshot) -> list[str]:
         """Give back the charge of admitted workloads with no pod left in the cache (the cache drops
         Succeeded and Failed pods), evicted victims included."""
-        live = {_workload_key(p) for p in (*(a.pod for a in snapshot.assignments.values()), *self.cache.pending())}
+        live = {_workload_key(p, self.classes) for p in (*(a.pod for a in snapshot.assignments.values()), *self.cache.pending())}
         now = self.clock()
         done = [w.key for w in self.store.ledger().charged()
                 if w.key not in live and now - w.admitted_at >= RELEASE_GRACE_S]
@@ -346,7 +347,7 @@ class AdmissionLoop:
         self.apply(actions)
         keys = {g.pod.key for g in gated}
         self._told = {k: v for k, v in self._told.items() if k in keys}
-        units = {_workload_key(g.pod) for g in gated}
+        units = {_workload_key(g.pod, self.classes) for g in gated}
         self._denied = {k: v for k, v in self._denied.items() if k in units}
         return actions
 

@@ -4,7 +4,7 @@ webhooks, MIG layout reports, metrics, health and readiness."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -14,6 +14,8 @@ from mig.api import mig_router
 from mig.store import MemoryLayoutStore
 from quota.api import Clock, quota_router
 from quota.store import Store
+from scheduler.model.cluster import WorkloadKind
+from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.server.cache import ClusterCache
 from scheduler.server.extender import extender_router
 from scheduler.server.metrics import ServiceMetrics, metrics_router
@@ -28,6 +30,7 @@ def create_app(
     managed: Collection[str] | Callable[[str], bool] = (),
     metrics: ServiceMetrics | None = None,
     mig_token: str | None = None,
+    classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
 ) -> FastAPI:
     """``cache``: the cluster the extender decides on (none: no extender); ``managed``: the
     namespaces whose pods the webhooks gate; ``mig_token``: the bearer token node agents send
@@ -37,7 +40,7 @@ def create_app(
     app.include_router(webhook_router(managed, store=store, clock=clock))
     app.include_router(metrics_router(metrics or ServiceMetrics()))
     if cache is not None:
-        app.include_router(extender_router(cache))
+        app.include_router(extender_router(cache, classes=classes))
     if mig_token is not None:
         app.include_router(mig_router(MemoryLayoutStore(), mig_token))
 

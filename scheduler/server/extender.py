@@ -12,17 +12,18 @@ slotwise's filters there, and drops the node otherwise. It never adds victims or
 
 from __future__ import annotations
 
-import orjson
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from scheduler.model.cluster import Pod
+from scheduler.model.cluster import Pod, WorkloadKind
 from scheduler.model.k8s_json import ModelError, pod_from_k8s
 from scheduler.model.snapshot import Snapshot
+from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.placement.engine import Placer
 from scheduler.placement.filters import GpuFit, GpuModel, NodeAffinity, ResourcesFit, TaintToleration
 from scheduler.placement.profile import build_profile
@@ -90,9 +91,10 @@ def _planned(pod: Pod) -> set[str] | None:
 
 
 class Extender:
-    def __init__(self, cache: ClusterCache, profile_name: str):
+    def __init__(self, cache: ClusterCache, profile_name: str,
+                 classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES):
         self.cache = cache
-        profile = build_profile(profile_name)
+        profile = build_profile(profile_name, classes=classes)
         self.scorer = Placer(profile)
         self.unresolvable = Placer(profile, UNRESOLVABLE_FILTERS)
         self.resolvable = Placer(profile, RESOLVABLE_FILTERS)
@@ -177,9 +179,10 @@ class Extender:
         return {"Error": ""}
 
 
-def extender_router(cache: ClusterCache, profile_name: str = "default") -> APIRouter:
+def extender_router(cache: ClusterCache, profile_name: str = "default",
+                    classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES) -> APIRouter:
     """The four verbs under ``/extender``; ``urlPrefix`` in KubeSchedulerConfiguration points here."""
-    extender = Extender(cache, profile_name)
+    extender = Extender(cache, profile_name, classes)
     router = APIRouter(prefix="/extender", tags=["extender"])
     verbs = {"filter": extender.filter, "prioritize": extender.prioritize,
              "preempt": extender.preempt, "bind": extender.bind}
