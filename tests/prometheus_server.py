@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -22,14 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.processes import free_port, stop
+
 REQUIRE_ENV = "SLOTWISE_REQUIRE_PROMETHEUS"
 BINARY = os.environ.get("SLOTWISE_PROMETHEUS_BINARY", "/usr/bin/prometheus")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -82,9 +77,4 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[list[str]], str]]:
 
     yield start
     for process in started:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)

@@ -13,7 +13,6 @@ the variant is skipped; set but unreachable, the test fails.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from sqlalchemy.pool import NullPool
 from quota.admission import Request
 from quota.config import config_from_yaml
 from quota.store import Store, database_url as driver_url
+from tests.processes import free_port, stop
 from quota.store.schema import Base
 from scheduler.model.resources import Resources
 
@@ -121,12 +121,6 @@ def db_state(store: Store) -> dict[str, list[tuple[Any, ...]]]:
 
 
 # Servers --------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_healthy(base: str, alive=lambda: True, timeout: float = 20.0) -> None:
     """Bounded polling of /healthz while a server starts."""
     deadline = time.monotonic() + timeout
@@ -173,10 +167,4 @@ def serve_in_subprocess(url: str) -> Iterator[str]:
             raise RuntimeError(f"slotwise serve failed: {process.communicate()[1].decode()[-2000:]}") from None
         yield base
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)

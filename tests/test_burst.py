@@ -3,13 +3,13 @@ stock-outs, and budgets that are never exceeded."""
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import jsonpatch
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,22 +40,6 @@ def pod_json(name: str = "train-0", *, gpus: int = 1, cpu: str = "8", memory: st
 def decide(objs: list[dict[str, Any]], waited: float = HOUR, budget: float | None = 1000.0, **kw: Any):
     pods = [pod_from_k8s(o) for o in objs]
     return decide_burst(CONFIG, pods[0].key, pods, waited, None, budget, **kw)
-
-
-def apply_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
-    """RFC 6902 'add' (the only op the burst patch uses), with JSON Pointer unescaping."""
-    out = copy.deepcopy(doc)
-    for op in ops:
-        assert op["op"] == "add"
-        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        target = out
-        for p in parents:
-            target = target[p]
-        if last == "-":
-            target.append(op["value"])
-        else:
-            target[last] = op["value"]
-    return out
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -165,7 +149,7 @@ def test_patch_steers_the_pod_to_the_virtual_node():
     obj = pod_json(tolerations=[{"key": "gpu", "operator": "Exists"}])
     decision = decide([obj])
     assert isinstance(decision, Overflow)
-    patched = apply_patch(obj, burst_patch(obj, decision.offers[0], CONFIG.max_runtime_s))
+    patched = jsonpatch.apply_patch(obj, burst_patch(obj, decision.offers[0], CONFIG.max_runtime_s))
     spec, meta = patched["spec"], patched["metadata"]
     assert spec["nodeSelector"] == {"type": "virtual-kubelet"}
     assert spec["tolerations"][-1] == {"key": "virtual-kubelet.io/provider", "operator": "Equal",

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from quota.admission import Admit, Deny, Reclaim, Request, Wait, decide, plan_reclaim, with_model
 from quota.config import QuotaConfig, compile_document, config_from_yaml, config_to_yaml, effective_guarantee, parse_document
-from quota.ledger import UNLIMITED, Ledger, Workload
+from quota.ledger import Ledger, Workload
 from scheduler.model.resources import CPU, GPU, Resources, gpu_quota_resource
 
 RESOURCES = [CPU, GPU, gpu_quota_resource("A100"), gpu_quota_resource("T4")]

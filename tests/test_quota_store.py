@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from quota.config import Pool, QuotaConfig, QuotaConfigError, config_from_yaml, config_to_yaml
 from quota.store import Principal, Store, StoreError
-from quota.store.schema import AuditRow, Base, TokenRow, VersionRow, WorkloadRow
+from quota.store.schema import Base, TokenRow, VersionRow, WorkloadRow
 from tests.quota_fixtures import ACTOR, db_state, gpu_request, scenario
 
 pytest_plugins = ["tests.quota_fixtures"]

@@ -3,7 +3,6 @@ cycle end to end through the official client against a stub API server."""
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
+import jsonpatch
 import pytest
 
 from burst.targets import burst_from_yaml
@@ -82,27 +82,6 @@ def loop(store: Store, **kw: Any) -> AdmissionLoop:
     return AdmissionLoop(ClusterCache(), None, store, clock=lambda: T0, **kw)  # type: ignore[arg-type]  # plan needs no API
 
 
-def patched(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
-    """RFC 6902 test/remove/add, enough to read what a patch does."""
-    out = copy.deepcopy(doc)
-    for op in ops:
-        *parents, last = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        target = out
-        for p in parents:
-            target = target[int(p)] if isinstance(target, list) else target[p]
-        if op["op"] == "test":
-            assert target[int(last)] == op["value"]
-        elif op["op"] == "remove":
-            del target[int(last)]
-        elif last == "-":
-            target.append(op["value"])
-        elif isinstance(target, list):
-            target.insert(int(last), op["value"])
-        else:
-            target[last] = op["value"]
-    return out
-
-
 def node_names(doc: dict[str, Any]) -> list[list[str]]:
     terms = doc["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     return [f["values"] for t in terms for f in t["matchFields"] if f["key"] == "metadata.name"]
@@ -113,7 +92,7 @@ def test_a_pod_within_quota_is_ungated_with_affinity_to_its_node(store):
     snap = build_snapshot([build_node("n1", gpus=8), build_node("n2", gpus=8)], [{"gpus": 4, "on": "n2"}])
     [action] = loop(store).plan(snap, gated(obj), T0)
     assert isinstance(action, Ungate) and action.pod_key == "nlp/a"
-    after = patched(obj, action.patch)
+    after = jsonpatch.apply_patch(obj, action.patch)
     assert after["spec"]["schedulingGates"] == []
     assert node_names(after) == [["n2"]]  # gpu-pack: the busier node
     assert after["metadata"]["annotations"] == {"slotwise.io/planned-nodes": "n2"}
@@ -133,7 +112,7 @@ def test_a_gang_is_all_or_nothing(store):
     snap = build_snapshot([build_node(f"n{i}", gpus=4) for i in range(3)])
     actions = loop(store).plan(snap, gated(*objs), T0)
     assert all(isinstance(a, Ungate) for a in actions)
-    docs = [patched(o, a.patch) for o, a in zip(objs, actions)]
+    docs = [jsonpatch.apply_patch(o, a.patch) for o, a in zip(objs, actions)]
     assert sorted(n for d in docs for [[n]] in [node_names(d)]) == ["n0", "n1", "n2"]
     assert {d["metadata"]["annotations"]["slotwise.io/planned-nodes"] for d in docs} == {"n0,n1,n2"}
 
@@ -165,7 +144,7 @@ def test_work_that_waited_past_the_threshold_bursts_with_the_patch(store):
     assert isinstance(early[0], Pending) and "no overflow: waited 10 of 30 min" in early[0].reason
     [action] = loop(store, burst=BURST).plan(snap, gated(obj), T0 + 3600)
     assert isinstance(action, Burst)
-    after = patched(obj, action.patch)
+    after = jsonpatch.apply_patch(obj, action.patch)
     assert after["spec"]["schedulingGates"] == []
     assert after["spec"]["nodeSelector"] == {"type": "virtual-kubelet"}
     assert after["metadata"]["labels"]["slotwise.io/burst-target"] == "eci-hangzhou"
@@ -260,7 +239,7 @@ def test_a_cycle_ungates_evicts_and_explains_through_the_api(api, store):
     assert ctype == "application/json-patch+json"
     assert ops[:2] == [{"op": "test", "path": "/spec/schedulingGates/1", "value": {"name": GATE}},
                        {"op": "remove", "path": "/spec/schedulingGates/1"}]
-    after = patched(listed[2], ops)
+    after = jsonpatch.apply_patch(listed[2], ops)
     assert after["spec"]["schedulingGates"] == [{"name": "example.com/other"}]
     [term] = after["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert term["matchExpressions"][0]["key"] == "nvidia.com/gpu.product"  # narrowed, not replaced

@@ -13,7 +13,8 @@ import httpx
 
 from quota.config import config_from_yaml
 from quota.store import Store
-from tests.quota_fixtures import free_port, wait_healthy
+from tests.processes import free_port, stop
+from tests.quota_fixtures import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"
@@ -55,5 +56,4 @@ def test_serve_answers_recorded_extender_and_admission_calls(tmp_path):
             assert untouched["allowed"] and "patch" not in untouched
             assert "slotwise_quota_guaranteed" in http.get("/metrics").text
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop(process)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import threading
 import time
 from collections.abc import Iterator
 
 import httpx
+import jsonpatch
 import pytest
 import trustme
 import uvicorn
@@ -18,7 +18,8 @@ from fastapi import FastAPI
 from quota.store import Store
 from scheduler.server.webhooks import ADMISSION_GATE, webhook_router
 from quota.config import config_from_yaml
-from tests.quota_fixtures import ACTOR, free_port
+from tests.processes import free_port
+from tests.quota_fixtures import ACTOR
 
 SERVICE = "slotwise.slotwise-system.svc"
 POOLS = """
@@ -124,22 +125,6 @@ def patch_of(reply: httpx.Response) -> list[dict]:
     return json.loads(base64.b64decode(response["patch"]))
 
 
-def apply_patch(obj: dict, patch: list[dict]) -> dict:
-    """The subset of RFC 6902 the mutation uses: add to an object key or the end of a list."""
-    obj = copy.deepcopy(obj)
-    for op in patch:
-        assert op["op"] == "add"
-        *parents, last = [t.replace("~1", "/").replace("~0", "~") for t in op["path"].split("/")[1:]]
-        target = obj
-        for token in parents:
-            target = target[token]
-        if last == "-":
-            target.append(op["value"])
-        else:
-            target[last] = op["value"]
-    return obj
-
-
 def test_the_certificate_is_checked_against_the_service_name(webhook, tls):
     with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED|certificate"):
         webhook.client.post("/webhooks/mutate", json=review(job_pod()), extensions={"sni_hostname": "other.svc"})
@@ -152,7 +137,7 @@ def test_mutate_labels_and_gates_a_new_pod_once(webhook):
     body = reply.json()
     assert body["apiVersion"] == "admission.k8s.io/v1" and body["kind"] == "AdmissionReview"
     assert body["response"]["uid"] == request["request"]["uid"] and body["response"]["allowed"] is True
-    pod = apply_patch(request["request"]["object"], patch_of(reply))
+    pod = jsonpatch.apply_patch(request["request"]["object"], patch_of(reply))
     assert pod["metadata"]["labels"] == {"slotwise.io/project": "nlp", "slotwise.io/workload-kind": "job"}
     assert pod["spec"]["schedulingGates"] == [{"name": ADMISSION_GATE}]
     again = webhook("/webhooks/mutate", review(pod)).json()["response"]  # reinvocationPolicy: IfNeeded
