@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from quota.ledger import UNLIMITED, Ledger, Workload
+from quota.usage import lenders_at
 from scheduler.model.cluster import Pod
 from scheduler.model.resources import GPU, GPU_MILLI, PODS, Resources, gpu_quota_resource, is_gpu_quota
 
@@ -187,22 +188,17 @@ def _admit(ledger: Ledger, request: Request, model: str | None, pool: int, vec: 
 
 
 def _lenders(ledger: Ledger, pool: int, borrowed: np.ndarray) -> tuple[tuple[str, Resources], ...]:
-    """Who lends ``borrowed``: at each level up the tree, the sibling pools with idle lendable
-    guarantee (public pools first, then the largest), then the parent's own unassigned guarantee.
-    What the level's children already borrow is counted against the same lenders first, so loans
-    are credited in the order they were made."""
+    """Who lends ``borrowed``: at each level up the tree, the lenders of :func:`lenders_at`. What
+    the level's children already borrow is counted against the same lenders first, so loans are
+    credited in the order they were made."""
     left = borrowed.copy()
     out: list[tuple[str, Resources]] = []
     path = ledger.paths[pool]
     for child, parent in zip(path, path[1:]):
         if not left.any():
             break
-        children = [c for c in range(1, len(ledger.names)) if ledger.parent[c] == parent]
-        taken = sum((ledger.borrowing(c) for c in children), np.zeros_like(left))
-        siblings = sorted((s for s in children if s != child),
-                          key=lambda s: (not ledger.public[s], -int(ledger.idle_lendable(s).sum()), s))
-        unassigned = np.maximum(ledger.guaranteed[parent] - sum(ledger.guaranteed[c] for c in children), 0)
-        for name, idle in [(ledger.names[s], ledger.idle_lendable(s)) for s in siblings] + [(ledger.names[parent], unassigned)]:
+        taken = sum((ledger.borrowing(c) for c in ledger.children[parent]), np.zeros_like(left))
+        for name, idle in lenders_at(ledger, parent, child):
             skipped = np.minimum(taken, idle)
             taken -= skipped
             lent = np.minimum(left, idle - skipped)

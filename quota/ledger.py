@@ -84,6 +84,8 @@ class Ledger:
         self.reserved[0] = self.guaranteed[0]
 
         self.paths: tuple[tuple[int, ...], ...] = tuple(tuple(self._path(i)) for i in range(n))
+        self.children: tuple[tuple[int, ...], ...] = tuple(tuple(c for c in range(1, n) if self.parent[c] == i)
+                                                           for i in range(n))
         self.usage = np.zeros((n, k), dtype=np.int64)  # the subtree's
         self.own = np.zeros((n, k), dtype=np.int64)  # charged to the pool itself
         self.demand = np.zeros((n, k), dtype=np.int64)  # own + children's claims

@@ -37,7 +37,7 @@ def lenders_at(ledger: Ledger, parent: int, borrower: int) -> list[tuple[str, np
     """Who may lend to ``borrower`` among ``parent``'s children, in the order loans are credited:
     siblings with idle lendable guarantee (public pools first, then the largest), then the
     parent's own guarantee that no child holds (credited to the parent)."""
-    children = [c for c in range(1, len(ledger.names)) if ledger.parent[c] == parent]
+    children = ledger.children[parent]
     siblings = sorted((s for s in children if s != borrower),
                       key=lambda s: (not ledger.public[s], -int(ledger.idle_lendable(s).sum()), s))
     unassigned = np.maximum(ledger.guaranteed[parent] - sum((ledger.guaranteed[c] for c in children),
@@ -51,7 +51,7 @@ def loans(ledger: Ledger) -> list[Loan]:
     out: list[Loan] = []
     for parent in range(len(ledger.names)):
         left = {name: idle.copy() for name, idle in lenders_at(ledger, parent, -1)}
-        for child in (c for c in range(1, len(ledger.names)) if ledger.parent[c] == parent):
+        for child in ledger.children[parent]:
             need = ledger.borrowing(child).copy()
             for name, _ in lenders_at(ledger, parent, child):
                 lent = np.minimum(need, left[name])
