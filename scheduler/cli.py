@@ -26,6 +26,7 @@ from scheduler.placement.engine import Placer
 from scheduler.placement.profile import DEFAULT, build_profile, profile_names
 from scheduler.placement.workload import TargetWorkload
 from scheduler.server.cache import ClusterCache
+from scheduler.server.metrics import ServiceMetrics
 from simulator.cli import simulate
 from simulator.generate import synthetic_cluster, synthetic_workload
 
@@ -94,12 +95,13 @@ def serve(
         raise typer.Exit(2) from None
     namespaces = [n.strip() for n in managed.split(",") if n.strip()]
     scope = (lambda _: True) if namespaces == ["*"] else namespaces
-    app_ = create_app(store, cache=cache, managed=scope, mig_token=mig_token, classes=workload_classes)
+    metrics = ServiceMetrics()
+    app_ = create_app(store, cache=cache, managed=scope, mig_token=mig_token, classes=workload_classes, metrics=metrics)
     loop = None
     if cache.kube is not None:  # a real cluster: decide gated pods and lift their gates
         from scheduler.server.admission_loop import AdmissionLoop
 
-        loop = AdmissionLoop(cache, cache.kube, store, burst=burst_config, classes=workload_classes)
+        loop = AdmissionLoop(cache, cache.kube, store, burst=burst_config, classes=workload_classes, metrics=metrics)
         loop.start()
     try:
         uvicorn.run(app_, host=host, port=port, log_level="info",

@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlparse
 
 import jsonpatch
 import pytest
+from prometheus_client import generate_latest
 
 from burst.targets import burst_from_yaml
 from quota.admission import request_for
@@ -31,6 +32,7 @@ from scheduler.server.admission_loop import (
 )
 from scheduler.server.cache import ClusterCache
 from scheduler.server.kube import Kube
+from scheduler.server.metrics import ServiceMetrics
 from tests.conftest import build_node, build_pod, build_snapshot
 
 RECORDED = Path(__file__).parent / "recorded"
@@ -221,8 +223,10 @@ def test_a_cycle_ungates_evicts_and_explains_through_the_api(api, store):
         while not cache.synced:
             assert time.monotonic() < deadline, "the cache did not sync"
             time.sleep(0.02)
-        admission = AdmissionLoop(cache, kube, store, clock=lambda: T0 + 60)
+        metrics = ServiceMetrics()
+        admission = AdmissionLoop(cache, kube, store, clock=lambda: T0 + 60, metrics=metrics)
         admission.run_once()
+        scraped = generate_latest(metrics.registry).decode()
         writes = list(StubApiServer.writes)
         # The stub still lists both pods gated, as if the patches had failed: the admitted are
         # planned again (the gate comes off), but nobody is evicted or told the same twice.
@@ -263,3 +267,5 @@ def test_a_cycle_ungates_evicts_and_explains_through_the_api(api, store):
     assert condition["reason"] == "Reclaiming" and condition["message"] == event["message"]
     assert {(e.action, e.subject) for e in store.audit(limit=3)} == {
         ("admit", "solo/nb-1"), ("reclaim", "vision/train-0"), ("evict", "nlp/borrow-0")}
+    assert 'slotwise_pending_pods{reason="Reclaiming"} 1.0' in scraped
+    assert 'slotwise_decision_seconds_count{verb="admit"} 1.0' in scraped

@@ -54,6 +54,9 @@ def test_serve_answers_recorded_extender_and_admission_calls(tmp_path):
             review["request"]["namespace"] = "kube-system"
             untouched = http.post("/webhooks/mutate", json=review).json()["response"]
             assert untouched["allowed"] and "patch" not in untouched
-            assert "slotwise_quota_guaranteed" in http.get("/metrics").text
+            scraped = http.get("/metrics").text
+            assert 'slotwise_decision_seconds_count{verb="filter"} 1.0' in scraped
+            assert 'slotwise_decision_seconds_count{verb="mutate"} 1.0' in scraped  # kube-system is not decided
+            assert 'slotwise_quota_guaranteed{pool="nlp",resource="nvidia.com/gpu"} 40.0' in scraped
     finally:
         stop(process)

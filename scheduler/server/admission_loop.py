@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +40,7 @@ from scheduler.placement.profile import build_profile
 from scheduler.server.cache import ClusterCache
 from scheduler.server.extender import PLANNED_NODES_ANNOTATION
 from scheduler.server.kube import Kube
+from scheduler.server.metrics import ServiceMetrics
 from scheduler.server.webhooks import ADMISSION_GATE
 
 log = logging.getLogger(__name__)
@@ -175,11 +178,13 @@ class _Unit:
 class AdmissionLoop:
     def __init__(self, cache: ClusterCache, kube: Kube, store: Store, placer_profile: str = "default",
                  burst: BurstConfig | None = None, clock: Callable[[], float] = time.time, interval_s: float = 2.0,
-                 classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES):
+                 classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
+                 metrics: ServiceMetrics | None = None):
         self.cache = cache
         self.kube = kube
         self.store = store
         self.classes = classes
+        self.metrics = metrics
         self.placer = Placer(build_profile(placer_profile, classes=classes))
         self.burst = burst
         self.clock = clock
@@ -343,8 +348,11 @@ class AdmissionLoop:
         with self.cache.snapshot() as live:
             snapshot = live.copy()  # plan outside the cache's lock: the extender reads it meanwhile
         self.release_finished(snapshot)
-        actions = self.plan(snapshot, gated, now)
+        with self.metrics.timed("admit") if self.metrics is not None else nullcontext():
+            actions = self.plan(snapshot, gated, now)
         self.apply(actions)
+        if self.metrics is not None:
+            self.metrics.set_pending(Counter(a.cause for a in actions if isinstance(a, Pending)))
         keys = {g.pod.key for g in gated}
         self._told = {k: v for k, v in self._told.items() if k in keys}
         units = {_workload_key(g.pod, self.classes) for g in gated}

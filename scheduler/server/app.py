@@ -37,10 +37,11 @@ def create_app(
     their MIG layouts with (none: no MIG endpoint)."""
     app = FastAPI(title="slotwise", description="Placement, quota, MIG and overflow for Kubernetes ML platforms.")
     app.include_router(quota_router(store, clock))
-    app.include_router(webhook_router(managed, store=store, clock=clock))
-    app.include_router(metrics_router(metrics or ServiceMetrics()))
+    metrics = metrics or ServiceMetrics()
+    app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics))
+    app.include_router(metrics_router(metrics, refresh=lambda: metrics.update_quota(store.ledger())))
     if cache is not None:
-        app.include_router(extender_router(cache, classes=classes))
+        app.include_router(extender_router(cache, classes=classes, metrics=metrics))
     if mig_token is not None:
         app.include_router(mig_router(MemoryLayoutStore(), mig_token))
 

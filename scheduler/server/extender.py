@@ -13,6 +13,7 @@ slotwise's filters there, and drops the node otherwise. It never adds victims or
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,7 @@ from scheduler.placement.engine import Placer
 from scheduler.placement.filters import GpuFit, GpuModel, NodeAffinity, ResourcesFit, TaintToleration
 from scheduler.placement.profile import build_profile
 from scheduler.server.cache import ClusterCache
+from scheduler.server.metrics import VERBS, ServiceMetrics
 
 #: Set by the admission loop on gang members: the nodes of the gang's placement plan.
 PLANNED_NODES_ANNOTATION = "slotwise.io/planned-nodes"
@@ -180,8 +182,10 @@ class Extender:
 
 
 def extender_router(cache: ClusterCache, profile_name: str = "default",
-                    classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES) -> APIRouter:
-    """The four verbs under ``/extender``; ``urlPrefix`` in KubeSchedulerConfiguration points here."""
+                    classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
+                    metrics: ServiceMetrics | None = None) -> APIRouter:
+    """The four verbs under ``/extender``; ``urlPrefix`` in KubeSchedulerConfiguration points here.
+    ``metrics`` times filter and prioritize."""
     extender = Extender(cache, profile_name, classes)
     router = APIRouter(prefix="/extender", tags=["extender"])
     verbs = {"filter": extender.filter, "prioritize": extender.prioritize,
@@ -194,7 +198,11 @@ def extender_router(cache: ClusterCache, profile_name: str = "default",
             raise HTTPException(404, f"unknown extender verb {verb!r}; expected one of {', '.join(verbs)}")
         args = await read_json(request)
         # bind is the only verb that waits on the API server: keep it off the event loop.
-        reply = await run_in_threadpool(handler, args) if verb == "bind" else handler(args)
+        if verb == "bind":
+            reply = await run_in_threadpool(handler, args)
+        else:
+            with metrics.timed(verb) if metrics is not None and verb in VERBS else nullcontext():
+                reply = handler(args)
         # orjson, not FastAPI's encoder: walking 5,000 names costs more than the filter itself.
         return Response(orjson.dumps(reply), media_type="application/json")
 

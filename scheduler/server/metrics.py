@@ -6,7 +6,7 @@ counts them in milli-GPU), memory in bytes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from threading import Lock
 
@@ -100,11 +100,14 @@ class ServiceMetrics:
         self._mig.replace({(profile,): count for profile, count in by_profile.items()})
 
 
-def metrics_router(metrics: ServiceMetrics) -> APIRouter:
+def metrics_router(metrics: ServiceMetrics, refresh: Callable[[], None] | None = None) -> APIRouter:
+    """``GET /metrics``; ``refresh`` brings gauges read from elsewhere (quota) up to date first."""
     router = APIRouter()
 
     @router.get("/metrics", include_in_schema=False)
     def scrape() -> Response:
+        if refresh is not None:
+            refresh()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return router

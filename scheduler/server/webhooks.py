@@ -12,6 +12,7 @@ import base64
 import json
 import time
 from collections.abc import Callable, Collection, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
@@ -25,6 +26,7 @@ from scheduler.gang.groups import GANG_MIN_MEMBERS_ANNOTATION
 from scheduler.model.cluster import KIND_LABEL, PROJECT_LABEL, Pod
 from scheduler.model.k8s_json import ModelError, pod_from_k8s
 from scheduler.server.extender import read_json
+from scheduler.server.metrics import ServiceMetrics
 
 ADMISSION_GATE = "slotwise.io/admission"
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
@@ -122,8 +124,11 @@ def problems(obj: Mapping[str, Any], namespace: str, quota: QuotaCheck | None) -
     return quota.never(pod) if quota is not None else None
 
 
-def webhook_router(managed: Managed, store: Store | None = None, clock: Callable[[], float] = time.time) -> APIRouter:
-    """``POST /webhooks/mutate`` and ``/webhooks/validate``; ``store`` enables the quota check."""
+def webhook_router(managed: Managed, store: Store | None = None, clock: Callable[[], float] = time.time,
+                   metrics: ServiceMetrics | None = None) -> APIRouter:
+    """``POST /webhooks/mutate`` and ``/webhooks/validate``; ``store`` enables the quota check,
+    ``metrics`` times both."""
+    timed = metrics.timed if metrics is not None else (lambda _verb: nullcontext())
     is_managed = managed if callable(managed) else frozenset(managed).__contains__
     quota = QuotaCheck(store, clock) if store is not None else None
     router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -138,10 +143,11 @@ def webhook_router(managed: Managed, store: Store | None = None, clock: Callable
         review = _review(await read_json(request))
         if not applies(review):
             return _reply(review["uid"])
-        try:
-            patch = mutation(review["object"], review["namespace"])
-        except ModelError as exc:
-            return _reply(review["uid"], warnings=[f"slotwise did not label or gate this pod: {exc}"])
+        with timed("mutate"):
+            try:
+                patch = mutation(review["object"], review["namespace"])
+            except ModelError as exc:
+                return _reply(review["uid"], warnings=[f"slotwise did not label or gate this pod: {exc}"])
         return _reply(review["uid"], patch=patch)
 
     @router.post("/validate")
@@ -149,7 +155,8 @@ def webhook_router(managed: Managed, store: Store | None = None, clock: Callable
         review = _review(await read_json(request))
         if not applies(review):
             return _reply(review["uid"])
-        reason = await run_in_threadpool(problems, review["object"], review["namespace"], quota)  # the quota check reads SQL
+        with timed("validate"):
+            reason = await run_in_threadpool(problems, review["object"], review["namespace"], quota)  # reads SQL
         return _reply(review["uid"]) if reason is None else _reply(review["uid"], False, reason, 422)
 
     return router
