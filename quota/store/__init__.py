@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -243,9 +243,43 @@ class Store:
     def replace_config(self, config: QuotaConfig, actor: str) -> list[tuple[str, str, dict[str, Any]]]:
         """Make ``config`` the configuration (an import). Returns the changes made, each also in
         the audit trail; importing the current configuration changes and records nothing."""
-        config = validated(config)
+        return self._change(lambda _current: config, actor)
+
+    def set_pool(self, pool: Pool, actor: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """Create or change one pool; its children stay as they are."""
+
+        def edit(config: QuotaConfig) -> QuotaConfig:
+            names = [p.name for p in config.pools]
+            if pool.parent is not None and pool.parent not in names:
+                raise StoreError(f"pool {pool.name}: parent {pool.parent!r} does not exist")
+            if pool.name not in names:
+                return replace(config, pools=(*config.pools, pool))
+            parent = pool.parent
+            while parent is not None:
+                if parent == pool.name:
+                    raise StoreError(f"pool {pool.name}: cannot move under its own descendant {pool.parent}")
+                parent = config.pool(parent).parent
+            return replace(config, pools=tuple(pool if p.name == pool.name else p for p in config.pools))
+
+        return self._change(edit, actor)
+
+    def delete_pool(self, name: str, actor: str) -> None:
+        def edit(config: QuotaConfig) -> QuotaConfig:
+            if name not in {p.name for p in config.pools}:
+                raise NotFound(f"no pool {name!r}")
+            if config.children(name):
+                raise StoreError(f"pool {name} has child pools ({', '.join(c.name for c in config.children(name))}); "
+                                 "delete or move them first")
+            return replace(config, pools=tuple(p for p in config.pools if p.name != name))
+
+        self._change(edit, actor)
+
+    def _change(self, edit: Callable[[QuotaConfig], QuotaConfig], actor: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """Apply ``edit`` to the current configuration under the store's lock, so that two admins
+        changing pools at once never overwrite each other's change."""
         with self._transaction() as (s, versions):
             old = self._load_config(s, versions.config)
+            config = validated(edit(old))
             changes = _pool_changes(old, config)
             if not changes:
                 return []
@@ -256,32 +290,6 @@ class Store:
             for action, subject, detail in changes:
                 self._audit(s, actor, action, subject, detail)
         return changes
-
-    def set_pool(self, pool: Pool, actor: str) -> list[tuple[str, str, dict[str, Any]]]:
-        """Create or change one pool; its children stay as they are."""
-        config = self.config()
-        names = [p.name for p in config.pools]
-        if pool.parent is not None and pool.parent not in names:
-            raise StoreError(f"pool {pool.name}: parent {pool.parent!r} does not exist")
-        if pool.name in names:
-            parent = pool.parent
-            while parent is not None:
-                if parent == pool.name:
-                    raise StoreError(f"pool {pool.name}: cannot move under its own descendant {pool.parent}")
-                parent = config.pool(parent).parent
-            pools = tuple(pool if p.name == pool.name else p for p in config.pools)
-        else:
-            pools = (*config.pools, pool)
-        return self.replace_config(replace(config, pools=pools), actor)
-
-    def delete_pool(self, name: str, actor: str) -> None:
-        config = self.config()
-        if name not in {p.name for p in config.pools}:
-            raise NotFound(f"no pool {name!r}")
-        if config.children(name):
-            raise StoreError(f"pool {name} has child pools ({', '.join(c.name for c in config.children(name))}); "
-                             "delete or move them first")
-        self.replace_config(replace(config, pools=tuple(p for p in config.pools if p.name != name)), actor)
 
     @staticmethod
     def _refuse_busy(s: Session, names: set[str]) -> None:
