@@ -22,6 +22,7 @@ from quota.config import (
     Budget,
     BudgetDocument,
     Pool,
+    QuotaConfig,
     QuotaConfigError,
     compile_document,
     config_to_yaml,
@@ -91,11 +92,10 @@ def _amounts(r: Resources) -> dict[str, str]:
     return {name: format_quota_amount(name, v) for name, v in sorted(r.items())}
 
 
-def _visible(store: Store, who: Principal) -> set[str] | None:
+def _visible(config: QuotaConfig, who: Principal) -> set[str] | None:
     """The pools ``who`` may read; None means all."""
     if who.role == "admin":
         return None
-    config = store.config()
     seen: set[str] = set()
     frontier = [who.pool]
     while frontier:
@@ -136,16 +136,18 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
 
     @router.get("/pools")
     def list_pools(who: Reader) -> list[dict[str, Any]]:
-        visible = _visible(store, who)
-        return [_pool_json(p) for p in store.config().pools if visible is None or p.name in visible]
+        config = store.config()
+        visible = _visible(config, who)
+        return [_pool_json(p) for p in config.pools if visible is None or p.name in visible]
 
     @router.get("/pools/{name}")
     def get_pool(name: str, who: Reader) -> dict[str, Any]:
-        visible = _visible(store, who)
+        config = store.config()
+        visible = _visible(config, who)
         if visible is not None and name not in visible:
             raise HTTPException(403, f"token {who.name} may not read pool {name}")
         try:
-            return _pool_json(store.config().pool(name))
+            return _pool_json(config.pool(name))
         except KeyError:
             raise HTTPException(404, f"no pool {name!r}") from None
 
@@ -195,8 +197,8 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
 
     @router.get("/usage")
     def usage(who: Reader) -> dict[str, Any]:
-        visible = _visible(store, who)
         ledger = store.ledger()
+        visible = _visible(ledger.config, who)
         rows = [r for r in pool_usage(ledger) if visible is None or r.pool in visible]
         return {
             "pools": [{"pool": r.pool, "parent": r.parent, "resource": r.resource,
