@@ -6,7 +6,7 @@ import json
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -25,10 +25,11 @@ from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
 from scheduler.placement.engine import Placer
 from scheduler.placement.profile import DEFAULT, build_profile, profile_names
 from scheduler.placement.workload import TargetWorkload
-from scheduler.server.cache import ClusterCache
-from scheduler.server.metrics import ServiceMetrics
 from simulator.cli import simulate
 from simulator.generate import synthetic_cluster, synthetic_workload
+
+if TYPE_CHECKING:  # the service's modules load the Kubernetes client and FastAPI: only serve needs them
+    from scheduler.server.cache import ClusterCache
 
 app = typer.Typer(help="slotwise: placement, quota, MIG and overflow for Kubernetes ML platforms.", no_args_is_help=True)
 console = Console()
@@ -41,6 +42,8 @@ app.add_typer(mig_app, name="mig")
 def _cache(nodes: Path | None, pods: Path | None, kubeconfig: Path | None, in_cluster: bool) -> ClusterCache:
     """The cluster the service decides on: a real one through the Kubernetes API (list and
     watch), or, for a dry run, the objects in ``kubectl get -o json`` files."""
+    from scheduler.server.cache import ClusterCache
+
     if kubeconfig is not None or in_cluster:
         from kubernetes import client, config
 
@@ -82,6 +85,7 @@ def serve(
 
     from quota.store import Store
     from scheduler.server.app import create_app
+    from scheduler.server.metrics import ServiceMetrics
 
     try:
         store = Store(db)
