@@ -48,9 +48,3 @@ class SpendLedger:
         """What the burst cost, never more than it reserved."""
         entry = self._entries[key]
         entry.amount = min(cost, entry.amount)
-
-    def spent(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for e in self._entries.values():
-            out[e.pool] = out.get(e.pool, 0.0) + e.amount
-        return out
