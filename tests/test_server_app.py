@@ -58,5 +58,6 @@ def test_serve_answers_recorded_extender_and_admission_calls(tmp_path):
             assert 'slotwise_decision_seconds_count{verb="filter"} 1.0' in scraped
             assert 'slotwise_decision_seconds_count{verb="mutate"} 1.0' in scraped  # kube-system is not decided
             assert 'slotwise_quota_guaranteed{pool="nlp",resource="nvidia.com/gpu"} 40.0' in scraped
+            assert 'slotwise_burst_budget_used_ratio{pool="nlp"} 0.0' in scraped  # nlp has a budget, no burst yet
     finally:
         stop(process)

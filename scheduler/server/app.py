@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping
+from datetime import UTC, datetime
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
@@ -20,6 +21,19 @@ from scheduler.server.cache import ClusterCache
 from scheduler.server.extender import extender_router
 from scheduler.server.metrics import ServiceMetrics, metrics_router
 from scheduler.server.webhooks import webhook_router
+
+
+def _refresh(metrics: ServiceMetrics, store: Store, now: float) -> None:
+    """Quota gauges, and burst spend against each pool's tightest budget, as the store holds them."""
+    ledger = store.ledger()
+    metrics.update_quota(ledger)
+    at = datetime.fromtimestamp(now, UTC)
+    for pool in ledger.config.pools:
+        budget = store.budget_left(pool.name, at) if pool.budget else None
+        if budget is not None:
+            left, limit = budget
+            metrics.set_burst_spend(pool.name, limit - left)
+            metrics.budget.update(pool.name, left, limit)
 
 
 def create_app(
@@ -39,7 +53,7 @@ def create_app(
     app.include_router(quota_router(store, clock))
     metrics = metrics or ServiceMetrics()
     app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics))
-    app.include_router(metrics_router(metrics, refresh=lambda: metrics.update_quota(store.ledger())))
+    app.include_router(metrics_router(metrics, refresh=lambda: _refresh(metrics, store, clock())))
     if cache is not None:
         app.include_router(extender_router(cache, classes=classes, metrics=metrics))
     if mig_token is not None:
