@@ -80,6 +80,17 @@ class AuditEntry:
     detail: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True)
+class Spend:
+    """An overflow reservation not settled yet."""
+
+    workload: str
+    pool: str
+    target: str
+    started_at: datetime
+    reserved: float
+
+
 def database_url(url: str) -> str:
     """``postgresql://`` URLs use psycopg 3, the driver slotwise installs."""
     return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
@@ -438,6 +449,14 @@ class Store:
                                  + ("no burst budget is set" if budget is None else f"{budget[0]:.2f} of budget left"))
             s.add(SpendRow(pool=pool, workload=workload, target=target, started_at=at, reserved=reserved))
             self._audit(s, actor, "burst", workload, {"pool": pool, "target": target, "reserved": round(reserved, 6)})
+
+    def open_spend(self) -> list[Spend]:
+        """Reservations of bursts not settled yet, oldest first: what a restarted admitter still has to settle."""
+        with self._read() as s:
+            rows = s.scalars(select(SpendRow).where(SpendRow.spent.is_(None)).order_by(SpendRow.started_at, SpendRow.id))
+            # SQLite gives back the UTC time written, without a zone; PostgreSQL the session's zone.
+            return [Spend(r.workload, r.pool, r.target, r.started_at.replace(tzinfo=r.started_at.tzinfo or UTC).astimezone(UTC),
+                          r.reserved) for r in rows]
 
     def settle_spend(self, workload: str, spent: float, actor: str) -> None:
         """A burst ended: record what it cost (never more than it reserved)."""
