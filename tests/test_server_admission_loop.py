@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 
 import jsonpatch
 import pytest
+from kubernetes.client import ApiException
 from prometheus_client import generate_latest
 
 from burst.targets import burst_from_yaml
@@ -77,11 +80,59 @@ def pod_json(name: str, ns: str = "nlp", gpus: int = 1, gang: str | None = None)
 
 
 def gated(*objs: dict[str, Any]) -> list[Gated]:
-    return [g for o in objs if (g := Gated.read(o, T0)) is not None]
+    return [Gated.of(pod_from_k8s(o), o, T0) for o in objs]
 
 
 def loop(store: Store, **kw: Any) -> AdmissionLoop:
     return AdmissionLoop(ClusterCache(), None, store, clock=lambda: T0, **kw)  # type: ignore[arg-type]  # plan needs no API
+
+
+def bound(obj: dict[str, Any], node: str) -> dict[str, Any]:
+    """``obj`` as the API shows it once bound to ``node`` (the gate gone)."""
+    return {**obj, "spec": {**obj["spec"], "schedulingGates": [], "nodeName": node}, "status": {"phase": "Running"}}
+
+
+def gang_json(name: str, gang: str, gpus: int, minimum: int | None = None, timeout: int | None = None) -> dict[str, Any]:
+    obj = pod_json(name, gpus=gpus, gang=gang)
+    notes = obj["metadata"]["annotations"]
+    if minimum is not None:
+        notes["slotwise.io/gang-min-members"] = str(minimum)
+    if timeout is not None:
+        notes["slotwise.io/gang-timeout"] = str(timeout)
+    return obj
+
+
+class FakeKube:
+    """Records the loop's writes (it has no list: gated pods must come from the cache); an eviction
+    answers the statuses queued for its pod in ``refuse``, then succeeds."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any]] = []
+        self.refuse: dict[str, list[int]] = {}
+
+    def patch_pod(self, namespace: str, name: str, patch: list[dict[str, Any]]) -> None:
+        self.calls.append(("patch", f"{namespace}/{name}", patch))
+
+    def evict(self, namespace: str, name: str, grace_seconds: int) -> None:
+        self.calls.append(("evict", f"{namespace}/{name}", grace_seconds))
+        if self.refuse.get(f"{namespace}/{name}"):
+            raise ApiException(status=self.refuse[f"{namespace}/{name}"].pop(0), reason="refused")
+
+    def create_event(self, namespace: str, name: str, uid: str, reason: str, message: str,
+                     event_type: str = "Normal") -> None:
+        self.calls.append(("event", f"{namespace}/{name}", (uid, reason, message, event_type)))
+
+    def set_pod_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> None:
+        self.calls.append(("condition", f"{namespace}/{name}", condition))
+
+
+def cache_of(*pods: dict[str, Any], gpus: tuple[int, ...] = (8,)) -> ClusterCache:
+    """A synced cache holding ``pods`` and nodes n0, n1, ... with ``gpus`` GPUs each."""
+    cache = ClusterCache()
+    cache.replace("nodes", [{"metadata": {"name": f"n{i}"}, "status": {"allocatable": {
+        "cpu": "32", "memory": "256Gi", "pods": "110", "nvidia.com/gpu": str(g)}}} for i, g in enumerate(gpus)])
+    cache.replace("pods", list(pods))
+    return cache
 
 
 def node_names(doc: dict[str, Any]) -> list[list[str]]:
@@ -132,7 +183,7 @@ def test_reclaim_evicts_the_borrower_and_the_requester_waits_charged(store):
     store.admit(request_for(borrower.key, [borrower]), T0 - 600, "test")
     snap = build_snapshot([build_node("n1", gpus=8)], [borrower])
     actions = loop(store).plan(snap, gated(pod_json("t", "vision", gpus=4)), T0)
-    assert actions[0] == Evict("nlp/borrow-0", 30)
+    assert actions[0] == Evict("nlp/borrow-0", 30, "", "vision/t")
     assert isinstance(actions[1], Pending) and actions[1].cause == "Reclaiming"
     assert "reclaims lent capacity from nlp/borrow-0" in actions[1].reason
     assert {w.key for w in store.ledger().charged()} == {"nlp/borrow-0", "vision/t"}
@@ -155,38 +206,162 @@ def test_work_that_waited_past_the_threshold_bursts_with_the_patch(store):
 
 
 def test_finished_workloads_are_released(store):
-    for name in ("gone", "alive"):
+    for name in ("gone", "alive", "away"):
         pod = build_pod(name, namespace="nlp", project="nlp", gpus=1)
         store.admit(request_for(pod.key, [pod]), T0 - 600, "test")
-    snap = build_snapshot([build_node("n1", gpus=8)], [build_pod("alive", namespace="nlp", project="nlp", gpus=1, on="n1")])
-    assert loop(store).release_finished(snap) == ["nlp/gone"]
-    assert {w.key for w in store.ledger().charged()} == {"nlp/alive"}
+    admission = loop(store)
+    # "away" is bound to a node the cache has not seen: not in the snapshot, but not finished.
+    admission.cache.replace("pods", [bound(pod_json("alive"), "n1"), bound(pod_json("away"), "elsewhere")])
+    assert admission.release_finished() == ["nlp/gone"]
+    assert {w.key for w in store.ledger().charged()} == {"nlp/alive", "nlp/away"}
+
+
+def test_the_loop_reads_gated_pods_from_the_cache_and_lifts_a_gate_once(store):
+    kube = FakeKube()
+    cache = cache_of(pod_json("a"))
+    admission = AdmissionLoop(cache, kube, store, clock=lambda: T0)  # type: ignore[arg-type]
+    [ungate] = admission.run_once()
+    assert isinstance(ungate, Ungate) and [c[:2] for c in kube.calls] == [("patch", "nlp/a")]
+    # The watch has not brought the change yet, so the cache still shows the gate: the pod is
+    # neither patched nor admitted again.
+    assert admission.run_once() == [] and len(kube.calls) == 1
+    assert [e.action for e in store.audit(subject="nlp/a")] == ["admit"]
+    cache.apply("pods", "MODIFIED", bound(pod_json("a"), "n0"))
+    assert cache.gated(GATE) == [] and admission.run_once() == []
+
+
+def test_refused_evictions_are_retried_until_the_victim_goes(store):
+    victims = {n: bound(pod_json(n), "n0") for n in ("v1", "v2", "v3")}
+    kube = FakeKube()
+    kube.refuse = {"nlp/v1": [429, 429], "nlp/v2": [429, 404], "nlp/v3": [500]}
+    cache = cache_of(*victims.values())
+    admission = AdmissionLoop(cache, kube, store, clock=lambda: T0)  # type: ignore[arg-type]
+    admission.apply([Evict(f"nlp/{n}", 30, f"uid-{n}", "vision/t") for n in victims])
+    events = [(key, detail) for kind, key, detail in kube.calls if kind == "event"]
+    assert [key for key, _ in events] == ["nlp/v1", "nlp/v2"]  # refused by a PDB: told why, once
+    uid, reason, message, kind = events[0][1]
+    assert (uid, reason, kind) == ("uid-v1", "SlotwiseEvictionRefused", "Warning")
+    assert "vision/t" in message and "PodDisruptionBudget" in message
+
+    def evicted() -> list[str]:
+        out = [key for kind, key, _ in kube.calls if kind == "evict"]
+        kube.calls.clear()
+        return out
+
+    evicted()
+    assert sorted(a.pod_key for a in admission.run_once()) == ["nlp/v1", "nlp/v2"]  # v3 failed otherwise: dropped
+    assert evicted() == ["nlp/v1", "nlp/v2"]  # v1 refused again (not told again), v2 gone (404)
+    admission.run_once()
+    assert evicted() == ["nlp/v1"]  # goes through now
+    admission.run_once()
+    assert evicted() == []
+    # A refused victim that leaves by itself, or is replaced by a namesake, is not evicted again.
+    kube.refuse = {"nlp/v1": [429], "nlp/v2": [429]}
+    admission.apply([Evict(f"nlp/{n}", 30, f"uid-{n}", "vision/t") for n in ("v1", "v2")])
+    cache.apply("pods", "DELETED", victims["v1"])
+    namesake = bound(pod_json("v2"), "n0")
+    namesake["metadata"]["uid"] = "uid-v2-new"
+    cache.apply("pods", "MODIFIED", namesake)
+    evicted()
+    admission.run_once()
+    assert evicted() == []
+
+
+def test_burst_spend_is_settled_for_the_time_it_ran_once_its_pods_are_gone(store):
+    obj = pod_json("big")
+    cache = cache_of(obj, gpus=(0,))
+    now = [T0 + 3600]  # waited past the threshold, and no GPU in the cluster
+    admission = AdmissionLoop(cache, FakeKube(), store, burst=BURST, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert [type(a) for a in admission.run_once()] == [Burst]
+    [spend] = store.open_spend()
+    assert (spend.workload, spend.started_at) == ("nlp/big", datetime.fromtimestamp(T0 + 3600, UTC))
+    # One made before a restart, whose pods left long ago: it ran past max_runtime, capped.
+    store.reserve_spend("nlp", "nlp/old", "eci-hangzhou", 10.0, datetime.fromtimestamp(T0 - 9 * 3600, UTC), "test")
+    now[0] = T0 + 3600 + 1800
+    assert admission.settle_bursts() == ["nlp/old"]  # big's pod still runs
+    cache.apply("pods", "DELETED", obj)
+    day = datetime.fromtimestamp(now[0], UTC)
+    before = store.budget_left("nlp", day)
+    restarted = AdmissionLoop(cache, FakeKube(), store, burst=BURST, clock=lambda: now[0])  # type: ignore[arg-type]
+    restarted.run_once()
+    assert store.open_spend() == []
+    spent = {e.subject: e.detail["spent"] for e in store.audit() if e.action == "burst.end"}
+    assert spent == {"nlp/old": 10.0, "nlp/big": pytest.approx(spend.reserved * 1800 / BURST.max_runtime_s, abs=1e-5)}
+    assert store.budget_left("nlp", day)[0] == pytest.approx(before[0] + spend.reserved - spent["nlp/big"], abs=1e-5)
+    restarted.run_once()  # settled once
+    assert [e.action for e in store.audit()].count("burst.end") == 2
+
+
+def test_a_gang_past_its_timeout_gives_up_and_its_quota_charge_goes_back(store):
+    objs = [gang_json(f"w-{i}", "g", gpus=2) for i in range(2)]
+    admission = loop(store)
+    one_node = build_snapshot([build_node("n1", gpus=2)])  # room for one member at a time
+    early = admission.plan(one_node, gated(*objs), T0 + 599)
+    assert {a.cause for a in early if isinstance(a, Pending)} == {"NoCapacity"}
+    assert {w.key for w in store.ledger().charged()} == {"nlp/g"}
+    late = admission.plan(one_node, gated(*objs), T0 + 600)
+    assert [(a.pod_key, a.cause) for a in late if isinstance(a, Pending)] == [("nlp/w-0", "GangTimedOut"),
+                                                                              ("nlp/w-1", "GangTimedOut")]
+    assert late[0].reason.startswith("gang nlp/g needs 2 members at once")  # why it waited
+    assert "gave up after waiting 600 s (its slotwise.io/gang-timeout is 600 s)" in late[0].reason
+    assert not list(store.ledger().charged()) and store.audit()[0].action == "release"
+    # Given up for good: not admitted or placed again, even with room now.
+    audit = len(store.audit())
+    roomy = build_snapshot([build_node(f"n{i}", gpus=2) for i in range(2)])
+    assert admission.plan(roomy, gated(*objs), T0 + 700) == late
+    # Nor after a restart: the condition written on its pods says it gave up.
+    told = {**objs[0], "status": {"conditions": [{"type": "SlotwiseAdmitted", "status": "False",
+                                                  "reason": "GangTimedOut", "message": late[0].reason}]}}
+    assert loop(store).plan(roomy, gated(told, objs[1]), T0 + 700) == late
+    assert len(store.audit()) == audit
+
+
+def test_an_incomplete_gang_times_out_as_annotated_and_its_pods_are_told_not_deleted(store):
+    kube = FakeKube()
+    now = [T0 + 89]
+    admission = AdmissionLoop(cache_of(*[gang_json(f"w-{i}", "g", gpus=1, minimum=3, timeout=90) for i in range(2)]),
+                              kube, store, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert {a.cause for a in admission.run_once() if isinstance(a, Pending)} == {"GangIncomplete"}
+    now[0] = T0 + 90
+    assert {a.cause for a in admission.run_once() if isinstance(a, Pending)} == {"GangTimedOut"}
+    conditions = {key: c for kind, key, c in kube.calls if kind == "condition" and c["reason"] == "GangTimedOut"}
+    assert sorted(conditions) == ["nlp/w-0", "nlp/w-1"]
+    assert conditions["nlp/w-0"]["message"] == (
+        "gang nlp/g: 2 of 3 members exist; gave up after waiting 90 s (its slotwise.io/gang-timeout is 90 s): "
+        "it holds no quota now and is not tried again; delete and recreate its pods to retry")
+    calls = len(kube.calls)
+    admission.run_once()
+    assert len(kube.calls) == calls  # told once
+    assert {kind for kind, _, _ in kube.calls} == {"event", "condition"}  # nothing patched, evicted or deleted
 
 
 # End to end -----------------------------------------------------------------------------------
 class StubApiServer(BaseHTTPRequestHandler):
-    """Lists nodes.json and admission-pods.json (the unbound ones for a spec.nodeName= field
-    selector), holds watches empty, and records every write."""
+    """Lists nodes.json and admission-pods.json (counting lists), holds watches empty, records
+    every write, and answers evictions with the statuses queued in ``evictions`` (then 201)."""
 
     protocol_version = "HTTP/1.0"
     writes: ClassVar[list[tuple[str, str, str, Any]]] = []
+    lists: ClassVar[Counter[str]] = Counter()
+    evictions: ClassVar[list[int]] = []
 
     def do_GET(self) -> None:  # http.server's name
         url = urlparse(self.path)
-        query = parse_qs(url.query)
-        if query.get("watch") == ["true"]:
+        if parse_qs(url.query).get("watch") == ["true"]:
             time.sleep(0.1)
             self._send(200, b"")
             return
         kind = url.path.rsplit("/", 1)[-1]
-        body = json.loads((RECORDED / ("nodes.json" if kind == "nodes" else "admission-pods.json")).read_text())
-        if "spec.nodeName=" in query.get("fieldSelector", [""])[0]:
-            body["items"] = [p for p in body["items"] if not p["spec"].get("nodeName")]
-        self._send(200, json.dumps(body).encode())
+        self.lists[kind] += 1
+        self._send(200, (RECORDED / ("nodes.json" if kind == "nodes" else "admission-pods.json")).read_bytes())
 
     def _write(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.writes.append((self.command, self.path, self.headers["Content-Type"], body))
+        if self.path.endswith("/eviction") and self.evictions:
+            status = self.evictions.pop(0)
+            self._send(status, json.dumps({"kind": "Status", "status": "Failure", "code": status}).encode())
+            return
         self._send(201 if self.command == "POST" else 200, json.dumps({"kind": "Status", "status": "Success"}).encode())
 
     do_POST = do_PATCH = _write
@@ -204,6 +379,8 @@ class StubApiServer(BaseHTTPRequestHandler):
 @pytest.fixture
 def api() -> Iterator[str]:
     StubApiServer.writes = []
+    StubApiServer.lists = Counter()
+    StubApiServer.evictions = []
     server = ThreadingHTTPServer(("127.0.0.1", 0), StubApiServer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
@@ -211,31 +388,39 @@ def api() -> Iterator[str]:
     server.server_close()
 
 
-def test_a_cycle_ungates_evicts_and_explains_through_the_api(api, store):
-    kube = Kube.at(api)
+@contextmanager
+def following(api: str, store: Store) -> Iterator[ClusterCache]:
+    """A cache synced from the stub, with the recorded borrower (6 GPUs: 2 of them vision's) admitted."""
     listed = json.loads((RECORDED / "admission-pods.json").read_text())["items"]
     borrower = pod_from_k8s(listed[0])
-    store.admit(request_for(borrower.key, [borrower]), T0 - 3600, "test")  # 6 GPUs: 2 borrowed from vision
-    cache = ClusterCache(kube, watch_timeout_s=1, retry_s=0.05)
+    store.admit(request_for(borrower.key, [borrower]), T0 - 3600, "test")
+    cache = ClusterCache(Kube.at(api), watch_timeout_s=1, retry_s=0.05)
     cache.start()
     try:
         deadline = time.monotonic() + 10
         while not cache.synced:
             assert time.monotonic() < deadline, "the cache did not sync"
             time.sleep(0.02)
+        yield cache
+    finally:
+        cache.stop()
+
+
+def test_a_cycle_ungates_evicts_and_explains_through_the_api(api, store):
+    listed = json.loads((RECORDED / "admission-pods.json").read_text())["items"]
+    with following(api, store) as cache:
         metrics = ServiceMetrics()
-        admission = AdmissionLoop(cache, kube, store, clock=lambda: T0 + 60, metrics=metrics)
+        admission = AdmissionLoop(cache, Kube.at(api), store, clock=lambda: T0 + 60, metrics=metrics)
         admission.run_once()
         scraped = generate_latest(metrics.registry).decode()
         writes = list(StubApiServer.writes)
-        # The stub still lists both pods gated, as if the patches had failed: the admitted are
-        # planned again (the gate comes off), but nobody is evicted or told the same twice.
+        # The stub's watch never reports the gate gone: nb-1, whose patch went through, is not
+        # patched again; train-0, charged by its reclaim, is placed now; nobody is evicted or
+        # told the same twice.
         admission.run_once()
-    finally:
-        cache.stop()
     again = StubApiServer.writes[len(writes):]
-    assert sorted((m, p) for m, p, _, _ in again) == [("PATCH", "/api/v1/namespaces/solo/pods/nb-1"),
-                                                      ("PATCH", "/api/v1/namespaces/vision/pods/train-0")]
+    assert [(m, p) for m, p, _, _ in again] == [("PATCH", "/api/v1/namespaces/vision/pods/train-0")]
+    assert StubApiServer.lists["pods"] == 1  # gated pods come from the cache, not a list per cycle
     by_path = {(method, path): (ctype, body) for method, path, ctype, body in writes}
     assert len(by_path) == len(writes) == 4
 
@@ -269,3 +454,17 @@ def test_a_cycle_ungates_evicts_and_explains_through_the_api(api, store):
         ("admit", "solo/nb-1"), ("reclaim", "vision/train-0"), ("evict", "nlp/borrow-0")}
     assert 'slotwise_pending_pods{reason="Reclaiming"} 1.0' in scraped
     assert 'slotwise_decision_seconds_count{verb="admit"} 1.0' in scraped
+
+
+def test_an_eviction_refused_through_the_api_is_retried_and_the_victim_told_once(api, store):
+    StubApiServer.evictions = [429, 429]  # what the Eviction API answers while a PodDisruptionBudget forbids it
+    with following(api, store) as cache:
+        admission = AdmissionLoop(cache, Kube.at(api), store, clock=lambda: T0 + 60)
+        for _ in range(4):
+            admission.run_once()
+    eviction = "/api/v1/namespaces/nlp/pods/borrow-0/eviction"
+    assert [p for _, p, _, _ in StubApiServer.writes if p.endswith("/eviction")] == [eviction] * 3
+    [event] = [b for _, p, _, b in StubApiServer.writes if p == "/api/v1/namespaces/nlp/events"]
+    assert (event["reason"], event["type"]) == ("SlotwiseEvictionRefused", "Warning")
+    assert event["involvedObject"]["uid"] == "7a0e5b20-3333-4c2d-9e4f-000000000001"
+    assert "vision/train-0" in event["message"]

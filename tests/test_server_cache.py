@@ -85,7 +85,7 @@ def test_the_cache_follows_lists_watches_and_relists(api):
     cache.start()
     try:
         eventually(lambda: cache.synced and StubApiServer.lists["pods"] >= 2
-                   and {p.name for p in cache.pending()} == {"nb-1"})
+                   and {p.name for p in cache.pods() if p.node_name is None} == {"nb-1"})
         eventually(lambda: "gpu-a3" in whole_free(cache))
         with cache.snapshot() as snap:
             assert sorted(snap.names) == ["gpu-a1", "gpu-a2", "gpu-a3", "gpu-b1"]  # infra-1 deleted, gpu-a3 added
@@ -131,3 +131,28 @@ def test_pod_events_update_the_snapshot_in_place_as_a_rebuild_would():
         order = [b.index[n] for n in a.names]
         assert (a.free == b.free[:, order]).all() and (a.gpu_free == b.gpu_free[order]).all()
         assert sorted(a.assignments) == sorted(b.assignments) == ["team-a/w-0"]
+
+
+def test_gated_pods_keep_their_object_until_the_gate_or_the_pod_goes():
+    gate = "slotwise.io/admission"
+    borrow, train, nb = json.loads((RECORDED / "admission-pods.json").read_text())["items"]
+    cache = ClusterCache()
+    cache.replace("pods", [borrow, train, nb])
+
+    def held(name: str = gate) -> dict[str, dict]:
+        return {pod.key: obj for pod, obj in cache.gated(name)}
+
+    assert held() == {"vision/train-0": train, "solo/nb-1": nb}  # the bound borrower keeps no object
+    assert list(held("example.com/other")) == ["solo/nb-1"]
+    # Our gate lifted, another one left: no longer ours to decide, still pending in the cache.
+    lifted = {**nb, "spec": {**nb["spec"], "schedulingGates": [{"name": "example.com/other"}]}}
+    cache.apply("pods", "MODIFIED", lifted)
+    assert list(held()) == ["vision/train-0"] and held("example.com/other") == {"solo/nb-1": lifted}
+    cache.apply("pods", "MODIFIED", {**lifted, "spec": {**lifted["spec"], "schedulingGates": [], "nodeName": "gpu-a2"}})
+    assert held("example.com/other") == {} and "solo/nb-1" in {p.key for p in cache.pods()}
+    cache.apply("pods", "DELETED", train)
+    assert held() == {}
+    cache.apply("pods", "ADDED", train)
+    assert held() == {"vision/train-0": train}
+    cache.replace("pods", [borrow])
+    assert held() == {}

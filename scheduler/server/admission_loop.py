@@ -1,6 +1,9 @@
 """The admission loop: decides quota, gang placement and burst for pods held by the
 ``slotwise.io/admission`` scheduling gate, then lifts the gate (narrowing node affinity to the
 plan, or steering the pod to a burst target), evicts reclaim victims and tells waiting pods why.
+It reads gated pods from the cluster cache (no API call to find them), retries evictions that a
+PodDisruptionBudget refuses, settles burst spend once a burst's pods are gone, and gives up on
+gangs that wait past their timeout.
 
 :meth:`AdmissionLoop.plan` decides and returns typed actions; only :meth:`AdmissionLoop.apply`
 talks to Kubernetes. Planning does write to the quota store: an admission is charged when it is
@@ -27,11 +30,17 @@ from burst.targets import BurstConfig
 from quota.admission import Deny, Reclaim, Wait, request_for
 from quota.config import QuotaConfig
 from quota.store import Store, StoreError
-from scheduler.gang.groups import Gang, GangError, group_gangs, membership
+from scheduler.gang.groups import (
+    GANG_TIMEOUT_ANNOTATION,
+    Gang,
+    GangError,
+    group_gangs,
+    membership,
+)
 from scheduler.gang.planner import GangPlan, commit, plan_gang
+from scheduler.gang.queue import TimedOut
 from scheduler.gang.topology import Topology
 from scheduler.model.cluster import Pod, WorkloadKind
-from scheduler.model.k8s_json import ModelError, pod_from_k8s
 from scheduler.model.snapshot import Snapshot
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.placement.decision import Placement
@@ -48,8 +57,10 @@ log = logging.getLogger(__name__)
 ACTOR = "admission-loop"
 CONDITION = "SlotwiseAdmitted"
 EVENT_REASON = "SlotwiseWaiting"
+EVICTION_REFUSED = "SlotwiseEvictionRefused"
+TIMED_OUT = "GangTimedOut"
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
-#: A workload admitted this recently is never released as gone: the cache may not have seen its pods yet.
+#: A workload admitted (or burst) this recently is never taken as gone: the cache may not have seen its pods yet.
 RELEASE_GRACE_S = 60.0
 
 
@@ -63,16 +74,7 @@ class Gated:
     created: float
 
     @classmethod
-    def read(cls, obj: Mapping[str, Any], now: float) -> Gated | None:
-        """The gated pod, or None if the admission gate is not on it or the model cannot read it."""
-        gates = (obj.get("spec") or {}).get("schedulingGates") or []
-        if not any(isinstance(g, Mapping) and g.get("name") == ADMISSION_GATE for g in gates):
-            return None
-        try:
-            pod = pod_from_k8s(obj)
-        except ModelError as exc:  # the validating webhook explains it to the user
-            log.warning("ignoring gated pod %s: %s", (obj.get("metadata") or {}).get("name"), exc)
-            return None
+    def of(cls, pod: Pod, obj: Mapping[str, Any], now: float) -> Gated:
         stamp = (obj.get("metadata") or {}).get("creationTimestamp")
         return cls(pod, obj, datetime.fromisoformat(stamp).timestamp() if stamp else now)
 
@@ -81,18 +83,24 @@ class Gated:
 class Ungate:
     pod_key: str
     patch: list[dict[str, Any]]
+    uid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Burst:
     pod_key: str
     patch: list[dict[str, Any]]
+    uid: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Evict:
+    """Evict a reclaim victim so that ``requester`` (a workload key) gets its capacity."""
+
     pod_key: str
     grace_s: int
+    uid: str = ""
+    requester: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +183,15 @@ class _Unit:
         return (-max(g.pod.priority for g in self.members), min(g.created for g in self.members), self.key)
 
 
+def _timed_out_before(unit: _Unit) -> TimedOut | None:
+    """A timeout recorded in a member's condition: a gang that gave up stays so across restarts."""
+    for g in unit.members:
+        for c in (g.obj.get("status") or {}).get("conditions") or []:
+            if c.get("type") == CONDITION and c.get("reason") == TIMED_OUT:
+                return TimedOut(unit.key, c.get("message", ""), ())
+    return None
+
+
 class AdmissionLoop:
     def __init__(self, cache: ClusterCache, kube: Kube, store: Store, placer_profile: str = "default",
                  burst: BurstConfig | None = None, clock: Callable[[], float] = time.time, interval_s: float = 2.0,
@@ -191,6 +208,9 @@ class AdmissionLoop:
         self.interval_s = interval_s
         self._denied: dict[str, QuotaConfig] = {}  # key -> the configuration that denied it: not asked again until it changes
         self._told: dict[str, str] = {}  # pod key -> the reason last written to it
+        self._timed_out: dict[str, TimedOut] = {}  # gang key -> why it gave up: never tried again
+        self._refused: dict[str, Evict] = {}  # pod key -> an eviction a PodDisruptionBudget refused: retried
+        self._lifted: set[str] = set()  # uids of pods whose gate came off, until the cache sees it gone
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -209,7 +229,15 @@ class AdmissionLoop:
         for unit in sorted(units, key=lambda u: u.order):
             if unit.gang is not None and unit.key in running:
                 continue  # members already run: not all-or-nothing any more, leave the rest to the scheduler
-            actions += self._decide(trial, topology, unit, admitted, now, config, snapshot, ledger.config.reclaim.grace_s)
+            timed_out = self._timed_out.get(unit.key) or _timed_out_before(unit)
+            if timed_out is None:
+                decided = self._decide(trial, topology, unit, admitted, now, config, snapshot, ledger.config.reclaim.grace_s)
+                timed_out = self._give_up(unit, decided, admitted, now)
+                # Victims the store has marked for eviction go even if the gang gives up now.
+                actions += decided if timed_out is None else [a for a in decided if isinstance(a, Evict)]
+            if timed_out is not None:
+                self._timed_out[unit.key] = timed_out
+                actions += [Pending(g.pod.key, timed_out.reason, TIMED_OUT, g.pod.uid) for g in unit.members]
         return actions
 
     def _units(self, gated: Iterable[Gated]) -> tuple[list[_Unit], list[Action]]:
@@ -254,17 +282,37 @@ class AdmissionLoop:
             admitted.add(unit.key)
             if isinstance(decision, Reclaim):
                 # Charged now so nobody else takes the room; placed once the victims are gone.
-                evictions: list[Action] = [Evict(p.key, int(grace_s)) for v in decision.victims
+                evictions: list[Action] = [Evict(p.key, int(grace_s), p.uid, unit.key) for v in decision.victims
                                            for p in self._pods_of(snapshot, v.key)]
                 return evictions + pending(f"{decision.reason}; waiting for them to stop", "Reclaiming")
         placed = self._place(trial, topology, unit)
         if isinstance(placed, str):
             return self._burst_or(unit, now, True, placed, "NoCapacity")
         planned = list(dict.fromkeys(placed.values()))
-        return [Ungate(g.pod.key, ungate_patch(g.obj, placed[g.pod.key], planned)) if g.pod.key in placed
+        return [Ungate(g.pod.key, ungate_patch(g.obj, placed[g.pod.key], planned), g.pod.uid) if g.pod.key in placed
                 else Pending(g.pod.key, f"gang {unit.key} runs at its minimum; no room for this member", "NoCapacity",
                              g.pod.uid)
                 for g in unit.members]
+
+    def _give_up(self, unit: _Unit, decided: Sequence[Action], admitted: set[str], now: float) -> TimedOut | None:
+        """A gang's timeout, as :class:`scheduler.gang.queue.GangQueue` keeps it: a gang not placed
+        (incomplete, or short of quota or room) ``timeout_s`` after its first member was created
+        gives up. Its quota charge goes back so other work can use it, and it is not tried again;
+        its pods are left, gated, saying why (deleting them is their owner's call)."""
+        gang = unit.gang
+        if gang is None or any(isinstance(a, Ungate | Burst) for a in decided):
+            return None
+        # A denial is final already (told once; asked again only under a new configuration).
+        waiting = [a for a in decided if isinstance(a, Pending) and a.cause != "QuotaDenied"]
+        waited = now - min(g.created for g in unit.members)
+        if not waiting or waited < gang.timeout_s:
+            return None
+        if unit.key in admitted:
+            self.store.release(unit.key, ACTOR)
+            admitted.discard(unit.key)
+        return TimedOut(unit.key, f"{waiting[0].reason}; gave up after waiting {waited:.0f} s (its {GANG_TIMEOUT_ANNOTATION} "
+                                  f"is {gang.timeout_s:g} s): it holds no quota now and is not tried again; "
+                                  "delete and recreate its pods to retry", ())
 
     def _place(self, trial: Snapshot, topology: Topology | None, unit: _Unit) -> dict[str, str] | str:
         """Pod key -> node, committed to ``trial`` so later units see it; or why not."""
@@ -301,23 +349,45 @@ class AdmissionLoop:
         if charged:
             self.store.release(unit.key, ACTOR)  # it runs outside the cluster: its quota charge goes back
         objs = {g.pod.key: g.obj for g in unit.members}
-        return [Burst(o.pod.key, gate_ops(objs[o.pod.key]) + burst_patch(objs[o.pod.key], o, self.burst.max_runtime_s))
+        return [Burst(o.pod.key, gate_ops(objs[o.pod.key]) + burst_patch(objs[o.pod.key], o, self.burst.max_runtime_s),
+                      o.pod.uid)
                 for o in decision.offers]
 
     def _pods_of(self, snapshot: Snapshot, workload: str) -> list[Pod]:
         """The running pods of a workload key (a pod's own key or its gang's)."""
         return [a.pod for a in snapshot.assignments.values() if workload in (a.pod.key, _workload_key(a.pod, self.classes))]
 
-    def release_finished(self, snapshot: Snapshot) -> list[str]:
-        """Give back the charge of admitted workloads with no pod left in the cache (the cache drops
-        Succeeded and Failed pods), evicted victims included."""
-        live = {_workload_key(p, self.classes) for p in (*(a.pod for a in snapshot.assignments.values()), *self.cache.pending())}
+    def _live(self) -> set[str]:
+        """Workload keys with a pod in the cache (which drops Succeeded and Failed pods)."""
+        return {_workload_key(p, self.classes) for p in self.cache.pods()}
+
+    def release_finished(self) -> list[str]:
+        """Give back the charge of admitted workloads with no pod left, evicted victims included."""
+        live = self._live()
         now = self.clock()
         done = [w.key for w in self.store.ledger().charged()
                 if w.key not in live and now - w.admitted_at >= RELEASE_GRACE_S]
         for key in done:
             self.store.release(key, ACTOR)
         return done
+
+    def settle_bursts(self) -> list[str]:
+        """Record what each burst cost once its pods have all left: the rate it reserved at (the
+        offers' hourly prices; ``reserved`` covers them for ``max_runtime``) times the time from
+        the overflow until now, never more than the reservation (the store caps it). Billed from
+        the overflow rather than the pods' start, which the cache does not keep: the target bills
+        an instance from its creation. Open reservations are read from the store, so those made
+        before a restart are settled too."""
+        if self.burst is None:
+            return []  # the rate is unknown without max_runtime: the reservation stands
+        live = self._live()
+        now = self.clock()
+        done = [s for s in self.store.open_spend()
+                if s.workload not in live and now - s.started_at.timestamp() >= RELEASE_GRACE_S]
+        for spend in done:
+            hourly = spend.reserved / (self.burst.max_runtime_s / 3600)
+            self.store.settle_spend(spend.workload, hourly * (now - spend.started_at.timestamp()) / 3600, ACTOR)
+        return [s.workload for s in done]
 
     # Effects --------------------------------------------------------------------------------------
     def apply(self, actions: Iterable[Action]) -> None:
@@ -328,8 +398,9 @@ class AdmissionLoop:
                 if isinstance(action, Ungate | Burst):
                     self.kube.patch_pod(namespace, name, action.patch)
                     self._told.pop(action.pod_key, None)
+                    self._lifted.add(action.uid)
                 elif isinstance(action, Evict):
-                    self.kube.evict(namespace, name, action.grace_s)
+                    self._evict(namespace, name, action)
                 elif self._told.get(action.pod_key) != action.reason:  # write a reason once, not every cycle
                     self.kube.create_event(namespace, name, action.uid, EVENT_REASON, action.reason)
                     self.kube.set_pod_condition(namespace, name, {
@@ -339,17 +410,52 @@ class AdmissionLoop:
             except ApiException as exc:
                 log.warning("%s %s failed: %s %s", type(action).__name__, action.pod_key, exc.status, exc.reason)
 
+    def _evict(self, namespace: str, name: str, action: Evict) -> None:
+        """Evict; one that a PodDisruptionBudget refuses for now (429) is kept to retry next cycle,
+        and its pod is told why, once. A pod already gone (404) needs nothing more."""
+        try:
+            self.kube.evict(namespace, name, action.grace_s)
+        except ApiException as exc:
+            if exc.status != 429:
+                self._refused.pop(action.pod_key, None)
+                if exc.status == 404:
+                    return
+                raise
+            log.info("eviction of %s refused by a PodDisruptionBudget; retrying", action.pod_key)
+            first = action.pod_key not in self._refused
+            self._refused[action.pod_key] = action
+            if first:
+                self.kube.create_event(namespace, name, action.uid, EVICTION_REFUSED,
+                                       f"slotwise evicts it so that {action.requester} gets capacity its pool lent; "
+                                       "a PodDisruptionBudget does not allow that now, so it is retried until it does",
+                                       "Warning")
+            return
+        self._refused.pop(action.pod_key, None)
+
+    def _retries(self, snapshot: Snapshot) -> list[Evict]:
+        """Refused evictions whose pod still runs (the same pod: a namesake is not a victim)."""
+        self._refused = {k: e for k, e in self._refused.items()
+                         if (a := snapshot.assignments.get(k)) is not None and a.pod.uid == e.uid}
+        return list(self._refused.values())
+
     def run_once(self) -> list[Action]:
-        """One cycle: release what finished, plan the gated pods, apply. Nothing until the cache is synced."""
+        """One cycle: release and settle what finished, plan the gated pods, apply (refused
+        evictions again first). Nothing until the cache is synced."""
         if not self.cache.synced:
             return []
         now = self.clock()
-        gated = [g for obj in self.kube.unscheduled() if (g := Gated.read(obj, now)) is not None]
+        held = self.cache.gated(ADMISSION_GATE)
+        # A pod whose gate we lifted looks gated until the watch brings the change: deciding it again
+        # would charge (or burst) it twice.
+        self._lifted &= {pod.uid for pod, _ in held}
+        gated = [Gated.of(pod, obj, now) for pod, obj in held if pod.uid not in self._lifted]
         with self.cache.snapshot() as live:
             snapshot = live.copy()  # plan outside the cache's lock: the extender reads it meanwhile
-        self.release_finished(snapshot)
+        self.release_finished()
+        self.settle_bursts()
         with self.metrics.timed("admit") if self.metrics is not None else nullcontext():
-            actions = self.plan(snapshot, gated, now)
+            planned = self.plan(snapshot, gated, now)
+        actions: list[Action] = [*self._retries(snapshot), *planned]
         self.apply(actions)
         if self.metrics is not None:
             self.metrics.set_pending(Counter(a.cause for a in actions if isinstance(a, Pending)))
@@ -357,6 +463,7 @@ class AdmissionLoop:
         self._told = {k: v for k, v in self._told.items() if k in keys}
         units = {_workload_key(g.pod, self.classes) for g in gated}
         self._denied = {k: v for k, v in self._denied.items() if k in units}
+        self._timed_out = {k: v for k, v in self._timed_out.items() if k in units}
         return actions
 
     def start(self) -> None:

@@ -5,6 +5,10 @@ Node changes invalidate the snapshot (rebuilt on next read: allocatable, labels 
 static indexes); pod changes are applied to it in place (assign/release), which is what keeps a
 busy cluster from rebuilding 5,000 nodes per pod event. One lock guards both the dicts and the
 snapshot: readers hold it for one extender verb.
+
+Pending pods held by a scheduling gate also keep their API object (the model drops gates and
+creation time), so the admission loop reads them here rather than listing pods every cycle; only
+those, since gated pods are few and whole objects are large.
 """
 
 from __future__ import annotations
@@ -27,6 +31,11 @@ log = logging.getLogger(__name__)
 _TERMINAL = {"Succeeded", "Failed"}
 
 
+def _gates(obj: Mapping[str, Any]) -> list[Any]:
+    spec = obj.get("spec")
+    return (spec.get("schedulingGates") or []) if isinstance(spec, Mapping) else []
+
+
 def _rv(obj: Mapping[str, Any]) -> str | None:
     meta = obj.get("metadata")
     return meta.get("resourceVersion") if isinstance(meta, Mapping) else None
@@ -44,6 +53,7 @@ class ClusterCache:
         self._nodes: dict[str, Node] = {}
         self._pods: dict[str, Pod] = {}  # by namespace/name, as the snapshot keys them
         self._by_uid: dict[str, str] = {}
+        self._gated: dict[str, Mapping[str, Any]] = {}  # pod key -> API object, for pending pods with scheduling gates
         self._snap: Snapshot | None = None
         self._synced: set[str] = set()
         self._stop = threading.Event()
@@ -56,7 +66,7 @@ class ClusterCache:
             if kind == "nodes":
                 self._nodes = {}
             else:
-                self._pods, self._by_uid = {}, {}
+                self._pods, self._by_uid, self._gated = {}, {}, {}
             for obj in items:
                 self._store(kind, obj)
             self._snap = None
@@ -98,11 +108,15 @@ class ClusterCache:
         self._pods[pod.key] = pod
         if pod.uid:
             self._by_uid[pod.uid] = pod.key
+        if _gates(obj):  # gated pods are never bound
+            self._gated[pod.key] = obj
         return pod
 
     def _forget_pod(self, obj: Mapping[str, Any]) -> Pod | None:
         meta = obj.get("metadata") or {}
-        old = self._pods.pop(f"{meta.get('namespace') or 'default'}/{meta.get('name')}", None)
+        key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+        old = self._pods.pop(key, None)
+        self._gated.pop(key, None)  # stored again only if the new version is still gated
         if old is not None:
             self._by_uid.pop(old.uid, None)
         return old
@@ -128,10 +142,18 @@ class ClusterCache:
                 self._snap = snap
             yield self._snap
 
-    def pending(self) -> list[Pod]:
-        """Pods not bound to a node yet, for the admission loop."""
+    def pods(self) -> list[Pod]:
+        """Every pod not finished, bound or not (a pod on a node the snapshot lacks included)."""
         with self._lock:
-            return [p for p in self._pods.values() if p.node_name is None]
+            return list(self._pods.values())
+
+    def gated(self, gate: str) -> list[tuple[Pod, Mapping[str, Any]]]:
+        """Pods not bound to a node and held by scheduling gate ``gate``, with their API objects.
+        Objects are kept for any gate and the caller names its own: the module that names the
+        admission gate depends on this one."""
+        with self._lock:
+            return [(self._pods[key], obj) for key, obj in self._gated.items()
+                    if any(isinstance(g, Mapping) and g.get("name") == gate for g in _gates(obj))]
 
     def pod_key(self, uid: str) -> str | None:
         with self._lock:

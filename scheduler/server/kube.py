@@ -76,13 +76,6 @@ class Kube:
         # The API returns a Status, which the generated client cannot deserialise as a Binding.
         self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
 
-    def unscheduled(self) -> list[dict[str, Any]]:
-        """Pods not bound to a node and still Pending, as plain dicts (the admission loop needs
-        their scheduling gates and creation time, which the model does not keep)."""
-        response = self.core.list_pod_for_all_namespaces(field_selector="spec.nodeName=,status.phase=Pending",
-                                                         _preload_content=False)
-        return json.loads(response.data).get("items") or []
-
     def patch_pod(self, namespace: str, name: str, json_patch: list[dict[str, Any]]) -> None:
         """Apply an RFC 6902 JSON Patch to the pod; a failed ``test`` op answers 422 (``ApiException``)."""
         self.core.patch_namespaced_pod(name, namespace, json_patch, _content_type="application/json-patch+json",
