@@ -152,3 +152,55 @@ shaped = st.recursive(json_values, lambda inner: st.dictionaries(keys, inner, ma
 @given(verb=st.sampled_from(["filter", "prioritize", "bind", "preempt"]), body=shaped)
 def test_fuzzed_requests_never_get_a_server_error(client, verb, body):
     assert client.post(f"/extender/{verb}", json=body).status_code < 500
+
+
+def _node_json(i: int, gpus: int, tainted: bool) -> dict:
+    allocatable = {"cpu": "16", "memory": "64Gi", "pods": "110", **({"nvidia.com/gpu": str(gpus)} if gpus else {})}
+    spec = {"taints": [{"key": "dedicated", "value": "infra", "effect": "NoSchedule"}]} if tainted else {}
+    return {"metadata": {"name": f"n{i}", "labels": {}}, "spec": spec, "status": {"allocatable": allocatable}}
+
+
+def _pod_json(name: str, gpus: int, cpu: int, node: str | None = None) -> dict:
+    requests = {"cpu": str(cpu), **({"nvidia.com/gpu": str(gpus)} if gpus else {})}
+    spec: dict = {"containers": [{"name": "c", "image": "x", "resources": {"requests": requests}}]}
+    if node is not None:
+        spec["nodeName"] = node
+    return {"metadata": {"name": name, "namespace": "t", "uid": f"uid-{name}"}, "spec": spec,
+            "status": {"phase": "Running" if node else "Pending"}}
+
+
+@settings(max_examples=40, deadline=None)
+@given(nodes=st.lists(st.tuples(st.sampled_from([0, 1, 4, 8]), st.booleans(), st.integers(0, 4)), min_size=1, max_size=12),
+       asks=st.lists(st.tuples(st.sampled_from([0, 1, 2, 8]), st.integers(1, 16)), min_size=1, max_size=3),
+       picks=st.lists(st.integers(0, 14), max_size=20))
+def test_filter_and_prioritize_replies_agree_with_the_engine(nodes, asks, picks):
+    """Whatever the names (repeats, unknown ones), every name is kept or failed exactly once, with
+    the engine's own reasons, and prioritize scores exactly the distinct known names; also after
+    the node set changes, when remembered name positions must not be reused."""
+    from scheduler.model.k8s_json import pod_from_k8s
+    from scheduler.placement.filters import run_filters
+
+    cache = ClusterCache()
+    cache.replace("nodes", [_node_json(i, g, t) for i, (g, t, _) in enumerate(nodes)])
+    cache.replace("pods", [_pod_json(f"run-{i}", min(g, used), 2, f"n{i}") for i, (g, _, used) in enumerate(nodes) if used])
+    client = client_for(cache)
+    names = [f"n{k}" for k in picks]
+    for round_ in range(2):
+        for k, (gpus, cpu) in enumerate(asks):
+            pod = _pod_json(f"new-{k}", gpus, cpu)
+            reply = client.post("/extender/filter", json={"Pod": pod, "NodeNames": names}).json()
+            failed, hopeless = reply["FailedNodes"], reply["FailedAndUnresolvableNodes"]
+            assert sorted([*reply["NodeNames"], *failed, *hopeless]) == sorted(set(names))
+            assert reply["NodeNames"] == [n for n in dict.fromkeys(names) if n in reply["NodeNames"]]  # input order
+            with cache.snapshot() as snap:
+                engine = run_filters(snap, pod_from_k8s(pod))
+                expected = engine.rejections.by_node()
+                known = set(snap.index)
+            assert reply["NodeNames"] == [n for n in dict.fromkeys(names) if n in known and n not in expected]
+            assert {**failed, **hopeless} == {n: expected.get(n, "node not in slotwise's cache yet")
+                                             for n in set(names) - set(reply["NodeNames"])}
+            scored = client.post("/extender/prioritize", json={"Pod": pod, "NodeNames": names}).json()
+            assert sorted(h["Host"] for h in scored) == sorted(set(names) & known)
+            assert all(0 <= h["Score"] <= 10 for h in scored)
+        # A node set change: n0 goes, so every remembered position is stale.
+        cache.apply("nodes", "DELETED", _node_json(0, 0, False))

@@ -33,13 +33,31 @@ class Rejections:
         reasons = ", ".join(f"{n} {reason}" for reason, n in parts)
         return f"{available}/{self.considered} nodes are available" + (f": {reasons}." if reasons else ".")
 
+    def labelled(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """The rejected nodes, each one's label, and per label the node's reasons joined.
+
+        Nodes share few distinct reason lists, so each list is joined once and per-node work stays
+        in numpy, which matters at 5,000 nodes a scheduling cycle.
+        """
+        label = np.full(len(self.node_names), -1, dtype=np.int64)
+        texts: list[str] = []
+        extended: dict[tuple[int, str], int] = {}  # (label so far, reason) -> label with the reason added
+        for reason, nodes in self.groups:
+            before, inverse = np.unique(label[nodes], return_inverse=True)
+            after = []
+            for b in before.tolist():
+                if (b, reason) not in extended:
+                    extended[b, reason] = len(texts)
+                    texts.append(reason if b < 0 else f"{texts[b]}, {reason}")
+                after.append(extended[b, reason])
+            label[nodes] = np.array(after, dtype=np.int64)[inverse]
+        hit = np.flatnonzero(label >= 0)
+        return hit, label[hit], texts
+
     def by_node(self) -> dict[str, str]:
         """Each rejected node's reasons, joined, as the extender's ``FailedNodes`` wants them."""
-        out: dict[str, list[str]] = {}
-        for reason, nodes in self.groups:
-            for i in nodes.tolist():
-                out.setdefault(self.node_names[i], []).append(reason)
-        return {name: ", ".join(reasons) for name, reasons in out.items()}
+        nodes, labels, texts = self.labelled()
+        return dict(zip([self.node_names[i] for i in nodes.tolist()], [texts[k] for k in labels.tolist()]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,11 @@ slotwise's filters there, and drops the node otherwise. It never adds victims or
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import orjson
@@ -25,8 +27,15 @@ from scheduler.model.cluster import Pod, WorkloadKind
 from scheduler.model.k8s_json import ModelError, pod_from_k8s
 from scheduler.model.snapshot import Snapshot
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
+from scheduler.placement.decision import Rejections
 from scheduler.placement.engine import Placer
-from scheduler.placement.filters import GpuFit, GpuModel, NodeAffinity, ResourcesFit, TaintToleration
+from scheduler.placement.filters import (
+    GpuFit,
+    GpuModel,
+    NodeAffinity,
+    ResourcesFit,
+    TaintToleration,
+)
 from scheduler.placement.profile import build_profile
 from scheduler.server.cache import ClusterCache
 from scheduler.server.metrics import VERBS, ServiceMetrics
@@ -35,6 +44,7 @@ from scheduler.server.metrics import VERBS, ServiceMetrics
 PLANNED_NODES_ANNOTATION = "slotwise.io/planned-nodes"
 MAX_EXTENDER_PRIORITY = 10
 MAX_BODY_BYTES = 4 * 2**20
+T = TypeVar("T")
 
 #: Failures no eviction can cure go to FailedAndUnresolvableNodes; shortages to FailedNodes.
 UNRESOLVABLE_FILTERS = (TaintToleration(), NodeAffinity(), GpuModel())
@@ -68,9 +78,9 @@ def _field(args: Any, key: str, kind: type | tuple[type, ...], required: bool = 
     return value
 
 
-def _pod(args: Any) -> Pod:
+def _parse_pod(raw: dict[str, Any]) -> Pod:
     try:
-        return pod_from_k8s(_field(args, "Pod", dict))
+        return pod_from_k8s(raw)
     except (ModelError, RecursionError) as exc:
         raise HTTPException(400, f"Pod: {exc}") from None
 
@@ -87,9 +97,65 @@ def _names(args: Any) -> list[str]:
     return names
 
 
+def _located(snap: Snapshot, names: list[str]) -> tuple[list[str], np.ndarray]:
+    """``names`` without repeats, and each one's snapshot index (-1: not in the cache)."""
+    index = snap.index
+    try:  # every name known: the lookup runs in C
+        position = np.fromiter(map(index.__getitem__, names), dtype=np.int64, count=len(names))
+    except KeyError:
+        position = np.array([index.get(n, -1) for n in names], dtype=np.int64)
+    known = position[position >= 0]
+    if len(known) and np.bincount(known).max() > 1:
+        names = list(dict.fromkeys(names))
+        position = np.array([index.get(n, -1) for n in names], dtype=np.int64)
+    position.flags.writeable = False  # shared by later requests with the same names
+    return names, position
+
+
+class _Recent(Generic[T]):
+    """The last few inputs and what was derived from each. kube-scheduler sends a pod to filter
+    and then to prioritize, and mostly the same node list every cycle: comparing with what came
+    before costs far less than parsing the pod or hashing 5,000 fresh names again."""
+
+    def __init__(self, size: int = 4):
+        self._seen: deque[tuple[Any, T]] = deque(maxlen=size)
+
+    def get(self, key: Any, derive: Callable[[], T]) -> T:
+        for seen, value in self._seen:
+            if seen == key:
+                return value
+        value = derive()
+        self.put(key, value)
+        return value
+
+    def put(self, key: Any, value: T) -> None:
+        self._seen.appendleft((key, value))
+
+
 def _planned(pod: Pod) -> set[str] | None:
     text = pod.annotations.get(PLANNED_NODES_ANNOTATION)
     return None if text is None else {n.strip() for n in text.split(",") if n.strip()}
+
+
+@dataclass
+class _Failures:
+    """Nodes one verdict (shortage, or not curable by eviction) covers: by name where slotwise's
+    filters never saw them, and as the engine's rejections, kept as arrays until encoded."""
+
+    named: dict[str, str] = field(default_factory=dict)
+    rejected: list[Rejections] = field(default_factory=list)
+
+    def json(self, encoded: np.ndarray) -> bytes:
+        """The ``{"node": "reasons", ...}`` object; ``encoded`` holds each snapshot name as JSON."""
+        parts = [orjson.dumps(self.named)[1:-1]] if self.named else []
+        for rejections in self.rejected:
+            nodes, labels, texts = rejections.labelled()
+            for label, text in enumerate(texts):
+                members = encoded[nodes[labels == label]].tolist()
+                if members:
+                    reason = b":" + orjson.dumps(text)
+                    parts.append((reason + b",").join(members) + reason)
+        return b"{" + b",".join(parts) + b"}"
 
 
 class Extender:
@@ -100,50 +166,79 @@ class Extender:
         self.scorer = Placer(profile)
         self.unresolvable = Placer(profile, UNRESOLVABLE_FILTERS)
         self.resolvable = Placer(profile, RESOLVABLE_FILTERS)
+        self._names_json: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=object))
+        self._pods: _Recent[Pod] = _Recent()
+        self._names: _Recent[tuple[list[str], np.ndarray]] = _Recent()
 
-    def feasible(self, snap: Snapshot, pod: Pod, names: list[str]) -> tuple[list[str], dict[str, str], dict[str, str]]:
-        """Names passing every filter (in input order), then shortages, then failures eviction cannot fix."""
-        names = list(dict.fromkeys(names))
-        index = snap.index
-        position = np.array([index.get(n, -1) for n in names], dtype=np.int64)
-        failed = {names[k]: "node not in slotwise's cache yet" for k in np.flatnonzero(position < 0).tolist()}
-        hopeless: dict[str, str] = {}
+    def _pod(self, args: Any) -> Pod:
+        raw = _field(args, "Pod", dict)
+        return self._pods.get(raw, lambda: _parse_pod(raw))
+
+    def _located(self, snap: Snapshot, args: Any) -> tuple[list[str], np.ndarray]:
+        """The request's node names without repeats, and each one's snapshot index (-1: unknown)."""
+        raw = args.get("NodeNames") if isinstance(args, Mapping) else None
+        if not isinstance(raw, list):
+            return _located(snap, _names(args))
+        return self._names.get((snap.uid, raw), lambda: _located(snap, _names(args)))
+
+    def feasible(self, snap: Snapshot, pod: Pod, names: list[str], position: np.ndarray,
+                 ) -> tuple[list[str], np.ndarray, _Failures, _Failures]:
+        """Of ``names`` (at snapshot ``position``, -1 if unknown): those passing every filter, in
+        input order, and their positions; then shortages, then failures eviction cannot fix."""
+        failed = _Failures({names[k]: "node not in slotwise's cache yet" for k in np.flatnonzero(position < 0).tolist()})
+        hopeless = _Failures()
         candidate = position >= 0
         planned = _planned(pod)
         if planned is not None:
             outside = candidate & ~np.array([n in planned for n in names], dtype=bool)
-            hopeless = {names[k]: "node not in the pod's gang placement plan" for k in np.flatnonzero(outside).tolist()}
+            hopeless.named = {names[k]: "node not in the pod's gang placement plan" for k in np.flatnonzero(outside).tolist()}
             candidate &= ~outside
         rest = position[candidate]
         for placer, out in ((self.unresolvable, hopeless), (self.resolvable, failed)):
             if len(rest):
                 result = placer.filter(snap, pod, rest)
-                out.update(result.rejections.by_node())
+                out.rejected.append(result.rejections)
                 rest = result.feasible
         passed = np.zeros(len(snap), dtype=bool)
         passed[rest] = True
-        keep = candidate & passed[np.where(candidate, position, 0)]
-        return [names[k] for k in np.flatnonzero(keep).tolist()], failed, hopeless
+        keep = np.flatnonzero(candidate)
+        keep = keep[passed[position[keep]]]
+        return [names[k] for k in keep.tolist()], position[keep], failed, hopeless
 
-    def filter(self, args: Any) -> dict[str, Any]:
-        pod, names = _pod(args), _names(args)
+    def filter(self, args: Any) -> bytes:
+        pod = self._pod(args)
         with self.cache.snapshot() as snap:
-            kept, failed, hopeless = self.feasible(snap, pod, names)
-        return {"Nodes": None, "NodeNames": kept, "FailedNodes": failed,
-                "FailedAndUnresolvableNodes": hopeless, "Error": ""}
+            kept, where, failed, hopeless = self.feasible(snap, pod, *self._located(snap, args))
+            where.flags.writeable = False
+            self._names.put((snap.uid, kept), (kept, where))  # prioritize is sent exactly these names
+            encoded = self._encoded(snap)
+        return (b'{"Nodes":null,"NodeNames":' + orjson.dumps(kept) + b',"FailedNodes":' + failed.json(encoded)
+                + b',"FailedAndUnresolvableNodes":' + hopeless.json(encoded) + b',"Error":""}')
 
-    def prioritize(self, args: Any) -> list[dict[str, Any]]:
-        """The profile's 0..100 score scaled to 0..10; names slotwise does not know are left out (0)."""
-        pod, names = _pod(args), _names(args)
+    def prioritize(self, args: Any) -> bytes:
+        """The profile's 0..100 score scaled to 0..10, as the encoded HostPriorityList; names
+        slotwise does not know are left out (kube-scheduler counts them 0)."""
+        pod = self._pod(args)
         with self.cache.snapshot() as snap:
-            known = [n for n in dict.fromkeys(names) if n in snap.index]
-            nodes = np.array([snap.index[n] for n in known], dtype=np.int64)
+            _, position = self._located(snap, args)
+            nodes = position[position >= 0]
             total, _ = self.scorer.score(snap, pod, nodes) if len(nodes) else (np.zeros(0), [])
-        scores = np.clip(np.rint(total * MAX_EXTENDER_PRIORITY / 100), 0, MAX_EXTENDER_PRIORITY).astype(int)
-        return [{"Host": n, "Score": int(s)} for n, s in zip(known, scores.tolist())]
+            encoded = self._encoded(snap)
+        scores = np.clip(np.rint(total * MAX_EXTENDER_PRIORITY / 100), 0, MAX_EXTENDER_PRIORITY).astype(np.int64)
+        # Scores take at most 11 values: join each score's hosts in C instead of building 5,000 dicts.
+        parts = [b'{"Host":' + (b',"Score":%d},{"Host":' % s).join(encoded[nodes[scores == s]].tolist())
+                 + b',"Score":%d}' % s for s in np.flatnonzero(np.bincount(scores)).tolist()]
+        return b"[" + b",".join(parts) + b"]"
+
+    def _encoded(self, snap: Snapshot) -> np.ndarray:
+        """Each snapshot node's name as a JSON string (an object array, to gather in C), encoded
+        once per snapshot (node set)."""
+        if self._names_json[0] != snap.uid:
+            self._names_json = (snap.uid, np.array([orjson.dumps(n) for n in snap.names], dtype=object))
+        return self._names_json[1]
 
     def preempt(self, args: Any) -> dict[str, Any]:
-        pod = _pod(args)
+        pod = self._pod(args)
         proposed = _field(args, "NodeNameToMetaVictims", dict, required=False) or {}
         agreed: dict[str, Any] = {}
         with self.cache.snapshot() as live:
@@ -156,7 +251,7 @@ class Extender:
                     key = self.cache.pod_key(uid)
                     if key is not None and key in trial.assignments:
                         trial.release(key)
-                kept, _, _ = self.feasible(trial, pod, [node])
+                kept, *_ = self.feasible(trial, pod, [node], np.array([trial.index[node]]))
                 if kept:
                     agreed[node] = victims
         return {"NodeNameToMetaVictims": agreed}
@@ -187,12 +282,14 @@ def extender_router(cache: ClusterCache, profile_name: str = "default",
     """The four verbs under ``/extender``; ``urlPrefix`` in KubeSchedulerConfiguration points here.
     ``metrics`` times filter and prioritize."""
     extender = Extender(cache, profile_name, classes)
-    router = APIRouter(prefix="/extender", tags=["extender"])
+    router = APIRouter()
     verbs = {"filter": extender.filter, "prioritize": extender.prioritize,
              "preempt": extender.preempt, "bind": extender.bind}
 
-    @router.post("/{verb}")
-    async def call(verb: str, request: Request) -> Response:
+    # A plain Starlette route: FastAPI's parameter machinery costs more than it gives for a body
+    # that is read by hand anyway, on the one endpoint called twice per scheduling cycle.
+    async def call(request: Request) -> Response:
+        verb = request.path_params["verb"]
         handler = verbs.get(verb)
         if handler is None:
             raise HTTPException(404, f"unknown extender verb {verb!r}; expected one of {', '.join(verbs)}")
@@ -204,6 +301,7 @@ def extender_router(cache: ClusterCache, profile_name: str = "default",
             with metrics.timed(verb) if metrics is not None and verb in VERBS else nullcontext():
                 reply = handler(args)
         # orjson, not FastAPI's encoder: walking 5,000 names costs more than the filter itself.
-        return Response(orjson.dumps(reply), media_type="application/json")
+        return Response(reply if isinstance(reply, bytes) else orjson.dumps(reply), media_type="application/json")
 
+    router.add_route("/extender/{verb}", call, methods=["POST"])
     return router
