@@ -133,6 +133,29 @@ def test_pod_events_update_the_snapshot_in_place_as_a_rebuild_would():
         assert sorted(a.assignments) == sorted(b.assignments) == ["team-a/w-0"]
 
 
+def test_node_heartbeats_keep_the_snapshot_and_real_changes_rebuild_it():
+    nodes = json.loads((RECORDED / "nodes.json").read_text())["items"]
+    cache = ClusterCache()
+    cache.replace("nodes", nodes)
+    with cache.snapshot() as first:
+        pass
+    heartbeat = json.loads(json.dumps(nodes[0]))
+    heartbeat["metadata"]["resourceVersion"] = "999"
+    heartbeat["status"]["conditions"] = [{"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-11-25T10:00:00Z"}]
+    cache.apply("nodes", "MODIFIED", heartbeat)
+    with cache.snapshot() as after_heartbeat:
+        assert after_heartbeat is first
+    relabelled = json.loads(json.dumps(heartbeat))
+    relabelled["metadata"]["labels"]["topology.kubernetes.io/zone"] = "elsewhere"
+    cache.apply("nodes", "MODIFIED", relabelled)
+    with cache.snapshot() as rebuilt:
+        assert rebuilt is not first
+        assert rebuilt.nodes[rebuilt.index[nodes[0]["metadata"]["name"]]].labels["topology.kubernetes.io/zone"] == "elsewhere"
+    cache.apply("nodes", "DELETED", relabelled)
+    with cache.snapshot() as shrunk:
+        assert nodes[0]["metadata"]["name"] not in shrunk.index
+
+
 def test_gated_pods_keep_their_object_until_the_gate_or_the_pod_goes():
     gate = "slotwise.io/admission"
     borrow, train, nb = json.loads((RECORDED / "admission-pods.json").read_text())["items"]

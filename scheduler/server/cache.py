@@ -1,9 +1,9 @@
 """The cluster cache: nodes and pods kept current by list-and-watch, and the Snapshot built from them.
 
 The extender reads only this cache, never the API server, so a scheduling cycle costs no API call.
-Node changes invalidate the snapshot (rebuilt on next read: allocatable, labels and taints are
-static indexes); pod changes are applied to it in place (assign/release), which is what keeps a
-busy cluster from rebuilding 5,000 nodes per pod event. One lock guards both the dicts and the
+Node changes that alter the node's model invalidate the snapshot (rebuilt on next read:
+allocatable, labels and taints are static indexes); pod changes are applied to it in place
+(assign/release), which is what keeps a busy cluster from rebuilding 5,000 nodes per pod event. One lock guards both the dicts and the
 snapshot: readers hold it for one extender verb.
 
 Pending pods held by a scheduling gate also keep their API object (the model drops gates and
@@ -79,10 +79,13 @@ class ClusterCache:
         with self._lock:
             if kind == "nodes":
                 name = obj.get("metadata", {}).get("name")
-                self._nodes.pop(name, None)
+                before = self._nodes.pop(name, None)
                 if event != "DELETED":
                     self._store(kind, obj)
-                self._snap = None
+                # Most node updates are status heartbeats that change nothing the snapshot holds;
+                # rebuilding 5,000 nodes for each would stall the extender.
+                if self._nodes.get(name) != before:
+                    self._snap = None
                 return
             old = self._forget_pod(obj)
             new = self._store(kind, obj) if event != "DELETED" else None
