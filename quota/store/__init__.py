@@ -447,6 +447,8 @@ class Store:
             if budget is None or reserved > budget[0] + 1e-9:
                 raise StoreError(f"pool {pool}: overflow needs {reserved:.2f}, "
                                  + ("no burst budget is set" if budget is None else f"{budget[0]:.2f} of budget left"))
+            if s.scalars(select(SpendRow.id).where(SpendRow.workload == workload, SpendRow.spent.is_(None))).first():
+                raise StoreError(f"{workload} already has an open overflow reservation")
             s.add(SpendRow(pool=pool, workload=workload, target=target, started_at=at, reserved=reserved))
             self._audit(s, actor, "burst", workload, {"pool": pool, "target": target, "reserved": round(reserved, 6)})
 
@@ -461,9 +463,9 @@ class Store:
     def settle_spend(self, workload: str, spent: float, actor: str) -> None:
         """A burst ended: record what it cost (never more than it reserved)."""
         with self._transaction() as (s, _):
-            row = s.scalars(select(SpendRow).where(SpendRow.workload == workload)).first()
+            row = s.scalars(select(SpendRow).where(SpendRow.workload == workload, SpendRow.spent.is_(None))).first()
             if row is None:
-                raise NotFound(f"no overflow spend for {workload!r}")
+                raise NotFound(f"no open overflow spend for {workload!r}")
             row.spent = min(spent, row.reserved)
             self._audit(s, actor, "burst.end", workload, {"pool": row.pool, "spent": round(row.spent, 6)})
 

@@ -6,7 +6,18 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -113,13 +124,16 @@ class TokenRow(Base):
 
 class SpendRow(Base):
     """Overflow spend: what a burst reserved when it started (price x the longest it may run)
-    and, once it ended, what it cost."""
+    and, once it ended, what it cost. A workload holds at most one open reservation; it may
+    burst again after it is settled (a recreated pod or a rerun gang keeps its key)."""
 
     __tablename__ = "burst_spend"
+    __table_args__ = (Index("uq_burst_spend_open_workload", "workload", unique=True,
+                            sqlite_where=text("spent IS NULL"), postgresql_where=text("spent IS NULL")),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     pool: Mapped[str] = mapped_column(String(63), index=True)
-    workload: Mapped[str] = mapped_column(String(512), unique=True)
+    workload: Mapped[str] = mapped_column(String(512))
     target: Mapped[str] = mapped_column(String(253))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     reserved: Mapped[float] = mapped_column(Float)
