@@ -4,7 +4,8 @@ A pod asks a MIG instance as the device plugin's mixed strategy names it
 (``nvidia.com/mig-3g.40gb: 1``). The filter rejects nodes without a free valid slot for that
 profile; the score ranks nodes by their best slot's cost (no stranded slices first, then the
 fuller GPU). Build a placer with :func:`mig_placer`; after a placement, take the slot on the
-chosen node with ``fleet.choose(profile, [node])`` and ``fleet.bind``.
+chosen node with ``fleet.choose(profile, [node])`` and ``fleet.bind``. Both read a fixed fleet or,
+in the live service, the one node reports describe now (:class:`mig.store.ReportedFleet`).
 
 The snapshot accounts MIG resources as plain counts; for instances that are created on demand,
 nodes advertise an upper bound (:func:`advertised`) and the geometry is judged here.
@@ -12,7 +13,7 @@ nodes advertise an upper bound (:func:`advertised`) and the geometry is judged h
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -22,8 +23,8 @@ from mig.slots import NO_FIT, Fleet, split_key
 from scheduler.model.cluster import Pod
 from scheduler.model.resources import Resources, is_mig
 from scheduler.model.snapshot import Snapshot
-from scheduler.placement.filters import DEFAULT_FILTERS, Filter, Mask
 from scheduler.placement.engine import Placer
+from scheduler.placement.filters import DEFAULT_FILTERS, Filter, Mask
 from scheduler.placement.profile import Profile
 
 
@@ -43,22 +44,32 @@ def advertised(model: GpuModel, gpus: int) -> Resources:
     return Resources({p.resource: p.max_count * gpus for p in model.profiles})
 
 
+#: Gives the fleet to decide on now (one rebuilt from node reports, a trial copy).
+FleetSource = Callable[[], Fleet]
+
+
 class _FleetView:
-    """Fleet node index of each snapshot node (-1 where the fleet lacks it), per snapshot."""
+    """Fleet node index of each snapshot node (-1 where the fleet lacks it), per snapshot and fleet."""
 
-    def __init__(self, fleet: Fleet):
-        self.fleet = fleet
-        self._rows: tuple[int, np.ndarray] | None = None
+    def __init__(self, fleet: Fleet | FleetSource):
+        self._fleet = fleet
+        self._rows: tuple[int, Fleet, np.ndarray] | None = None
 
-    def rows(self, snap: Snapshot) -> np.ndarray:
-        if self._rows is None or self._rows[0] != snap.uid:
-            idx = self.fleet.node_index
-            self._rows = (snap.uid, np.array([idx.get(n, -1) for n in snap.names], dtype=np.int64))
-        return self._rows[1]
+    @property
+    def fleet(self) -> Fleet:
+        return self._fleet if isinstance(self._fleet, Fleet) else self._fleet()
 
-    def node_keys(self, snap: Snapshot, profile: str) -> np.ndarray:
-        rows = self.rows(snap)
-        keys = self.fleet.node_keys(profile)
+    def rows(self, snap: Snapshot, fleet: Fleet) -> np.ndarray:
+        # Keyed by the fleet object itself (kept alive here), so a rebuilt one never reuses rows.
+        if self._rows is None or self._rows[0] != snap.uid or self._rows[1] is not fleet:
+            idx = fleet.node_index
+            self._rows = (snap.uid, fleet, np.array([idx.get(n, -1) for n in snap.names], dtype=np.int64))
+        return self._rows[2]
+
+    def node_keys(self, snap: Snapshot, profile: str, fleet: Fleet | None = None) -> np.ndarray:
+        fleet = fleet if fleet is not None else self.fleet
+        rows = self.rows(snap, fleet)
+        keys = fleet.node_keys(profile)
         return np.where(rows >= 0, keys[np.maximum(rows, 0)], NO_FIT)
 
 
@@ -70,7 +81,10 @@ class MigSlotFilter(_FleetView):
         if problem:
             yield problem, np.ones(len(snap), dtype=bool)
         elif profile is not None:
-            yield f"no free valid MIG slot for {profile}", self.node_keys(snap, profile) == NO_FIT
+            fleet = self.fleet
+            known = self.rows(snap, fleet) >= 0
+            yield "no MIG layout reported for the node", ~known
+            yield f"no free valid MIG slot for {profile}", known & (self.node_keys(snap, profile, fleet) == NO_FIT)
 
 
 class MigSlotScore(_FleetView):
@@ -89,10 +103,13 @@ class MigSlotScore(_FleetView):
         return np.clip(100.0 - waste - free, 0.0, 100.0)
 
 
-def mig_placer(fleet: Fleet, profile: Profile, filters: Sequence[Filter] = DEFAULT_FILTERS,
-               weight: float = 1.0) -> Placer:
-    """``profile`` with the MIG score added (it speaks only for MIG pods), behind ``filters`` plus
-    the MIG filter."""
+def with_mig_score(fleet: Fleet | FleetSource, profile: Profile, weight: float = 1.0) -> Profile:
+    """``profile`` with the MIG score added to GPU and cpu work (it speaks only for MIG pods)."""
     score = MigSlotScore(fleet)
-    with_mig = replace(profile, gpu=(*profile.gpu, (score, weight)), cpu=(*profile.cpu, (score, weight)))
-    return Placer(with_mig, (*filters, MigSlotFilter(fleet)))
+    return replace(profile, gpu=(*profile.gpu, (score, weight)), cpu=(*profile.cpu, (score, weight)))
+
+
+def mig_placer(fleet: Fleet | FleetSource, profile: Profile, filters: Sequence[Filter] = DEFAULT_FILTERS,
+               weight: float = 1.0) -> Placer:
+    """``profile`` with the MIG score added, behind ``filters`` plus the MIG filter."""
+    return Placer(with_mig_score(fleet, profile, weight), (*filters, MigSlotFilter(fleet)))

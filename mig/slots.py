@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mig.catalog import GpuModel, Profile
-from mig.geometry import Instance, Layout, NodeLayouts, fillable, indexed
+from mig.geometry import Instance, Layout, NodeLayouts, completions, fillable, indexed
 
 #: Key of a GPU where the profile does not fit.
 NO_FIT = np.iinfo(np.int64).max
@@ -106,7 +106,9 @@ def _cost(layout: Layout, name: str, mix: frozenset[tuple[str, int]], fixed: boo
     for s in starts:
         after_layout = held.adding(Instance(profile, s, True))
         waste = 0 if fixed else before - own - fillable(after_layout, wanted, driver)  # in tenths of a slice
-        free = (layout.free_slices - profile.size) if fixed else after_layout.free_slices
+        # Taking an idle instance leaves a fixed layout's unoccupied slices as they are; less the
+        # instance's size went negative on a full GPU, a key split_key cannot read.
+        free = layout.free_slices if fixed else after_layout.free_slices
         reuses = s in idle
         key = waste * _WASTE + free * _FREE + (0 if reuses else 1)
         if key < best.key:
@@ -161,6 +163,38 @@ class Fleet:
 
     def models(self) -> set[GpuModel]:
         return {self._states[s].model for s in set(self.state.tolist())}
+
+    def copy(self) -> Fleet:
+        """An independent copy to bind slots in on trial. Layouts are immutable and shared; costs
+        are recomputed in the copy (per distinct layout, so cheap), which leaves this fleet free to
+        be read from other threads meanwhile."""
+        clone = object.__new__(Fleet)
+        clone.__dict__.update(self.__dict__)
+        clone.state = self.state.copy()
+        clone._states = list(self._states)
+        clone._state_ids = dict(self._state_ids)
+        clone._tables = {}
+        clone._bound = dict(self._bound)
+        return clone
+
+    def placeable(self) -> dict[str, int]:
+        """Per profile name of the fleet's models, how many instances of it could be placed on free
+        valid slots now, summed over GPUs. Each GPU is counted for each profile alone: instances of
+        different profiles compete for the same slots. With fixed layouts, the idle instances of it."""
+        gpus = np.bincount(self.state, minlength=len(self._states))
+        out: Counter[str] = Counter()
+        for sid in np.flatnonzero(gpus).tolist():
+            layout = self._states[sid]
+            for p in layout.model.profiles:
+                out[p.name] += int(gpus[sid]) * self._room(layout, p)
+        return dict(out)
+
+    def _room(self, layout: Layout, profile: Profile) -> int:
+        """How many instances of ``profile`` one GPU in ``layout`` could still take."""
+        if self.fixed:
+            return sum(1 for i in layout.instances if not i.in_use and i.profile == profile)
+        added = completions(layout.in_use_only(), frozenset((profile,)), self.driver)
+        return max((n for counts in added for _, n in counts), default=0)
 
     # Choice -----------------------------------------------------------------------------
     def gpu_keys(self, profile: str) -> np.ndarray:
@@ -239,6 +273,20 @@ class Fleet:
     def release(self, key: str) -> None:
         """The pod is gone; its instance stays, idle (the device plugin keeps advertising it)."""
         g, inst = self._bound.pop(key)
+        self._idle(g, inst)
+
+    def vacate(self, node: str, profile: str) -> bool:
+        """Make one in-use instance of ``profile`` on ``node`` that no bound pod holds idle: what
+        evicting a pod the fleet only knows from reports frees. False where there is none."""
+        held = set(self._bound.values())
+        for g in np.flatnonzero(self.gpu_node == self.node_index.get(node, -1)).tolist():
+            for inst in self._states[self.state[g]].instances:
+                if inst.in_use and inst.name == profile and (g, inst) not in held:
+                    self._idle(g, inst)
+                    return True
+        return False
+
+    def _idle(self, g: int, inst: Instance) -> None:
         layout = self._states[self.state[g]]
         rest = [i for i in layout.instances if i != inst]
         self.state[g] = self._intern(Layout.of(layout.model, (*rest, Instance(inst.profile, inst.start, False))))

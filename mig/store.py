@@ -1,4 +1,5 @@
-"""Where the control plane keeps the latest layout each node agent reported.
+"""Where the control plane keeps the latest layout each node agent reported, and the fleet those
+layouts describe.
 
 A small interface, so that the live service can put it in its database later; the in-memory
 store here is what tests and a single replica use.
@@ -10,6 +11,7 @@ import threading
 from typing import Protocol
 
 from mig.report import NodeReport
+from mig.slots import Fleet
 
 
 class LayoutStore(Protocol):
@@ -19,17 +21,28 @@ class LayoutStore(Protocol):
 
     def nodes(self) -> list[str]: ...
 
+    def reports(self) -> list[NodeReport]: ...
+
+    @property
+    def version(self) -> int:
+        """Changes whenever a stored report does."""
+        ...
+
 
 class MemoryLayoutStore:
     """The latest report per node, in memory; safe to use from several request threads."""
 
     def __init__(self) -> None:
         self._reports: dict[str, NodeReport] = {}
+        self._version = 0
         self._lock = threading.Lock()
 
     def put(self, report: NodeReport) -> None:
         with self._lock:
-            self._reports[report.node] = report
+            # Agents report every few seconds, mostly the same layout: only a change counts.
+            if self._reports.get(report.node) != report:
+                self._reports[report.node] = report
+                self._version += 1
 
     def get(self, node: str) -> NodeReport | None:
         with self._lock:
@@ -38,3 +51,33 @@ class MemoryLayoutStore:
     def nodes(self) -> list[str]:
         with self._lock:
             return sorted(self._reports)
+
+    def reports(self) -> list[NodeReport]:
+        with self._lock:
+            return [self._reports[n] for n in sorted(self._reports)]
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+
+class ReportedFleet:
+    """The fleet the latest reports describe, rebuilt only when a report changes; call it for the
+    current one. Layouts are fixed: the GPU Operator's mig-manager creates instances and the
+    device plugin advertises them, so a pod can only take an idle instance of its profile, and
+    changing a layout is a repartition, which is an admin's decision (``slotwise mig plan``)."""
+
+    def __init__(self, store: LayoutStore):
+        self.store = store
+        self._built: tuple[int, Fleet] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Fleet:
+        with self._lock:
+            # The version before the reports: a report landing in between costs one more
+            # rebuild, never a fleet older than its version.
+            version = self.store.version
+            if self._built is None or self._built[0] != version:
+                fleet = Fleet({r.node: r.layouts() for r in self.store.reports()}, fixed=True)
+                self._built = (version, fleet)
+            return self._built[1]

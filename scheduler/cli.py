@@ -12,16 +12,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mig.cli import app as mig_app
 from burst.cli import app as burst_app
 from burst.targets import burst_from_yaml
+from mig.cli import app as mig_app
 from quota.cli import app as quota_app
 from scheduler.model import k8s_json
 from scheduler.model.resources import MILLI_PER_GPU
 from scheduler.model.snapshot import Snapshot
 from scheduler.model.sources import read_nodes, read_pods
-from scheduler.placement.decision import Placement
 from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
+from scheduler.placement.decision import Placement
 from scheduler.placement.engine import Placer
 from scheduler.placement.profile import DEFAULT, build_profile, profile_names
 from scheduler.placement.workload import TargetWorkload
@@ -75,7 +75,7 @@ def serve(
     managed: Annotated[str, typer.Option(help="Namespaces whose pods the webhooks gate and check, comma-separated, or '*' for all but the system ones (default: none).")] = "",
     tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (webhooks require TLS).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
-    mig_token_file: Annotated[Path | None, typer.Option(help="Accept MIG layout reports from node agents sending this token.")] = None,
+    mig_token_file: Annotated[Path | None, typer.Option(help="Accept MIG layout reports from node agents sending this token, and place MIG pods on the instances they report.")] = None,
     burst: Annotated[Path | None, typer.Option(help="Let the admission loop overflow waiting work as this burst YAML says.")] = None,
     classes: Annotated[Path | None, typer.Option(help="Workload class overrides (YAML, e.g. serving: {gpu_pack: true}).")] = None,
 ) -> None:
@@ -83,6 +83,7 @@ def serve(
     the admission webhooks (/webhooks), MIG layout reports (/mig), /metrics, /healthz and /readyz."""
     import uvicorn
 
+    from mig.store import MemoryLayoutStore, ReportedFleet
     from quota.store import Store
     from scheduler.server.app import create_app
     from scheduler.server.metrics import ServiceMetrics
@@ -100,12 +101,16 @@ def serve(
     namespaces = [n.strip() for n in managed.split(",") if n.strip()]
     scope = (lambda _: True) if namespaces == ["*"] else namespaces
     metrics = ServiceMetrics()
-    app_ = create_app(store, cache=cache, managed=scope, mig_token=mig_token, classes=workload_classes, metrics=metrics)
+    # One fleet for the report endpoint, the extender, the admission loop and the gauge.
+    mig_fleet = ReportedFleet(MemoryLayoutStore()) if mig_token is not None else None
+    app_ = create_app(store, cache=cache, managed=scope, mig_token=mig_token, mig_fleet=mig_fleet,
+                      classes=workload_classes, metrics=metrics)
     loop = None
     if cache.kube is not None:  # a real cluster: decide gated pods and lift their gates
         from scheduler.server.admission_loop import AdmissionLoop
 
-        loop = AdmissionLoop(cache, cache.kube, store, burst=burst_config, classes=workload_classes, metrics=metrics)
+        loop = AdmissionLoop(cache, cache.kube, store, burst=burst_config, classes=workload_classes, metrics=metrics,
+                             mig=mig_fleet)
         loop.start()
     try:
         uvicorn.run(app_, host=host, port=port, log_level="info",

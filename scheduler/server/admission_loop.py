@@ -3,7 +3,9 @@
 plan, or steering the pod to a burst target), evicts reclaim victims and tells waiting pods why.
 It reads gated pods from the cluster cache (no API call to find them), retries evictions that a
 PodDisruptionBudget refuses, settles burst spend once a burst's pods are gone, and gives up on
-gangs that wait past their timeout.
+gangs that wait past their timeout. Given the fleet MIG node reports describe, a pod asking a MIG
+instance is placed only where an idle instance of its profile is free, and takes it for the rest of
+the cycle; where none is, it waits, and repartitioning is left to an admin (``slotwise mig plan``).
 
 :meth:`AdmissionLoop.plan` decides and returns typed actions; only :meth:`AdmissionLoop.apply`
 talks to Kubernetes. Planning does write to the quota store: an admission is charged when it is
@@ -27,6 +29,8 @@ from kubernetes.client import ApiException
 from burst.decide import Overflow, decide_burst
 from burst.patch import burst_patch
 from burst.targets import BurstConfig
+from mig.plugin import FleetSource, mig_placer, requested_profile
+from mig.slots import Fleet
 from quota.admission import Deny, Reclaim, Wait, request_for
 from quota.config import QuotaConfig
 from quota.store import Store, StoreError
@@ -161,6 +165,12 @@ def ungate_patch(obj: Mapping[str, Any], node: str, planned: Sequence[str]) -> l
     return [*gate_ops(obj), *affinity_ops(obj.get("spec") or {}, [node]), annotate]
 
 
+def _no_mig_slot(profile: str) -> str:
+    return (f"no node has a free MIG instance of {profile}; slotwise does not repartition GPUs itself: an admin "
+            f"can plan layouts for the waiting demand with 'slotwise mig plan --demand {profile}=N --layout "
+            "<reported layouts>' and apply them")
+
+
 def _workload_key(pod: Pod, classes: Mapping[WorkloadKind, WorkloadClass]) -> str:
     """The key the store charges the pod under: its gang's, or its own."""
     try:
@@ -168,6 +178,17 @@ def _workload_key(pod: Pod, classes: Mapping[WorkloadKind, WorkloadClass]) -> st
     except GangError:
         return pod.key
     return m.key if m is not None else pod.key
+
+
+@dataclass(frozen=True, slots=True)
+class _Trial:
+    """One cycle's what-if state: each unit placed takes its room (and MIG instances) here, so
+    the units after it never get the same."""
+
+    snapshot: Snapshot
+    placer: Placer
+    topology: Topology | None
+    fleet: Fleet | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +217,15 @@ class AdmissionLoop:
     def __init__(self, cache: ClusterCache, kube: Kube, store: Store, placer_profile: str = "default",
                  burst: BurstConfig | None = None, clock: Callable[[], float] = time.time, interval_s: float = 2.0,
                  classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
-                 metrics: ServiceMetrics | None = None):
+                 metrics: ServiceMetrics | None = None, mig: FleetSource | None = None):
+        """``mig``: the fleet MIG pods are placed on (none: by resource counts only)."""
         self.cache = cache
         self.kube = kube
         self.store = store
         self.classes = classes
         self.metrics = metrics
         self.placer = Placer(build_profile(placer_profile, classes=classes))
+        self.mig = mig
         self.burst = burst
         self.clock = clock
         self.interval_s = interval_s
@@ -217,21 +240,20 @@ class AdmissionLoop:
     # Planning -------------------------------------------------------------------------------------
     def plan(self, snapshot: Snapshot, gated_pods: Sequence[Gated], now: float) -> list[Action]:
         """Decide every gated unit, highest priority then oldest first, each seeing the ones before."""
-        trial = snapshot.copy()
         ledger = self.store.ledger()
         admitted = set(ledger.workloads)
         running = {_workload_key(a.pod, self.classes) for a in snapshot.assignments.values()}
         actions: list[Action] = []
         units, problems = self._units(gated_pods)
         actions += problems
-        topology = Topology(trial) if any(u.gang for u in units) else None
+        trial = self._trial(snapshot, any(u.gang for u in units))
         config = self.store.config()
         for unit in sorted(units, key=lambda u: u.order):
             if unit.gang is not None and unit.key in running:
                 continue  # members already run: not all-or-nothing any more, leave the rest to the scheduler
             timed_out = self._timed_out.get(unit.key) or _timed_out_before(unit)
             if timed_out is None:
-                decided = self._decide(trial, topology, unit, admitted, now, config, snapshot, ledger.config.reclaim.grace_s)
+                decided = self._decide(trial, unit, admitted, now, config, snapshot, ledger.config.reclaim.grace_s)
                 timed_out = self._give_up(unit, decided, admitted, now)
                 # Victims the store has marked for eviction go even if the gang gives up now.
                 actions += decided if timed_out is None else [a for a in decided if isinstance(a, Evict)]
@@ -239,6 +261,14 @@ class AdmissionLoop:
                 self._timed_out[unit.key] = timed_out
                 actions += [Pending(g.pod.key, timed_out.reason, TIMED_OUT, g.pod.uid) for g in unit.members]
         return actions
+
+    def _trial(self, snapshot: Snapshot, gangs: bool) -> _Trial:
+        trial = snapshot.copy()
+        topology = Topology(trial) if gangs else None
+        if self.mig is None:
+            return _Trial(trial, self.placer, topology, None)
+        fleet = self.mig().copy()
+        return _Trial(trial, mig_placer(fleet, self.placer.profile), topology, fleet)
 
     def _units(self, gated: Iterable[Gated]) -> tuple[list[_Unit], list[Action]]:
         buckets: dict[str, list[Gated]] = {}
@@ -262,8 +292,8 @@ class AdmissionLoop:
             units += [_Unit(p.key, (by_key[p.key],), None) for p in alone]
         return units, problems
 
-    def _decide(self, trial: Snapshot, topology: Topology | None, unit: _Unit, admitted: set[str], now: float,
-                config: QuotaConfig, snapshot: Snapshot, grace_s: float) -> list[Action]:
+    def _decide(self, trial: _Trial, unit: _Unit, admitted: set[str], now: float, config: QuotaConfig,
+                snapshot: Snapshot, grace_s: float) -> list[Action]:
         def pending(reason: str, cause: str) -> list[Action]:
             return [Pending(g.pod.key, reason, cause, g.pod.uid) for g in unit.members]
 
@@ -285,9 +315,9 @@ class AdmissionLoop:
                 evictions: list[Action] = [Evict(p.key, int(grace_s), p.uid, unit.key) for v in decision.victims
                                            for p in self._pods_of(snapshot, v.key)]
                 return evictions + pending(f"{decision.reason}; waiting for them to stop", "Reclaiming")
-        placed = self._place(trial, topology, unit)
-        if isinstance(placed, str):
-            return self._burst_or(unit, now, True, placed, "NoCapacity")
+        placed = self._place(trial, unit)
+        if isinstance(placed, tuple):
+            return self._burst_or(unit, now, True, *placed)
         planned = list(dict.fromkeys(placed.values()))
         return [Ungate(g.pod.key, ungate_patch(g.obj, placed[g.pod.key], planned), g.pod.uid) if g.pod.key in placed
                 else Pending(g.pod.key, f"gang {unit.key} runs at its minimum; no room for this member", "NoCapacity",
@@ -314,21 +344,51 @@ class AdmissionLoop:
                                   f"is {gang.timeout_s:g} s): it holds no quota now and is not tried again; "
                                   "delete and recreate its pods to retry", ())
 
-    def _place(self, trial: Snapshot, topology: Topology | None, unit: _Unit) -> dict[str, str] | str:
-        """Pod key -> node, committed to ``trial`` so later units see it; or why not."""
+    def _place(self, trial: _Trial, unit: _Unit) -> dict[str, str] | tuple[str, str]:
+        """Pod key -> node, committed to ``trial`` so later units see it; or why not, and the cause."""
+        snap = trial.snapshot
         if unit.gang is not None:
-            assert topology is not None
-            plan = plan_gang(self.placer, trial, unit.gang, topology)
+            assert trial.topology is not None
+            plan = plan_gang(trial.placer, snap, unit.gang, trial.topology)
             if not isinstance(plan, GangPlan):
-                return plan.reason
-            commit(trial, plan)
-            return {a.pod.key: trial.names[a.node] for a in plan.assignments}
+                return plan.reason, "NoCapacity"
+            placed = {a.pod.key: snap.names[a.node] for a in plan.assignments}
+            short = self._take_instances(trial.fleet, [(a.pod, placed[a.pod.key]) for a in plan.assignments])
+            if short is not None:
+                return f"gang {unit.key}: {short}", "NoMigSlot"
+            commit(snap, plan)
+            return placed
         pod = unit.members[0].pod
-        decision = self.placer.decide(trial, pod)
+        decision = trial.placer.decide(snap, pod)
         if not isinstance(decision, Placement):
-            return f"no node can take it: {decision.message}"
-        trial.assign(pod, decision.node_index, decision.gpus)
+            profile, _ = requested_profile(pod)
+            if trial.fleet is not None and profile is not None and trial.fleet.choose(profile) is None:
+                return _no_mig_slot(profile), "NoMigSlot"
+            return f"no node can take it: {decision.message}", "NoCapacity"
+        short = self._take_instances(trial.fleet, [(pod, decision.node)])
+        assert short is None, short  # the MIG filter kept only nodes with a free instance
+        snap.assign(pod, decision.node_index, decision.gpus)
         return {pod.key: decision.node}
+
+    @staticmethod
+    def _take_instances(fleet: Fleet | None, placed: Sequence[tuple[Pod, str]]) -> str | None:
+        """Bind each MIG pod's instance on its node in the trial fleet, all or none; or what is short.
+        The placer checked each pod alone: two members of a gang may want one node's last instance."""
+        if fleet is None:
+            return None
+        taken: list[str] = []
+        for pod, node in placed:
+            profile, _ = requested_profile(pod)
+            if profile is None:
+                continue
+            choice = fleet.choose(profile, [node])
+            if choice is None:
+                for key in taken:
+                    fleet.release(key)
+                return f"no free {profile} instance left on {node} for {pod.name}"
+            fleet.bind(pod.key, choice)
+            taken.append(pod.key)
+        return None
 
     def _burst_or(self, unit: _Unit, now: float, charged: bool, reason: str, cause: str) -> list[Action]:
         """Overflow to a burst target if configured and due, else wait with ``reason``."""

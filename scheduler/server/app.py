@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from mig.api import mig_router
-from mig.store import MemoryLayoutStore
+from mig.store import MemoryLayoutStore, ReportedFleet
 from quota.api import Clock, quota_router
 from quota.store import Store
 from scheduler.model.cluster import WorkloadKind
@@ -23,8 +23,11 @@ from scheduler.server.metrics import ServiceMetrics, metrics_router
 from scheduler.server.webhooks import webhook_router
 
 
-def _refresh(metrics: ServiceMetrics, store: Store, now: float) -> None:
-    """Quota gauges, and burst spend against each pool's tightest budget, as the store holds them."""
+def _refresh(metrics: ServiceMetrics, store: Store, now: float, mig: ReportedFleet | None) -> None:
+    """Quota gauges, burst spend against each pool's tightest budget, as the store holds them, and
+    the MIG instances free, as the node reports say."""
+    if mig is not None:
+        metrics.set_mig_free(mig().placeable())
     ledger = store.ledger()
     metrics.update_quota(ledger)
     at = datetime.fromtimestamp(now, UTC)
@@ -44,20 +47,25 @@ def create_app(
     managed: Collection[str] | Callable[[str], bool] = (),
     metrics: ServiceMetrics | None = None,
     mig_token: str | None = None,
+    mig_fleet: ReportedFleet | None = None,
     classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
 ) -> FastAPI:
     """``cache``: the cluster the extender decides on (none: no extender); ``managed``: the
     namespaces whose pods the webhooks gate; ``mig_token``: the bearer token node agents send
-    their MIG layouts with (none: no MIG endpoint)."""
+    their MIG layouts with (none: no MIG endpoint); ``mig_fleet``: the fleet their reports make,
+    over the store that keeps them (default with a token: a new in-memory one), which the extender
+    places MIG pods on and the ``slotwise_mig_slices_free`` gauge counts."""
+    if mig_token is not None and mig_fleet is None:
+        mig_fleet = ReportedFleet(MemoryLayoutStore())
     app = FastAPI(title="slotwise", description="Placement, quota, MIG and overflow for Kubernetes ML platforms.")
     app.include_router(quota_router(store, clock))
     metrics = metrics or ServiceMetrics()
     app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics))
-    app.include_router(metrics_router(metrics, refresh=lambda: _refresh(metrics, store, clock())))
+    app.include_router(metrics_router(metrics, refresh=lambda: _refresh(metrics, store, clock(), mig_fleet)))
     if cache is not None:
-        app.include_router(extender_router(cache, classes=classes, metrics=metrics))
-    if mig_token is not None:
-        app.include_router(mig_router(MemoryLayoutStore(), mig_token))
+        app.include_router(extender_router(cache, classes=classes, metrics=metrics, mig=mig_fleet))
+    if mig_token is not None and mig_fleet is not None:
+        app.include_router(mig_router(mig_fleet.store, mig_token))
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

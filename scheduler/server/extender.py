@@ -5,6 +5,9 @@ Keys are PascalCase as the v1 Go types (no JSON tags) marshal them. Every verb a
 the v1 reply, or a 4xx with ``{"detail": ...}`` for a request it cannot read: kube-scheduler counts
 any non-200 as an extender error, and a 500 would hide whose fault it was.
 
+Given the fleet MIG node reports describe, a pod asking a MIG instance also needs a free valid
+slot for its profile (a shortage: eviction can free one), and the slot score joins the profile.
+
 Preempt is deliberately conservative: for each node kube-scheduler proposes, slotwise keeps the
 proposed victims unchanged when evicting them (on a copy of the snapshot) lets the pod pass
 slotwise's filters there, and drops the node otherwise. It never adds victims or nodes.
@@ -23,6 +26,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from mig.plugin import FleetSource, MigSlotFilter, requested_profile, with_mig_score
 from scheduler.model.cluster import Pod, WorkloadKind
 from scheduler.model.k8s_json import ModelError, pod_from_k8s
 from scheduler.model.snapshot import Snapshot
@@ -30,6 +34,7 @@ from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.placement.decision import Rejections
 from scheduler.placement.engine import Placer
 from scheduler.placement.filters import (
+    Filter,
     GpuFit,
     GpuModel,
     NodeAffinity,
@@ -160,12 +165,17 @@ class _Failures:
 
 class Extender:
     def __init__(self, cache: ClusterCache, profile_name: str,
-                 classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES):
+                 classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES, mig: FleetSource | None = None):
         self.cache = cache
         profile = build_profile(profile_name, classes=classes)
+        resolvable: tuple[Filter, ...] = RESOLVABLE_FILTERS
+        if mig is not None:  # only then: pods without MIG pay nothing for it
+            profile = with_mig_score(mig, profile)
+            resolvable = (*resolvable, MigSlotFilter(mig))
+        self.mig = mig
         self.scorer = Placer(profile)
         self.unresolvable = Placer(profile, UNRESOLVABLE_FILTERS)
-        self.resolvable = Placer(profile, RESOLVABLE_FILTERS)
+        self.resolvable = Placer(profile, resolvable)
         self._names_json: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=object))
         self._pods: _Recent[Pod] = _Recent()
         self._names: _Recent[tuple[list[str], np.ndarray]] = _Recent()
@@ -182,9 +192,10 @@ class Extender:
         return self._names.get((snap.uid, raw), lambda: _located(snap, _names(args)))
 
     def feasible(self, snap: Snapshot, pod: Pod, names: list[str], position: np.ndarray,
-                 ) -> tuple[list[str], np.ndarray, _Failures, _Failures]:
+                 resolvable: Placer | None = None) -> tuple[list[str], np.ndarray, _Failures, _Failures]:
         """Of ``names`` (at snapshot ``position``, -1 if unknown): those passing every filter, in
-        input order, and their positions; then shortages, then failures eviction cannot fix."""
+        input order, and their positions; then shortages, then failures eviction cannot fix.
+        ``resolvable`` replaces the shortage filters (a trial after evictions)."""
         failed = _Failures({names[k]: "node not in slotwise's cache yet" for k in np.flatnonzero(position < 0).tolist()})
         hopeless = _Failures()
         candidate = position >= 0
@@ -194,7 +205,7 @@ class Extender:
             hopeless.named = {names[k]: "node not in the pod's gang placement plan" for k in np.flatnonzero(outside).tolist()}
             candidate &= ~outside
         rest = position[candidate]
-        for placer, out in ((self.unresolvable, hopeless), (self.resolvable, failed)):
+        for placer, out in ((self.unresolvable, hopeless), (resolvable or self.resolvable, failed)):
             if len(rest):
                 result = placer.filter(snap, pod, rest)
                 out.rejected.append(result.rejections)
@@ -247,14 +258,29 @@ class Extender:
                 if node not in live.index:
                     continue
                 trial = live.copy()
+                evicted = []
                 for uid in uids:
                     key = self.cache.pod_key(uid)
                     if key is not None and key in trial.assignments:
+                        evicted.append(trial.assignments[key].pod)
                         trial.release(key)
-                kept, *_ = self.feasible(trial, pod, [node], np.array([trial.index[node]]))
+                resolvable = (self._after_evicting(node, evicted)
+                              if self.mig is not None and requested_profile(pod)[0] else None)
+                kept, *_ = self.feasible(trial, pod, [node], np.array([trial.index[node]]), resolvable)
                 if kept:
                     agreed[node] = victims
         return {"NodeNameToMetaVictims": agreed}
+
+    def _after_evicting(self, node: str, victims: list[Pod]) -> Placer:
+        """The shortage filters on a trial fleet where the MIG instances ``victims`` hold on
+        ``node`` are idle (layouts are fixed: an evicted 2g frees a 2g, nothing else)."""
+        assert self.mig is not None
+        fleet = self.mig().copy()
+        for victim in victims:
+            held, _ = requested_profile(victim)
+            if held is not None:
+                fleet.vacate(node, held)
+        return Placer(self.resolvable.profile, (*RESOLVABLE_FILTERS, MigSlotFilter(fleet)))
 
     @staticmethod
     def _victim_uids(node: str, victims: Any) -> list[str]:
@@ -278,10 +304,10 @@ class Extender:
 
 def extender_router(cache: ClusterCache, profile_name: str = "default",
                     classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
-                    metrics: ServiceMetrics | None = None) -> APIRouter:
+                    metrics: ServiceMetrics | None = None, mig: FleetSource | None = None) -> APIRouter:
     """The four verbs under ``/extender``; ``urlPrefix`` in KubeSchedulerConfiguration points here.
-    ``metrics`` times filter and prioritize."""
-    extender = Extender(cache, profile_name, classes)
+    ``metrics`` times filter and prioritize; ``mig`` gives the fleet MIG pods are placed on."""
+    extender = Extender(cache, profile_name, classes, mig)
     router = APIRouter()
     verbs = {"filter": extender.filter, "prioritize": extender.prioritize,
              "preempt": extender.preempt, "bind": extender.bind}

@@ -11,7 +11,13 @@ from contextlib import contextmanager
 from threading import Lock
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 from burst.metrics import BudgetGauge
 from quota.ledger import Ledger
@@ -67,8 +73,12 @@ class ServiceMetrics:
             self._latency.labels(verb=verb)
         self._burst = Gauge("slotwise_burst_spend_reserved", "Overflow spend reserved or spent in the current budget "
                             "period, in the budget's currency.", ["pool"], registry=self.registry)
-        self._mig = _ReplacedGauge("slotwise_mig_slices_free", "Free MIG slices across the cluster, by profile.",
-                                   ["profile"], self.registry)
+        self._mig = _ReplacedGauge(
+            "slotwise_mig_slices_free",
+            "MIG instances of the profile that could be placed on free valid slots now, summed over GPUs, as the "
+            "node agents last reported them: with mig-manager's fixed layouts, the idle instances of the profile. "
+            "Each profile is counted on its own: instances of different profiles may compete for the same slots.",
+            ["profile"], self.registry)
 
     def update_quota(self, ledger: Ledger) -> None:
         rows = pool_usage(ledger)
