@@ -225,7 +225,8 @@ def test_the_loop_reads_gated_pods_from_the_cache_and_lifts_a_gate_once(store):
     # The watch has not brought the change yet, so the cache still shows the gate: the pod is
     # neither patched nor admitted again.
     assert admission.run_once() == [] and len(kube.calls) == 1
-    assert [e.action for e in store.audit(subject="nlp/a")] == ["admit"]
+    assert [(e.action, e.detail.get("node")) for e in store.audit(subject="nlp/a")] == [("place", ungate.node),
+                                                                                         ("admit", None)]
     cache.apply("pods", "MODIFIED", bound(pod_json("a"), "n0"))
     assert cache.gated(GATE) == [] and admission.run_once() == []
 
@@ -304,7 +305,9 @@ def test_a_gang_past_its_timeout_gives_up_and_its_quota_charge_goes_back(store):
                                                                               ("nlp/w-1", "GangTimedOut")]
     assert late[0].reason.startswith("gang nlp/g needs 2 members at once")  # why it waited
     assert "gave up after waiting 600 s (its slotwise.io/gang-timeout is 600 s)" in late[0].reason
-    assert not list(store.ledger().charged()) and store.audit()[0].action == "release"
+    assert not list(store.ledger().charged())
+    assert [(e.action, e.subject) for e in store.audit(limit=2)] == [("gang.timeout", "nlp/g"), ("release", "nlp/g")]
+    assert store.audit(limit=1)[0].detail == {"reason": late[0].reason}
     # Given up for good: not admitted or placed again, even with room now.
     audit = len(store.audit())
     roomy = build_snapshot([build_node(f"n{i}", gpus=2) for i in range(2)])
@@ -450,8 +453,9 @@ def test_a_cycle_ungates_evicts_and_explains_through_the_api(api, store):
     [condition] = status["status"]["conditions"]
     assert condition["type"] == "SlotwiseAdmitted" and condition["status"] == "False"
     assert condition["reason"] == "Reclaiming" and condition["message"] == event["message"]
-    assert {(e.action, e.subject) for e in store.audit(limit=3)} == {
-        ("admit", "solo/nb-1"), ("reclaim", "vision/train-0"), ("evict", "nlp/borrow-0")}
+    assert [(e.action, e.subject) for e in reversed(store.audit()) if e.actor == "admission-loop"] == [
+        ("admit", "solo/nb-1"), ("evict", "nlp/borrow-0"), ("reclaim", "vision/train-0"), ("place", "solo/nb-1"),
+        ("place", "vision/train-0")]
     assert 'slotwise_pending_pods{reason="Reclaiming"} 1.0' in scraped
     assert 'slotwise_decision_seconds_count{verb="admit"} 1.0' in scraped
 

@@ -207,6 +207,12 @@ class Store:
         session.add(AuditRow(at=datetime.now(UTC), actor=actor, action=action, subject=subject,
                              detail=json.dumps(detail, sort_keys=True)))
 
+    def record(self, actor: str, action: str, subject: str, detail: Mapping[str, Any]) -> None:
+        """Append an audit entry for a decision taken outside the store (a placement, a gang
+        giving up), so that the trail holds every decision, not only quota's."""
+        with self._transaction() as (s, _):
+            self._audit(s, actor, action, subject, detail)
+
     def audit(self, limit: int = 100, subject: str | None = None) -> list[AuditEntry]:
         """The newest entries first."""
         with self._read() as s:

@@ -88,6 +88,7 @@ class Ungate:
     pod_key: str
     patch: list[dict[str, Any]]
     uid: str = ""
+    node: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +256,8 @@ class AdmissionLoop:
             if timed_out is None:
                 decided = self._decide(trial, unit, admitted, now, config, snapshot, ledger.config.reclaim.grace_s)
                 timed_out = self._give_up(unit, decided, admitted, now)
+                if timed_out is not None:
+                    self.store.record(ACTOR, "gang.timeout", unit.key, {"reason": timed_out.reason})
                 # Victims the store has marked for eviction go even if the gang gives up now.
                 actions += decided if timed_out is None else [a for a in decided if isinstance(a, Evict)]
             if timed_out is not None:
@@ -319,7 +322,8 @@ class AdmissionLoop:
         if isinstance(placed, tuple):
             return self._burst_or(unit, now, True, *placed)
         planned = list(dict.fromkeys(placed.values()))
-        return [Ungate(g.pod.key, ungate_patch(g.obj, placed[g.pod.key], planned), g.pod.uid) if g.pod.key in placed
+        return [Ungate(g.pod.key, ungate_patch(g.obj, placed[g.pod.key], planned), g.pod.uid, placed[g.pod.key])
+                if g.pod.key in placed
                 else Pending(g.pod.key, f"gang {unit.key} runs at its minimum; no room for this member", "NoCapacity",
                              g.pod.uid)
                 for g in unit.members]
@@ -459,6 +463,8 @@ class AdmissionLoop:
                     self.kube.patch_pod(namespace, name, action.patch)
                     self._told.pop(action.pod_key, None)
                     self._lifted.add(action.uid)
+                    if isinstance(action, Ungate):  # a burst is in the trail already, as its spend
+                        self.store.record(ACTOR, "place", action.pod_key, {"node": action.node})
                 elif isinstance(action, Evict):
                     self._evict(namespace, name, action)
                 elif self._told.get(action.pod_key) != action.reason:  # write a reason once, not every cycle
