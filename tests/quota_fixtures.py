@@ -31,10 +31,11 @@ from sqlalchemy.pool import NullPool
 
 from quota.admission import Request
 from quota.config import config_from_yaml
-from quota.store import Store, database_url as driver_url
-from tests.processes import free_port, stop
+from quota.store import Store
+from quota.store import database_url as driver_url
 from quota.store.schema import Base
 from scheduler.model.resources import Resources
+from tests.processes import free_port, stop
 
 POSTGRES_ENV = "SLOTWISE_TEST_POSTGRES_URL"
 ACTOR = "tester"
@@ -153,10 +154,10 @@ def serve_in_thread(app) -> Iterator[str]:
 
 
 @contextmanager
-def serve_in_subprocess(url: str) -> Iterator[str]:
-    """``slotwise serve`` in a process of its own, on the same database."""
+def serve_in_subprocess(url: str, *options: str) -> Iterator[str]:
+    """``slotwise serve`` with ``options`` in a process of its own, on the database at ``url``."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "serve", "--db", url, "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "serve", "--db", url, "--port", str(port), *options],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:

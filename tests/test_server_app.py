@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
 from quota.config import config_from_yaml
 from quota.store import Store
-from tests.processes import free_port, stop
-from tests.quota_fixtures import wait_healthy
+from tests.quota_fixtures import serve_in_subprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"
@@ -27,37 +24,28 @@ def test_serve_answers_recorded_extender_and_admission_calls(tmp_path):
     store.migrate()
     store.replace_config(config_from_yaml((EXAMPLES / "pools.yaml").read_text()), "test")
     store.close()
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "serve", "--db", url, "--port", str(port), "--managed", "nlp",
-         "--nodes", str(RECORDED / "nodes.json"), "--pods", str(RECORDED / "pods.json")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, lambda: process.poll() is None)
-        with httpx.Client(base_url=base, timeout=10) as http:
-            assert http.get("/readyz").json() == {"status": "ready"}
-            filtered = http.post("/extender/filter", content=(EXAMPLES / "extender-filter.json").read_bytes()).json()
-            assert filtered["NodeNames"] == ["gpu-a1", "gpu-b1"]
-            assert filtered["FailedNodes"] == {"gpu-a2": "Insufficient nvidia.com/gpu"}
-            assert set(filtered["FailedAndUnresolvableNodes"]) == {"infra-1"} and filtered["Error"] == ""
+    options = ("--managed", "nlp", "--nodes", str(RECORDED / "nodes.json"), "--pods", str(RECORDED / "pods.json"))
+    with serve_in_subprocess(url, *options) as base, httpx.Client(base_url=base, timeout=10) as http:
+        assert http.get("/readyz").json() == {"status": "ready"}
+        filtered = http.post("/extender/filter", content=(EXAMPLES / "extender-filter.json").read_bytes()).json()
+        assert filtered["NodeNames"] == ["gpu-a1", "gpu-b1"]
+        assert filtered["FailedNodes"] == {"gpu-a2": "Insufficient nvidia.com/gpu"}
+        assert set(filtered["FailedAndUnresolvableNodes"]) == {"infra-1"} and filtered["Error"] == ""
 
-            review = json.loads((EXAMPLES / "admission-review.json").read_text())
-            mutated = http.post("/webhooks/mutate", json=review).json()
-            assert (mutated["apiVersion"], mutated["kind"]) == ("admission.k8s.io/v1", "AdmissionReview")
-            response = mutated["response"]
-            assert response["uid"] == review["request"]["uid"] and response["allowed"]
-            patch = json.loads(base64.b64decode(response["patch"]))
-            assert {"op": "add", "path": "/spec/schedulingGates", "value": [{"name": "slotwise.io/admission"}]} in patch
-            validated = http.post("/webhooks/validate", json=review).json()["response"]
-            assert validated["allowed"] and validated["uid"] == review["request"]["uid"]
-            review["request"]["namespace"] = "kube-system"
-            untouched = http.post("/webhooks/mutate", json=review).json()["response"]
-            assert untouched["allowed"] and "patch" not in untouched
-            scraped = http.get("/metrics").text
-            assert 'slotwise_decision_seconds_count{verb="filter"} 1.0' in scraped
-            assert 'slotwise_decision_seconds_count{verb="mutate"} 1.0' in scraped  # kube-system is not decided
-            assert 'slotwise_quota_guaranteed{pool="nlp",resource="nvidia.com/gpu"} 40.0' in scraped
-            assert 'slotwise_burst_budget_used_ratio{pool="nlp"} 0.0' in scraped  # nlp has a budget, no burst yet
-    finally:
-        stop(process)
+        review = json.loads((EXAMPLES / "admission-review.json").read_text())
+        mutated = http.post("/webhooks/mutate", json=review).json()
+        assert (mutated["apiVersion"], mutated["kind"]) == ("admission.k8s.io/v1", "AdmissionReview")
+        response = mutated["response"]
+        assert response["uid"] == review["request"]["uid"] and response["allowed"]
+        patch = json.loads(base64.b64decode(response["patch"]))
+        assert {"op": "add", "path": "/spec/schedulingGates", "value": [{"name": "slotwise.io/admission"}]} in patch
+        validated = http.post("/webhooks/validate", json=review).json()["response"]
+        assert validated["allowed"] and validated["uid"] == review["request"]["uid"]
+        review["request"]["namespace"] = "kube-system"
+        untouched = http.post("/webhooks/mutate", json=review).json()["response"]
+        assert untouched["allowed"] and "patch" not in untouched
+        scraped = http.get("/metrics").text
+        assert 'slotwise_decision_seconds_count{verb="filter"} 1.0' in scraped
+        assert 'slotwise_decision_seconds_count{verb="mutate"} 1.0' in scraped  # kube-system is not decided
+        assert 'slotwise_quota_guaranteed{pool="nlp",resource="nvidia.com/gpu"} 40.0' in scraped
+        assert 'slotwise_burst_budget_used_ratio{pool="nlp"} 0.0' in scraped  # nlp has a budget, no burst yet

@@ -5,8 +5,6 @@ gauge through one fleet, rebuilt when a report changes."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,8 +23,7 @@ from scheduler.model.k8s_json import pod_from_k8s
 from scheduler.server.admission_loop import AdmissionLoop, Gated, Pending, Ungate
 from scheduler.server.app import create_app
 from scheduler.server.cache import ClusterCache
-from tests.processes import free_port, stop
-from tests.quota_fixtures import wait_healthy
+from tests.quota_fixtures import serve_in_subprocess
 from tests.test_server_admission_loop import GATE, T0
 
 A100 = MODELS["A100-80GB"]
@@ -194,18 +191,10 @@ def test_serve_with_a_mig_token_file_acts_on_reports(tmp_path, store):
     """``slotwise serve`` as an admin starts it: a report posted over HTTP steers filter and the gauge."""
     (tmp_path / "token").write_text(TOKEN + "\n")
     (tmp_path / "nodes.json").write_text(json.dumps({"items": [node_json(n) for n in NODES]}))
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "serve", "--db", str(store.engine.url), "--port", str(port),
-         "--nodes", str(tmp_path / "nodes.json"), "--mig-token-file", str(tmp_path / "token")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base, lambda: process.poll() is None)
-        with httpx.Client(base_url=base, timeout=10) as http:
-            assert http.post("/mig/nodes/mig-free", json=FREE.model_dump(), headers=AUTH).status_code == 204
-            reply = http.post("/extender/filter", json={"Pod": mig_pod("m"), "NodeNames": NODES}).json()
-            assert reply["NodeNames"] == ["mig-free"]
-            assert samples(http.get("/metrics").text, "slotwise_mig_slices_free")["3g.40gb"] == 1
-    finally:
-        stop(process)
+    with serve_in_subprocess(str(store.engine.url), "--nodes", str(tmp_path / "nodes.json"),
+                             "--mig-token-file", str(tmp_path / "token")) as base, \
+            httpx.Client(base_url=base, timeout=10) as http:
+        assert http.post("/mig/nodes/mig-free", json=FREE.model_dump(), headers=AUTH).status_code == 204
+        reply = http.post("/extender/filter", json={"Pod": mig_pod("m"), "NodeNames": NODES}).json()
+        assert reply["NodeNames"] == ["mig-free"]
+        assert samples(http.get("/metrics").text, "slotwise_mig_slices_free")["3g.40gb"] == 1
