@@ -425,9 +425,10 @@ class AdmissionLoop:
         """Workload keys with a pod in the cache (which drops Succeeded and Failed pods)."""
         return {_workload_key(p, self.classes) for p in self.cache.pods()}
 
-    def release_finished(self) -> list[str]:
-        """Give back the charge of admitted workloads with no pod left, evicted victims included."""
-        live = self._live()
+    def release_finished(self, live: set[str] | None = None) -> list[str]:
+        """Give back the charge of admitted workloads with no pod left, evicted victims included.
+        ``live``: the workload keys with a pod in the cache, if the caller has them already."""
+        live = self._live() if live is None else live
         now = self.clock()
         done = [w.key for w in self.store.ledger().charged()
                 if w.key not in live and now - w.admitted_at >= RELEASE_GRACE_S]
@@ -435,7 +436,7 @@ class AdmissionLoop:
             self.store.release(key, ACTOR)
         return done
 
-    def settle_bursts(self) -> list[str]:
+    def settle_bursts(self, live: set[str] | None = None) -> list[str]:
         """Record what each burst cost once its pods have all left: the rate it reserved at (the
         offers' hourly prices; ``reserved`` covers them for ``max_runtime``) times the time from
         the overflow until now, never more than the reservation (the store caps it). Billed from
@@ -444,7 +445,7 @@ class AdmissionLoop:
         before a restart are settled too."""
         if self.burst is None:
             return []  # the rate is unknown without max_runtime: the reservation stands
-        live = self._live()
+        live = self._live() if live is None else live
         now = self.clock()
         done = [s for s in self.store.open_spend()
                 if s.workload not in live and now - s.started_at.timestamp() >= RELEASE_GRACE_S]
@@ -517,8 +518,9 @@ class AdmissionLoop:
         gated = [Gated.of(pod, obj, now) for pod, obj in held if pod.uid not in self._lifted]
         with self.cache.snapshot() as live:
             snapshot = live.copy()  # plan outside the cache's lock: the extender reads it meanwhile
-        self.release_finished()
-        self.settle_bursts()
+        live = self._live()  # one pass over every cached pod's gang membership, not one per use
+        self.release_finished(live)
+        self.settle_bursts(live)
         with self.metrics.timed("admit") if self.metrics is not None else nullcontext():
             planned = self.plan(snapshot, gated, now)
         actions: list[Action] = [*self._retries(snapshot), *planned]
