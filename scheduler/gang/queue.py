@@ -32,7 +32,6 @@ class GangQueue:
         self.reservations = Reservations()
         self.waiting: dict[str, tuple[Gang, float]] = {}  # gang key -> (gang, waiting since)
         self.timeout_s: dict[str, float] = {}
-        self.min_members: dict[str, int] = {}
         self.reasons: dict[str, str] = {}
 
     def submit(self, gangs: Iterable[Gang], now: float) -> None:
@@ -44,7 +43,6 @@ class GangQueue:
             merged = gang if known is None else replace(known[0], members=known[0].members + gang.members)
             self.waiting[gang.key] = (merged, now if known is None else known[1])
             self.timeout_s[gang.key] = gang.timeout_s
-            self.min_members[gang.key] = gang.min_members
 
     def schedule(self, now: float) -> list[GangPlan | TimedOut]:
         """Release what timed out, then plan and reserve each waiting gang in turn."""

@@ -49,9 +49,6 @@ class Topology:
             for level, kind in ((Level.RACK, "rack"), (Level.ZONE, "zone"), (Level.CLUSTER, "cluster"))
             for d in sorted(d for d in self.graph if d[0] == kind)
         )
-        self.rack_code = np.zeros(len(snap), dtype=np.int64)
-        for k, domain in enumerate(d for d in self.domains if d.level == Level.RACK):
-            self.rack_code[domain.nodes] = k
 
     def _ancestors(self, node: int) -> list[tuple[str, ...]]:
         chain = [("node", node)]

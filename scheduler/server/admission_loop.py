@@ -44,7 +44,7 @@ from scheduler.gang.groups import (
 from scheduler.gang.planner import GangPlan, commit, plan_gang
 from scheduler.gang.queue import TimedOut
 from scheduler.gang.topology import Topology
-from scheduler.model.cluster import Pod, WorkloadKind
+from scheduler.model.cluster import Node, Pod, WorkloadKind
 from scheduler.model.snapshot import Snapshot
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.placement.decision import Placement
@@ -235,6 +235,7 @@ class AdmissionLoop:
         self._timed_out: dict[str, TimedOut] = {}  # gang key -> why it gave up: never tried again
         self._refused: dict[str, Evict] = {}  # pod key -> an eviction a PodDisruptionBudget refused: retried
         self._lifted: set[str] = set()  # uids of pods whose gate came off, until the cache sees it gone
+        self._topology_of: tuple[tuple[Node, ...], Topology] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -243,12 +244,14 @@ class AdmissionLoop:
         """Decide every gated unit, highest priority then oldest first, each seeing the ones before."""
         ledger = self.store.ledger()
         admitted = set(ledger.workloads)
-        running = {_workload_key(a.pod, self.classes) for a in snapshot.assignments.values()}
+        config = ledger.config
         actions: list[Action] = []
         units, problems = self._units(gated_pods)
         actions += problems
-        trial = self._trial(snapshot, any(u.gang for u in units))
-        config = self.store.config()
+        gangs = any(u.gang for u in units)
+        # Gang keys of running pods, worked out only when a gang waits: a pass over every pod.
+        running = {_workload_key(a.pod, self.classes) for a in snapshot.assignments.values()} if gangs else set()
+        trial = self._trial(snapshot, gangs)
         for unit in sorted(units, key=lambda u: u.order):
             if unit.gang is not None and unit.key in running:
                 continue  # members already run: not all-or-nothing any more, leave the rest to the scheduler
@@ -267,11 +270,18 @@ class AdmissionLoop:
 
     def _trial(self, snapshot: Snapshot, gangs: bool) -> _Trial:
         trial = snapshot.copy()
-        topology = Topology(trial) if gangs else None
+        topology = self._topology(trial) if gangs else None
         if self.mig is None:
             return _Trial(trial, self.placer, topology, None)
         fleet = self.mig().copy()
         return _Trial(trial, mig_placer(fleet, self.placer.profile), topology, fleet)
+
+    def _topology(self, snapshot: Snapshot) -> Topology:
+        """The topology of the snapshot's nodes, rebuilt only when the node set changes (the cache
+        makes a new snapshot, with a new nodes tuple, then; copies share it)."""
+        if self._topology_of is None or self._topology_of[0] is not snapshot.nodes:
+            self._topology_of = (snapshot.nodes, Topology(snapshot))
+        return self._topology_of[1]
 
     def _units(self, gated: Iterable[Gated]) -> tuple[list[_Unit], list[Action]]:
         buckets: dict[str, list[Gated]] = {}
@@ -315,8 +325,9 @@ class AdmissionLoop:
             admitted.add(unit.key)
             if isinstance(decision, Reclaim):
                 # Charged now so nobody else takes the room; placed once the victims are gone.
+                running = self._pods_by_workload(snapshot)
                 evictions: list[Action] = [Evict(p.key, int(grace_s), p.uid, unit.key) for v in decision.victims
-                                           for p in self._pods_of(snapshot, v.key)]
+                                           for p in running.get(v.key, ())]
                 return evictions + pending(f"{decision.reason}; waiting for them to stop", "Reclaiming")
         placed = self._place(trial, unit)
         if isinstance(placed, tuple):
@@ -401,8 +412,9 @@ class AdmissionLoop:
             return pending
         pods = [g.pod for g in unit.members]
         at = datetime.fromtimestamp(now, UTC)
-        budget = self.store.budget_left(pods[0].project, at)
         waited = now - min(g.created for g in unit.members)
+        # Before the threshold the answer is "stay" whatever the budget: spare the database the query.
+        budget = self.store.budget_left(pods[0].project, at) if waited >= self.burst.threshold_s else None
         decision = decide_burst(self.burst, unit.key, pods, waited, None, budget[0] if budget else None)
         if not isinstance(decision, Overflow):
             return [Pending(p.pod_key, f"{reason}; no overflow: {decision.reason}", cause, p.uid) for p in pending]
@@ -417,9 +429,13 @@ class AdmissionLoop:
                       o.pod.uid)
                 for o in decision.offers]
 
-    def _pods_of(self, snapshot: Snapshot, workload: str) -> list[Pod]:
-        """The running pods of a workload key (a pod's own key or its gang's)."""
-        return [a.pod for a in snapshot.assignments.values() if workload in (a.pod.key, _workload_key(a.pod, self.classes))]
+    def _pods_by_workload(self, snapshot: Snapshot) -> dict[str, list[Pod]]:
+        """The running pods under each workload key they answer to: their own and their gang's."""
+        out: dict[str, list[Pod]] = {}
+        for a in snapshot.assignments.values():
+            for key in {a.pod.key, _workload_key(a.pod, self.classes)}:
+                out.setdefault(key, []).append(a.pod)
+        return out
 
     def _live(self) -> set[str]:
         """Workload keys with a pod in the cache (which drops Succeeded and Failed pods)."""
