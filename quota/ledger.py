@@ -13,6 +13,7 @@ cost the tree's depth, not its size. The ledger refuses anything that would brea
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
@@ -224,6 +225,19 @@ class Ledger:
             claim = np.maximum(self.demand[a], self.reserved[a])
             delta = claim - self.claim[a]
             self.claim[a] = claim
+
+    def copy(self) -> Ledger:
+        """An independent ledger with the same charges. What the configuration fixes (names,
+        limits, paths) is shared; what charges change is copied, far cheaper than charging every
+        workload again."""
+        clone = copy.copy(self)
+        clone.usage, clone.own = self.usage.copy(), self.own.copy()
+        clone.demand, clone.claim = self.demand.copy(), self.claim.copy()
+        clone.workloads = dict(self.workloads)  # entries are never changed in place, only replaced
+        clone.by_pool = [dict(d) for d in self.by_pool]
+        clone.terminating = set(self.terminating)
+        clone._order = {}
+        return clone
 
     def charged(self) -> Iterable[Workload]:
         return (w for w, _, _ in self.workloads.values())

@@ -328,3 +328,22 @@ def test_generated_configurations_round_trip_through_yaml(document):
     text = config_to_yaml(config)
     assert config_from_yaml(text) == config
     assert config_to_yaml(config_from_yaml(text)) == text
+
+
+@SETTINGS
+@given(ledger=ledgers(), steps=fills)
+def test_a_copy_has_the_same_charges_and_changes_apart_from_its_original(ledger, steps):
+    if ledger.public[1:].all():
+        return  # nothing to charge
+    fill(ledger, steps)
+    before = snapshot(ledger)
+    copied = ledger.copy()
+    assert_same(copied, before)
+    taken = [copied.remove(key) for key in sorted(copied.workloads)[::2]]
+    copied.terminating.add("elsewhere")
+    assert_consistent(copied)
+    assert_same(ledger, before)  # the original saw none of it
+    assert "elsewhere" not in ledger.terminating
+    for workload in reversed(taken):
+        copied.add(workload)
+    assert_same(copied, before)

@@ -367,14 +367,10 @@ class Store:
         return versions.config, versions.ledger, capacity
 
     def ledger(self) -> Ledger:
-        """The configuration with every admitted workload charged (a copy to read)."""
+        """The configuration with every admitted workload charged (a copy to read). Copied under
+        the lock: admissions change the cached ledger in place."""
         with self._transaction() as (s, versions):
-            cached = self._current_ledger(s, versions)
-        copy = Ledger(cached.config, self.capacity)
-        for w in cached.charged():
-            copy.add(w, force=True)
-        copy.terminating = set(cached.terminating)
-        return copy
+            return self._current_ledger(s, versions).copy()
 
     def admit(self, request: Request, now: float, actor: str) -> QuotaDecision:
         """Decide ``request`` and, when it is admitted (or reclaims), record it, in one locked
