@@ -18,14 +18,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from quota.admission import QuotaDecision, request_for
 from quota.admission import Request as QuotaRequest
 from quota.config import (
-    LIMIT_FIELDS,
-    Budget,
-    BudgetDocument,
     Pool,
+    PoolFields,
     QuotaConfig,
     QuotaConfigError,
     compile_document,
     config_to_yaml,
+    document_amounts,
     document_to_data,
     parse_amounts,
     parse_document,
@@ -39,19 +38,10 @@ from scheduler.model.resources import Resources, format_quota_amount
 Clock = Callable[[], float]
 
 
-class PoolBody(BaseModel):
+class PoolBody(PoolFields):
     """One pool, as PUT /quota/pools/{name} takes it (children are not part of it)."""
 
-    model_config = ConfigDict(extra="forbid")
     parent: str | None = None
-    description: str = ""
-    public: bool = False
-    weight: float = Field(default=1.0, gt=0)
-    guaranteed: dict[str, str | int | float] = Field(default_factory=dict)
-    max: dict[str, str | int | float] = Field(default_factory=dict)
-    shareable: dict[str, str | int | float] = Field(default_factory=dict)
-    borrow_limit: dict[str, str | int | float] = Field(default_factory=dict)
-    budget: BudgetDocument | None = None
 
 
 class AdmissionBody(BaseModel):
@@ -71,7 +61,7 @@ def _pool_json(p: Pool) -> dict[str, Any]:
     out: dict[str, Any] = {"name": p.name, "parent": p.parent, "description": p.description, "public": p.public,
                            "weight": p.weight}
     for kind, amounts in p.limits():
-        out[kind] = {r: format_quota_amount(r, v) for r, v in sorted(amounts.items())}
+        out[kind] = document_amounts(amounts)
     out["budget"] = {"per_day": p.budget.per_day, "per_month": p.budget.per_month} if p.budget else None
     return out
 
@@ -81,15 +71,11 @@ def _decision_json(d: QuotaDecision) -> dict[str, Any]:
     if d.kind in ("admit", "borrow", "reclaim"):
         out["gpu_model"] = d.gpu_model  # type: ignore[union-attr]
     if d.kind in ("admit", "borrow"):
-        out["borrowed"] = _amounts(d.borrowed)  # type: ignore[union-attr]
-        out["lenders"] = [{"pool": name, "amounts": _amounts(a)} for name, a in d.lenders]  # type: ignore[union-attr]
+        out["borrowed"] = document_amounts(d.borrowed)  # type: ignore[union-attr]
+        out["lenders"] = [{"pool": name, "amounts": document_amounts(a)} for name, a in d.lenders]  # type: ignore[union-attr]
     if d.kind == "reclaim":
         out["victims"] = [{"key": v.key, "pool": v.pool} for v in d.victims]  # type: ignore[union-attr]
     return out
-
-
-def _amounts(r: Resources) -> dict[str, str]:
-    return {name: format_quota_amount(name, v) for name, v in sorted(r.items())}
 
 
 def _visible(config: QuotaConfig, who: Principal) -> set[str] | None:
@@ -154,12 +140,9 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
     @router.put("/pools/{name}")
     def put_pool(name: str, body: PoolBody, who: Admin) -> dict[str, Any]:
         problems: list[str] = []
-        limits = {kind: parse_amounts(name, kind, getattr(body, kind), problems) for kind in LIMIT_FIELDS}
+        pool = body.pool(name, body.parent, problems)
         if problems:
             raise refused(QuotaConfigError(problems))
-        budget = body.budget
-        pool = Pool(name, body.parent, weight=body.weight, public=body.public, description=body.description,
-                    budget=None if budget is None else Budget(budget.per_day, budget.per_month), **limits)
         try:
             changes = store.set_pool(pool, who.name)
         except (QuotaConfigError, StoreError) as exc:

@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 from scheduler.model.resources import (
     CPU,
@@ -108,9 +117,10 @@ class BudgetDocument(BaseModel):
     per_month: float | None = Field(default=None, ge=0)
 
 
-class PoolDocument(BaseModel):
+class PoolFields(BaseModel):
+    """What one pool says of itself, as documents and the REST API both write it."""
+
     model_config = ConfigDict(extra="forbid")
-    name: str
     description: str = ""
     public: bool = False
     weight: float = Field(default=1.0, gt=0)
@@ -119,6 +129,17 @@ class PoolDocument(BaseModel):
     shareable: Amounts = Field(default_factory=dict)
     borrow_limit: Amounts = Field(default_factory=dict)
     budget: BudgetDocument | None = None
+
+    def pool(self, name: str, parent: str | None, problems: list[str]) -> Pool:
+        """The pool these fields describe; amounts that cannot be read are added to ``problems``."""
+        limits = {what: parse_amounts(name, what, getattr(self, what), problems) for what in LIMIT_FIELDS}
+        budget = Budget(self.budget.per_day, self.budget.per_month) if self.budget else None
+        return Pool(name, parent, weight=self.weight, public=self.public, budget=budget, description=self.description,
+                    **limits)
+
+
+class PoolDocument(PoolFields):
+    name: str
     pools: list[PoolDocument] = Field(default_factory=list)
 
     @field_validator("name")
@@ -246,10 +267,7 @@ def compile_document(doc: QuotaDocument) -> QuotaConfig:
         if d.name in seen:
             problems.append(f"pool {d.name}: the name is used twice")
         seen.add(d.name)
-        limits = {what: parse_amounts(d.name, what, getattr(d, what), problems) for what in LIMIT_FIELDS}
-        budget = Budget(d.budget.per_day, d.budget.per_month) if d.budget else None
-        pools.append(Pool(d.name, parent, weight=d.weight, public=d.public, budget=budget, description=d.description,
-                          **limits))
+        pools.append(d.pool(d.name, parent, problems))
     by_name = {p.name: p for p in pools}
     for p in pools:
         problems += _check_pool(p, [c for c in pools if c.parent == p.name], by_name)
@@ -304,7 +322,8 @@ def effective_guarantee(p: Pool, by_name: Mapping[str, Pool], _above: frozenset[
     return out
 
 
-def _document_amounts(amounts: Mapping[str, int]) -> dict[str, str | int | float]:
+def document_amounts(amounts: Mapping[str, int]) -> dict[str, str]:
+    """Amounts as documents, the API and the audit trail write them: ``{"nvidia.com/gpu": "500m"}``."""
     return {r: format_quota_amount(r, v) for r, v in sorted(amounts.items())}
 
 
@@ -316,7 +335,7 @@ def to_document(config: QuotaConfig) -> QuotaDocument:
         return PoolDocument(
             name=p.name, description=p.description, public=p.public, weight=p.weight, budget=budget,
             pools=[pool_doc(c) for c in config.children(p.name)],
-            **{what: _document_amounts(amounts) for what, amounts in p.limits()},
+            **{what: document_amounts(amounts) for what, amounts in p.limits()},
         )
 
     reclaim = ReclaimDocument(grace=format_duration(config.reclaim.grace_s),
@@ -332,7 +351,7 @@ def document_to_data(doc: QuotaDocument) -> dict[str, Any]:
 
 
 def _pool_data(p: PoolDocument) -> dict[str, Any]:
-    data = p.model_dump(exclude_defaults=True, exclude={"pools"}, mode="json")
+    data = {"name": p.name, **p.model_dump(exclude_defaults=True, exclude={"name", "pools"}, mode="json")}
     if p.pools:
         data["pools"] = [_pool_data(c) for c in p.pools]
     return data

@@ -146,6 +146,7 @@ BAD_REQUESTS = [
     ("PUT", "/quota/pools/x", "json", {"weight": 0}, 422, ["weight"]),
     ("PUT", "/quota/pools/x", "json", {"colour": "red"}, 422, ["colour"]),
     ("PUT", "/quota/pools/x", "json", {"guaranteed": {"cpu": "lots"}}, 422, ["pool x: guaranteed"]),
+    ("PUT", "/quota/pools/x", "json", {"max": {"cpu": True}}, 422, ["max", "cpu"]),  # as strict as a document
     ("PUT", "/quota/pools/x", "json", {"parent": "nowhere"}, 400, ["nowhere"]),
     ("PUT", "/quota/pools/ai", "json", {"parent": "nlp"}, 400, ["descendant"]),
     ("DELETE", "/quota/pools/ai", "json", None, 400, ["child pools"]),

@@ -32,6 +32,7 @@ from quota.config import (
     QuotaConfigError,
     ReclaimSettings,
     compile_document,
+    document_amounts,
     format_duration,
     to_document,
 )
@@ -47,7 +48,7 @@ from quota.store.schema import (
     VersionRow,
     WorkloadRow,
 )
-from scheduler.model.resources import Resources, format_quota_amount
+from scheduler.model.resources import Resources
 
 ROLES = ("admin", "viewer")
 DEFAULT_URL = "sqlite:///slotwise.db"
@@ -144,7 +145,7 @@ def _pool_changes(old: QuotaConfig, new: QuotaConfig) -> list[tuple[str, str, di
 
 def _show(field: str, value: Any) -> Any:
     if field in LIMIT_FIELDS:
-        return {r: format_quota_amount(r, v) for r, v in sorted(value.items())}
+        return document_amounts(value)
     if isinstance(value, Budget):
         return {"per_day": value.per_day, "per_month": value.per_month}
     return value
