@@ -11,6 +11,7 @@ from typing import Any
 
 from burst.decide import Offer
 from burst.targets import ECI
+from scheduler.model.json_patch import set_entries
 
 VIRTUAL_NODE_LABEL = ("type", "virtual-kubelet")
 PROVIDER_TAINT = "virtual-kubelet.io/provider"
@@ -22,26 +23,11 @@ ECI_SPOT_FALLBACK = "k8s.aliyun.com/eci-spot-fallback"
 ECI_FAIL_STRATEGY = "k8s.aliyun.com/eci-fail-strategy"
 
 
-def _pointer(*parts: str) -> str:
-    """A JSON Pointer; '~' and '/' inside a key are escaped (annotation keys hold '/')."""
-    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
-
-
-def _set_entries(obj: Mapping[str, Any], path: tuple[str, ...], entries: Mapping[str, str]) -> list[dict[str, Any]]:
-    """Ops that set ``entries`` in the map at ``path`` (created if absent)."""
-    current: Any = obj
-    for part in path:
-        current = current.get(part) if isinstance(current, Mapping) else None
-    if not isinstance(current, Mapping):
-        return [{"op": "add", "path": _pointer(*path), "value": dict(entries)}]
-    return [{"op": "add", "path": _pointer(*path, k), "value": v} for k, v in entries.items()]
-
-
 def burst_patch(pod: Mapping[str, Any], offer: Offer, max_runtime_s: float) -> list[dict[str, Any]]:
     """The JSON Patch that sends ``pod`` (its v1.Pod object) where ``offer`` says."""
     target = offer.target
     spec = pod.get("spec") or {}
-    ops = _set_entries(pod, ("spec", "nodeSelector"), dict([VIRTUAL_NODE_LABEL]))
+    ops = set_entries(pod, ("spec", "nodeSelector"), dict([VIRTUAL_NODE_LABEL]))
     toleration = {"key": PROVIDER_TAINT, "operator": "Equal", "value": target.provider, "effect": "NoSchedule"}
     if spec.get("tolerations"):
         ops.append({"op": "add", "path": "/spec/tolerations/-", "value": toleration})
@@ -52,12 +38,12 @@ def burst_patch(pod: Mapping[str, Any], offer: Offer, max_runtime_s: float) -> l
     if spec.get("activeDeadlineSeconds") is not None:
         deadline = min(deadline, int(spec["activeDeadlineSeconds"]))
     ops.append({"op": "add", "path": "/spec/activeDeadlineSeconds", "value": deadline})
-    ops += _set_entries(pod, ("metadata", "labels"), {TARGET_LABEL: target.name})
+    ops += set_entries(pod, ("metadata", "labels"), {TARGET_LABEL: target.name})
     if target.kind == ECI:
         annotations = {ECI_SPECS: ",".join(s.name for s in offer.specs), ECI_FAIL_STRATEGY: target.fail_strategy}
         if offer.spot:
             limit = max(s.spot_price or s.price for s in offer.specs)
             annotations |= {ECI_SPOT_STRATEGY: "SpotWithPriceLimit", ECI_SPOT_PRICE_LIMIT: f"{limit:.3f}",
                             ECI_SPOT_FALLBACK: "true" if target.spot_fallback else "false"}
-        ops += _set_entries(pod, ("metadata", "annotations"), annotations)
+        ops += set_entries(pod, ("metadata", "annotations"), annotations)
     return ops

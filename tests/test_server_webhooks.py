@@ -177,6 +177,7 @@ def test_validate_allows_a_pod_that_can_run(webhook):
     (job_pod(requests={"cpu": "1", "slotwise.io/gpu-milli": "1500"}), "a share is at most 1000"),
     (job_pod(annotations={"slotwise.io/gang": "job42", "slotwise.io/gang-min-members": "0"}), "gang-min-members"),
     (job_pod(annotations={"slotwise.io/gang-min-members": "two"}), "gang-min-members"),
+    (job_pod(annotations={"slotwise.io/gang": "job42", "slotwise.io/gang-timeout": "soon"}), "gang-timeout"),
     (job_pod("9"), "more than the max of pool nlp"),
 ])
 def test_validate_rejects_pods_that_can_never_run(webhook, pod, says):

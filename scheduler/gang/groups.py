@@ -74,6 +74,17 @@ def _positive(pod: Pod, name: str, text: str | None, cast: type[int] | type[floa
     return value
 
 
+def annotation_problem(pod: Pod) -> str | None:
+    """Why slotwise's own gang annotations on the pod cannot be read, or None: the validating
+    webhook refuses such a pod at once, by the rule :func:`membership` applies later."""
+    try:
+        for name, cast in ((GANG_MIN_MEMBERS_ANNOTATION, int), (GANG_TIMEOUT_ANNOTATION, float)):
+            _positive(pod, name, pod.annotations.get(name), cast)
+    except GangError as exc:
+        return str(exc)
+    return None
+
+
 def membership(pod: Pod, pod_groups: Mapping[str, int] | None = None,
                classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES) -> Membership | None:
     """The pod's gang, or None for a pod on its own (also when its workload class is not

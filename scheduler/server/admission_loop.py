@@ -45,6 +45,7 @@ from scheduler.gang.planner import GangPlan, commit, plan_gang
 from scheduler.gang.queue import TimedOut
 from scheduler.gang.topology import Topology
 from scheduler.model.cluster import Node, Pod, WorkloadKind
+from scheduler.model.json_patch import set_entries
 from scheduler.model.snapshot import Snapshot
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.placement.decision import Placement
@@ -121,10 +122,6 @@ class Pending:
 Action = Ungate | Burst | Evict | Pending
 
 
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
-
-
 def gate_ops(obj: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Remove the admission gate; the ``test`` makes the patch fail rather than drop another gate
     if the list changed since it was read."""
@@ -159,11 +156,8 @@ def affinity_ops(spec: Mapping[str, Any], nodes: Sequence[str]) -> list[dict[str
 
 def ungate_patch(obj: Mapping[str, Any], node: str, planned: Sequence[str]) -> list[dict[str, Any]]:
     """Gate off, affinity to ``node``, and the plan's nodes (a gang's, for the extender) annotated."""
-    notes = (obj.get("metadata") or {}).get("annotations")
-    text = ",".join(planned)
-    annotate = ({"op": "add", "path": f"/metadata/annotations/{_escape(PLANNED_NODES_ANNOTATION)}", "value": text}
-                if notes else {"op": "add", "path": "/metadata/annotations", "value": {PLANNED_NODES_ANNOTATION: text}})
-    return [*gate_ops(obj), *affinity_ops(obj.get("spec") or {}, [node]), annotate]
+    annotate = set_entries(obj, ("metadata", "annotations"), {PLANNED_NODES_ANNOTATION: ",".join(planned)})
+    return [*gate_ops(obj), *affinity_ops(obj.get("spec") or {}, [node]), *annotate]
 
 
 def _no_mig_slot(profile: str) -> str:

@@ -22,8 +22,9 @@ from quota.admission import Deny, decide, request_for
 from quota.config import QuotaConfig
 from quota.ledger import Ledger
 from quota.store import Store
-from scheduler.gang.groups import GANG_MIN_MEMBERS_ANNOTATION
+from scheduler.gang.groups import annotation_problem
 from scheduler.model.cluster import KIND_LABEL, PROJECT_LABEL, Pod
+from scheduler.model.json_patch import set_entries
 from scheduler.model.k8s_json import ModelError, pod_from_k8s
 from scheduler.server.extender import read_json
 from scheduler.server.metrics import ServiceMetrics
@@ -34,11 +35,6 @@ API_VERSION = "admission.k8s.io/v1"
 
 #: Which namespaces slotwise manages: a set of names, or a predicate (e.g. over namespace labels).
 Managed = Collection[str] | Callable[[str], bool]
-
-
-def _escape(key: str) -> str:
-    """A JSON Pointer token (RFC 6901): label keys carry '/'."""
-    return key.replace("~", "~0").replace("/", "~1")
 
 
 def _review(body: Any) -> Mapping[str, Any]:
@@ -80,14 +76,9 @@ def mutation(obj: Mapping[str, Any], namespace: str) -> list[dict[str, Any]]:
     pod = _pod(obj, namespace)
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
-    patch: list[dict[str, Any]] = []
-    labels = meta.get("labels")
+    labels = meta.get("labels") or {}
     wanted = {PROJECT_LABEL: namespace, KIND_LABEL: str(pod.kind)}
-    if not labels:
-        patch.append({"op": "add", "path": "/metadata/labels", "value": wanted})
-    else:
-        patch += [{"op": "add", "path": f"/metadata/labels/{_escape(k)}", "value": v}
-                  for k, v in wanted.items() if k not in labels]
+    patch = set_entries(obj, ("metadata", "labels"), {k: v for k, v in wanted.items() if k not in labels})
     gates = spec.get("schedulingGates")
     if not gates:
         patch.append({"op": "add", "path": "/spec/schedulingGates", "value": [{"name": ADMISSION_GATE}]})
@@ -118,10 +109,7 @@ def problems(obj: Mapping[str, Any], namespace: str, quota: QuotaCheck | None) -
         pod = _pod(obj, namespace)
     except ModelError as exc:  # covers a GPU share above 1000m as well
         return f"pod cannot be scheduled: {exc}"
-    text = pod.annotations.get(GANG_MIN_MEMBERS_ANNOTATION)
-    if text is not None and not (text.strip().isdigit() and int(text) >= 1):
-        return f"metadata.annotations.{GANG_MIN_MEMBERS_ANNOTATION}: {text!r} must be a whole number of at least 1"
-    return quota.never(pod) if quota is not None else None
+    return annotation_problem(pod) or (quota.never(pod) if quota is not None else None)
 
 
 def webhook_router(managed: Managed, store: Store | None = None, clock: Callable[[], float] = time.time,
