@@ -253,22 +253,20 @@ class Extender:
         proposed = _field(args, "NodeNameToMetaVictims", dict, required=False) or {}
         agreed: dict[str, Any] = {}
         with self.cache.snapshot() as live:
-            for node, victims in proposed.items():
-                uids = self._victim_uids(node, victims)
-                if node not in live.index:
-                    continue
-                trial = live.copy()
-                evicted = []
-                for uid in uids:
-                    key = self.cache.pod_key(uid)
-                    if key is not None and key in trial.assignments:
-                        evicted.append(trial.assignments[key].pod)
-                        trial.release(key)
-                resolvable = (self._after_evicting(node, evicted)
-                              if self.mig is not None and requested_profile(pod)[0] else None)
-                kept, *_ = self.feasible(trial, pod, [node], np.array([trial.index[node]]), resolvable)
-                if kept:
-                    agreed[node] = victims
+            trial = live.copy()  # one copy: each node's victims are released, judged, then put back
+        for node, victims in proposed.items():
+            uids = self._victim_uids(node, victims)
+            if node not in trial.index:
+                continue
+            keys = [k for k in dict.fromkeys(map(self.cache.pod_key, uids)) if k is not None and k in trial.assignments]
+            evicted = [trial.release(k) for k in keys]
+            resolvable = (self._after_evicting(node, [a.pod for a in evicted])
+                          if self.mig is not None and requested_profile(pod)[0] else None)
+            kept, *_ = self.feasible(trial, pod, [node], np.array([trial.index[node]]), resolvable)
+            for a in evicted:
+                trial.assign(a.pod, a.node, a.gpus)
+            if kept:
+                agreed[node] = victims
         return {"NodeNameToMetaVictims": agreed}
 
     def _after_evicting(self, node: str, victims: list[Pod]) -> Placer:
