@@ -182,7 +182,8 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
     def usage(who: Reader) -> dict[str, Any]:
         ledger = store.ledger()
         visible = _visible(ledger.config, who)
-        rows = [r for r in pool_usage(ledger) if visible is None or r.pool in visible]
+        credited = loans(ledger)
+        rows = [r for r in pool_usage(ledger, credited) if visible is None or r.pool in visible]
         return {
             "pools": [{"pool": r.pool, "parent": r.parent, "resource": r.resource,
                        "guaranteed": format_quota_amount(r.resource, r.guaranteed),
@@ -191,7 +192,7 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
                        "borrowed": format_quota_amount(r.resource, r.borrowed),
                        "lent": format_quota_amount(r.resource, r.lent), "workloads": r.workloads} for r in rows],
             "loans": [{"borrower": loan.borrower, "lender": loan.lender, "resource": loan.resource,
-                       "amount": format_quota_amount(loan.resource, loan.amount)} for loan in loans(ledger)
+                       "amount": format_quota_amount(loan.resource, loan.amount)} for loan in credited
                       if visible is None or loan.borrower in visible or loan.lender in visible],
         }
 

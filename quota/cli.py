@@ -89,8 +89,9 @@ def show(name: str, db: Db = DEFAULT_URL, audit: Annotated[int, typer.Option(hel
     console.print(f"parent: {pool.parent or 'cluster'}; children: {', '.join(c.name for c in config.children(name)) or '-'}")
     if pool.budget:
         console.print(f"budget: {pool.budget.per_day or '-'} per day, {pool.budget.per_month or '-'} per month")
-    console.print(_usage_table([r for r in pool_usage(ledger) if r.pool == name], f"usage of {name}"))
-    for loan in loans(ledger):
+    credited = loans(ledger)
+    console.print(_usage_table([r for r in pool_usage(ledger, credited) if r.pool == name], f"usage of {name}"))
+    for loan in credited:
         if name in (loan.borrower, loan.lender):
             console.print(f"{loan.borrower} borrows {format_quota_amount(loan.resource, loan.amount)} {loan.resource} "
                           f"from {loan.lender}", highlight=False)
@@ -199,8 +200,9 @@ def usage(db: Db = DEFAULT_URL) -> None:
     """Who uses what, and who borrows from whom."""
     with _store(db) as store:
         ledger = store.ledger()
-    console.print(_usage_table(pool_usage(ledger), "quota usage"))
-    for loan in loans(ledger):
+    credited = loans(ledger)
+    console.print(_usage_table(pool_usage(ledger, credited), "quota usage"))
+    for loan in credited:
         console.print(f"{loan.borrower} borrows {format_quota_amount(loan.resource, loan.amount)} {loan.resource} "
                       f"from {loan.lender}", highlight=False)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,10 +51,11 @@ def loans(ledger: Ledger) -> list[Loan]:
     level cannot lend shows as its parent borrowing one level up."""
     out: list[Loan] = []
     for parent in range(len(ledger.names)):
-        left = {name: idle.copy() for name, idle in lenders_at(ledger, parent, -1)}
+        order = lenders_at(ledger, parent, -1)  # a borrower's order is this one without itself
+        left = {name: idle.copy() for name, idle in order}
         for child in ledger.children[parent]:
             need = ledger.borrowing(child).copy()
-            for name, _ in lenders_at(ledger, parent, child):
+            for name in (name for name, _ in order if name != ledger.names[child]):
                 lent = np.minimum(need, left[name])
                 for j in np.flatnonzero(lent):
                     out.append(Loan(ledger.names[child], name, ledger.resources[j], int(lent[j])))
@@ -62,17 +64,22 @@ def loans(ledger: Ledger) -> list[Loan]:
     return out
 
 
-def pool_usage(ledger: Ledger) -> list[PoolUsage]:
+def pool_usage(ledger: Ledger, credited: Sequence[Loan] | None = None) -> list[PoolUsage]:
+    """Each pool and resource; ``credited``: :func:`loans`, if the caller has them already."""
     lent: dict[tuple[str, str], int] = {}
-    for loan in loans(ledger):
+    for loan in loans(ledger) if credited is None else credited:
         lent[loan.lender, loan.resource] = lent.get((loan.lender, loan.resource), 0) + loan.amount
+    counts = [0] * len(ledger.names)  # workloads in each pool's subtree
+    for q, charged in enumerate(ledger.by_pool):
+        for a in ledger.paths[q]:
+            counts[a] += len(charged)
     rows = []
     for i, name in enumerate(ledger.names[1:], start=1):
-        count = sum(len(ledger.by_pool[q]) for q in range(1, len(ledger.names)) if ledger.in_subtree(q, i))
         parent = ledger.names[ledger.parent[i]] if ledger.parent[i] > 0 else None
+        borrowing = ledger.borrowing(i)
         for j, resource in enumerate(ledger.resources):
             cap = int(ledger.max[i, j])
             rows.append(PoolUsage(name, parent, resource, int(ledger.guaranteed[i, j]), None if cap >= UNLIMITED else cap,
-                                  int(ledger.usage[i, j]), int(ledger.borrowing(i)[j]), lent.get((name, resource), 0),
-                                  count))
+                                  int(ledger.usage[i, j]), int(borrowing[j]), lent.get((name, resource), 0),
+                                  counts[i]))
     return rows
