@@ -130,12 +130,10 @@ def decide(
         return Deny(request, f"{_who(ledger, pool)}: {nevers[0]}")
     candidates = [m for m, never in zip(candidates, nevers) if not never]
     vectors = [v for v, never in zip(vectors, nevers) if not never]
-    for model, vec in zip(candidates, vectors):  # without borrowing first, then borrowing
-        if ledger.fits(pool, vec) and not _borrows(ledger, pool, vec).any():
-            return _admit(ledger, request, model, pool, vec)
-    for model, vec in zip(candidates, vectors):
-        if ledger.fits(pool, vec):
-            return _admit(ledger, request, model, pool, vec)
+    fitting = [(model, vec) for model, vec in zip(candidates, vectors) if ledger.fits(pool, vec)]
+    if fitting:  # a model that needs no borrowing first, else the first that fits by borrowing
+        model, vec = next(((m, v) for m, v in fitting if not _borrows(ledger, pool, v).any()), fitting[0])
+        return _admit(ledger, request, model, pool, vec)
     for model, vec in zip(candidates, vectors):
         victims = plan_reclaim(ledger, pool, vec, now, min_loan, usable)
         if victims:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import replace
 
 import pytest
@@ -232,3 +233,27 @@ def test_a_second_store_sees_the_first_ones_changes(loaded, database_url):
         assert set(other.ledger().workloads) == {"b"}
     finally:
         other.close()
+
+
+def test_reads_do_not_wait_for_a_change_in_progress(loaded):
+    """Token checks, scrapes and the webhooks read while admissions write: on SQLite a read takes
+    no lock and sees the last committed state; on PostgreSQL reads never took one."""
+    writing, done = threading.Event(), threading.Event()
+
+    def change() -> None:
+        with loaded._transaction():
+            writing.set()
+            done.wait(30)
+
+    writer = threading.Thread(target=change)
+    writer.start()
+    try:
+        assert writing.wait(10)
+        loaded._config = None  # make the read go to the database
+        reader = threading.Thread(target=loaded.config)
+        reader.start()
+        reader.join(10)
+        assert not reader.is_alive(), "the read waited for the change"
+    finally:
+        done.set()
+        writer.join()

@@ -97,6 +97,10 @@ def database_url(url: str) -> str:
     return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
 
 
+#: Execution option of the connections :meth:`Store._read` uses.
+READ_ONLY = "slotwise_read_only"
+
+
 def _engine(url: str) -> Engine:
     url = database_url(url)
     if not url.startswith("sqlite"):
@@ -111,7 +115,9 @@ def _engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock now, not on first write
+        # A change takes the write lock now, not on its first write; a read takes none and sees
+        # WAL's last committed state, so token checks and scrapes never queue behind admissions.
+        connection.exec_driver_sql("BEGIN" if connection.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -172,6 +178,7 @@ class Store:
         self.url = url
         self.capacity = capacity
         self.engine = _engine(url)
+        self._reader = self.engine.execution_options(**{READ_ONLY: True})
         self._config: tuple[int, QuotaConfig] | None = None
         self._ledger: tuple[tuple[int, int, tuple[tuple[str, int], ...] | None], Ledger] | None = None
 
@@ -199,7 +206,7 @@ class Store:
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
-        with Session(self.engine) as session, session.begin():
+        with Session(self._reader) as session, session.begin():
             yield session
 
     # Audit ----------------------------------------------------------------------------------
