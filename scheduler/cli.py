@@ -78,9 +78,12 @@ def serve(
     mig_token_file: Annotated[Path | None, typer.Option(help="Accept MIG layout reports from node agents sending this token, and place MIG pods on the instances they report.")] = None,
     burst: Annotated[Path | None, typer.Option(help="Let the admission loop overflow waiting work as this burst YAML says.")] = None,
     classes: Annotated[Path | None, typer.Option(help="Workload class overrides (YAML, e.g. serving: {gpu_pack: true}).")] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (kube-scheduler calls the extender twice per pod: off by default).")] = False,
 ) -> None:
     """Run the slotwise service: the quota REST API (/quota), the scheduler extender (/extender),
     the admission webhooks (/webhooks), MIG layout reports (/mig), /metrics, /healthz and /readyz."""
+    import gc
+
     import uvicorn
 
     from mig.store import MemoryLayoutStore, ReportedFleet
@@ -112,8 +115,9 @@ def serve(
         loop = AdmissionLoop(cache, cache.kube, store, burst=burst_config, classes=workload_classes, metrics=metrics,
                              mig=mig_fleet)
         loop.start()
+    gc.freeze()  # the app and a dry run's cache live as long as the service (ClusterCache._follow says why)
     try:
-        uvicorn.run(app_, host=host, port=port, log_level="info",
+        uvicorn.run(app_, host=host, port=port, log_level="info", access_log=access_log,
                     ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None)
     finally:
         if loop is not None:
