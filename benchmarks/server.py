@@ -1,10 +1,11 @@
 """Extender and webhook latency over HTTP on loopback, as kube-scheduler and the API server call them.
 
-A uvicorn server (in its own process, one worker) holds a cluster cache of ``--nodes`` nodes with
-bound pods on most GPU nodes; a client with keep-alive then, one pod at a time as kube-scheduler's
-scheduling cycle does, sends filter with every node name (or ``--names`` of them) and prioritize
-with the names filter kept. Prints median and p99 per pod (filter + prioritize), the median over
-rounds of the pods/s that serial cycle sustains, and the mutating webhook's median and p99.
+``slotwise serve`` runs as admins run it (its own process, one uvicorn worker), on a dry-run cluster
+of ``--nodes`` nodes with bound pods on most GPU nodes, written as ``kubectl get -o json`` files; a
+client with keep-alive then, one pod at a time as kube-scheduler's scheduling cycle does, sends
+filter with every node name (or ``--names`` of them) and prioritize with the names filter kept.
+Prints median and p99 per pod (filter + prioritize), the median over rounds of the pods/s that
+serial cycle sustains, and the mutating webhook's median and p99.
 
     python3 benchmarks/server.py                     # 5,000 nodes, 5 x 500 pods, 1,000 mutations
     python3 benchmarks/server.py --names 500         # what kube-scheduler's default sends at 5,000 nodes
@@ -14,28 +15,21 @@ rounds of the pods/s that serial cycle sustains, and the mutating webhook's medi
 from __future__ import annotations
 
 import argparse
-import gc
 import http.client
-import multiprocessing
+import json
 import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import timeit
 from pathlib import Path
 from typing import Any
 
-# benchmarks/quota.py would shadow the quota package the webhooks import (run as a script, this
-# folder comes first on the path).
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
-import uvicorn  # noqa: E402
-from fastapi import FastAPI  # noqa: E402
-
-from scheduler.server.cache import ClusterCache  # noqa: E402
-from scheduler.server.extender import extender_router  # noqa: E402
-from scheduler.server.webhooks import webhook_router  # noqa: E402
+import numpy as np
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 MODELS = ("A100-SXM4-80GB", "A10", "Tesla-T4")
 
@@ -59,19 +53,22 @@ def pod(name: str, gpus: int, cpu: int, node_name: str | None = None) -> dict[st
             "status": {"phase": "Running" if node_name else "Pending"}}
 
 
-def serve(port: int, nodes: int) -> None:
+def start_service(folder: Path, port: int, nodes: int) -> subprocess.Popen[bytes]:
+    """``slotwise serve`` on ``nodes`` generated nodes and pods bound to three quarters of them."""
     rng = np.random.default_rng(0)
-    cache = ClusterCache()
-    cache.replace("nodes", [node(i) for i in range(nodes)])
-    cache.replace("pods", [pod(f"run-{i}", int(rng.integers(1, 4)), 4, f"n{i}") for i in range(nodes) if i % 4 != 3])
-    with cache.snapshot():
-        pass
-    gc.freeze()  # what a server does after its first list: the cache is long-lived, keep GC off it
-    app = FastAPI()
-    app.include_router(extender_router(cache))
-    app.include_router(webhook_router({"bench"}))
-    app.get("/healthz")(lambda: {"status": "ok"})
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    bound = [pod(f"run-{i}", int(rng.integers(1, 4)), 4, f"n{i}") for i in range(nodes) if i % 4 != 3]
+    for kind, items in (("nodes", [node(i) for i in range(nodes)]), ("pods", bound)):
+        (folder / f"{kind}.json").write_text(json.dumps({"kind": "List", "items": items}))
+    command = [sys.executable, "-m", "scheduler.cli", "serve", "--port", str(port), "--managed", "bench",
+               "--db", f"sqlite:///{folder / 'slotwise.db'}", "--nodes", str(folder / "nodes.json"),
+               "--pods", str(folder / "pods.json")]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def reference_ms() -> float:
+    """How fast this machine is now: one pure-Python loop (a sum of a million integers), so that
+    figures from other days and machines can be set side by side (shared machines drift)."""
+    return statistics.median(timeit.repeat("sum(range(1_000_000))", number=1, repeat=7)) * 1000
 
 
 def summary(samples_s: list[float]) -> str:
@@ -95,17 +92,31 @@ class Client:
             raise SystemExit(f"{path} answered {response.status}: {data[:200]!r}")
         return orjson.loads(data)
 
-    def wait_ready(self, server: multiprocessing.process.BaseProcess) -> None:
+    def handler_seconds(self) -> dict[str, tuple[float, float]]:
+        """Per verb, the seconds slotwise spent answering so far and the calls, from its /metrics
+        (from reading the body to the reply; the HTTP framing around it is not in it)."""
+        self.connection.request("GET", "/metrics")
+        text = self.connection.getresponse().read().decode()
+        totals: dict[str, list[float]] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name == "slotwise_decision_seconds":
+                for sample in family.samples:
+                    at = {"slotwise_decision_seconds_sum": 0, "slotwise_decision_seconds_count": 1}.get(sample.name)
+                    if at is not None:
+                        totals.setdefault(sample.labels["verb"], [0.0, 0.0])[at] = sample.value
+        return {verb: (t[0], t[1]) for verb, t in totals.items()}
+
+    def wait_ready(self, server: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + 120
         while True:
             try:
                 self.connection.request("GET", "/healthz")
-                if self.connection.getresponse().read() and server.is_alive():
+                if self.connection.getresponse().read() and server.poll() is None:
                     return
             except OSError:
                 self.connection.close()
-            if time.monotonic() > deadline or not server.is_alive():
-                raise SystemExit("server did not start")
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("slotwise serve did not start")
             time.sleep(0.1)
 
 
@@ -141,14 +152,16 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = multiprocessing.get_context("spawn").Process(target=serve, args=(port, args.nodes), daemon=True)
-    server.start()
+    folder = tempfile.TemporaryDirectory()
+    server = start_service(Path(folder.name), port, args.nodes)
     names = [f"n{i}" for i in range(args.nodes)]
+    print(f"machine reference: sum(range(1_000_000)) takes {reference_ms():.1f} ms")
     try:
         client = Client(port)
         client.wait_ready(server)
         sent = min(args.names or args.nodes, args.nodes)
         cycle_round(client, names, sent, 20, -20)  # warm up
+        before = client.handler_seconds()
         per_pod: list[float] = []
         rates: list[float] = []
         kept = 0
@@ -161,6 +174,11 @@ def main() -> None:
               f"(mean {kept / len(per_pod):.0f} feasible): {summary(per_pod)}")
         print(f"sustained, one pod at a time: median {statistics.median(rates):.0f} pods/s over {args.rounds} rounds "
               f"(min {min(rates):.0f}, max {max(rates):.0f})")
+        after = client.handler_seconds()
+        inside = 1000 * sum((after[verb][0] - before[verb][0]) / (after[verb][1] - before[verb][1])
+                            for verb in ("filter", "prioritize"))
+        print(f"of which slotwise's own time (its /metrics, mean per pod): {inside:.2f} ms; on cores of its own, "
+              f"away from the client, that is {1000 / inside:.0f} pods/s")
 
         review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                   "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
@@ -176,7 +194,8 @@ def main() -> None:
         print(f"webhook mutate, {args.mutations} reviews: {summary(mutate)}")
     finally:
         server.terminate()
-        server.join(10)
+        server.wait(10)
+        folder.cleanup()
 
 
 if __name__ == "__main__":
