@@ -15,7 +15,7 @@ A ``public`` pool belongs to nobody: everything in it is lent, and no workload i
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -113,8 +113,9 @@ Duration = Annotated[str | float | int, Field(union_mode="left_to_right")]
 
 class BudgetDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    per_day: float | None = Field(default=None, ge=0)
-    per_month: float | None = Field(default=None, ge=0)
+    # Finite: JSON has no infinity, so an exported configuration would not import again.
+    per_day: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    per_month: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class PoolFields(BaseModel):
@@ -123,7 +124,7 @@ class PoolFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
     description: str = ""
     public: bool = False
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
     guaranteed: Amounts = Field(default_factory=dict)
     max: Amounts = Field(default_factory=dict)
     shareable: Amounts = Field(default_factory=dict)
@@ -263,14 +264,19 @@ def compile_document(doc: QuotaDocument) -> QuotaConfig:
     problems: list[str] = []
     pools: list[Pool] = []
     seen: set[str] = set()
+    repeated: set[str] = set()
     for d, parent in _flatten(doc.pools, None):
-        if d.name in seen:
+        if d.name in seen and d.name not in repeated:  # once: a name may be used thousands of times
             problems.append(f"pool {d.name}: the name is used twice")
+            repeated.add(d.name)
         seen.add(d.name)
         pools.append(d.pool(d.name, parent, problems))
-    by_name = {p.name: p for p in pools}
+    # Over distinct names: found pool by pool, children made the checks quadratic, and a few
+    # hundred bytes of YAML aliases (thousands of pools of one name) took minutes.
+    children = children_by_parent({p.name: p for p in pools}.values())
+    guarantee = guarantees(children)
     for p in pools:
-        problems += _check_pool(p, [c for c in pools if c.parent == p.name], by_name)
+        problems += _check_pool(p, children.get(p.name, []), guarantee)
     try:
         reclaim = ReclaimSettings(parse_duration(doc.reclaim.grace), parse_duration(doc.reclaim.min_loan))
     except ValueError as exc:
@@ -281,7 +287,40 @@ def compile_document(doc: QuotaDocument) -> QuotaConfig:
     return QuotaConfig(tuple(pools), reclaim)
 
 
-def _check_pool(p: Pool, children: list[Pool], by_name: Mapping[str, Pool]) -> list[str]:
+def children_by_parent(pools: Iterable[Pool]) -> dict[str, list[Pool]]:
+    children: dict[str, list[Pool]] = {}
+    for p in pools:
+        if p.parent is not None:
+            children.setdefault(p.parent, []).append(p)
+    return children
+
+
+def guarantees(children: Mapping[str, list[Pool]]) -> Callable[[Pool], dict[str, int]]:
+    """Each pool's effective guarantee, given each name's children: the guarantee as given, where
+    a pool with children that names no guarantee for a resource guarantees the sum of its
+    children's. Worked out once per pool."""
+    done: dict[int, dict[str, int]] = {}
+    summing: set[str] = set()  # a name used twice on one path (refused anyway) must not recurse forever
+
+    def guarantee(p: Pool) -> dict[str, int]:
+        if id(p) in done:
+            return done[id(p)]
+        out = dict(p.guaranteed)
+        if p.name in summing:
+            return out
+        summing.add(p.name)
+        for c in children.get(p.name, []):
+            for resource, amount in guarantee(c).items():
+                if resource not in p.guaranteed:
+                    out[resource] = out.get(resource, 0) + amount
+        summing.discard(p.name)
+        done[id(p)] = out
+        return out
+
+    return guarantee
+
+
+def _check_pool(p: Pool, children: list[Pool], guarantee: Callable[[Pool], dict[str, int]]) -> list[str]:
     problems = []
     if p.public and children:
         problems.append(f"pool {p.name}: a public pool cannot have child pools")
@@ -291,7 +330,7 @@ def _check_pool(p: Pool, children: list[Pool], by_name: Mapping[str, Pool]) -> l
         if resource in p.max and amount > p.max[resource]:
             problems.append(f"pool {p.name}: guaranteed {resource} ({_show(resource, amount)}) is above max "
                             f"({_show(resource, p.max[resource])})")
-    guaranteed = effective_guarantee(p, by_name)
+    guaranteed = guarantee(p)
     for resource, amount in p.shareable.items():
         if amount > guaranteed.get(resource, 0):
             problems.append(f"pool {p.name}: shareable {resource} ({_show(resource, amount)}) is above guaranteed "
@@ -299,7 +338,7 @@ def _check_pool(p: Pool, children: list[Pool], by_name: Mapping[str, Pool]) -> l
     if children:
         sums: dict[str, int] = {}
         for c in children:
-            for resource, amount in effective_guarantee(c, by_name).items():
+            for resource, amount in guarantee(c).items():
                 sums[resource] = sums.get(resource, 0) + amount
         for resource, total in sorted(sums.items()):
             if resource in p.guaranteed and total > p.guaranteed[resource]:
@@ -309,26 +348,14 @@ def _check_pool(p: Pool, children: list[Pool], by_name: Mapping[str, Pool]) -> l
     return problems
 
 
-def effective_guarantee(p: Pool, by_name: Mapping[str, Pool], _above: frozenset[str] = frozenset()) -> dict[str, int]:
-    """The guarantee as given, where a pool with children that names no guarantee for a resource
-    guarantees the sum of its children's."""
-    out = dict(p.guaranteed)
-    if p.name in _above:  # a name used twice on one path (refused anyway) must not recurse forever
-        return out
-    for c in (c for c in by_name.values() if c.parent == p.name):
-        for resource, amount in effective_guarantee(c, by_name, _above | {p.name}).items():
-            if resource not in p.guaranteed:
-                out[resource] = out.get(resource, 0) + amount
-    return out
-
-
 def document_amounts(amounts: Mapping[str, int]) -> dict[str, str]:
     """Amounts as documents, the API and the audit trail write them: ``{"nvidia.com/gpu": "500m"}``."""
     return {r: format_quota_amount(r, v) for r, v in sorted(amounts.items())}
 
 
 def to_document(config: QuotaConfig) -> QuotaDocument:
-    """The document for a configuration, amounts written canonically."""
+    """The document for a configuration, amounts written canonically. A configuration built in
+    code (a pool named in a URL, say) that no document could hold raises :class:`QuotaConfigError`."""
 
     def pool_doc(p: Pool) -> PoolDocument:
         budget = BudgetDocument(per_day=p.budget.per_day, per_month=p.budget.per_month) if p.budget else None
@@ -340,7 +367,10 @@ def to_document(config: QuotaConfig) -> QuotaDocument:
 
     reclaim = ReclaimDocument(grace=format_duration(config.reclaim.grace_s),
                               min_loan=format_duration(config.reclaim.min_loan_s))
-    return QuotaDocument(reclaim=reclaim, pools=[pool_doc(p) for p in config.children(None)])
+    try:
+        return QuotaDocument(reclaim=reclaim, pools=[pool_doc(p) for p in config.children(None)])
+    except ValidationError as exc:  # e.g. a name the document's rules refuse: the caller's 4xx, not a crash
+        raise QuotaConfigError(validation_problems(exc)) from None
 
 
 def document_to_data(doc: QuotaDocument) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quota.config import QuotaConfig, effective_guarantee
+from quota.config import QuotaConfig, children_by_parent, guarantees
 from scheduler.model.resources import GPU, Resources, format_quota_amount, is_gpu_quota
 
 CLUSTER = "cluster"
@@ -65,7 +65,7 @@ class Ledger:
         self.column = {r: j for j, r in enumerate(self.resources)}
         n, k = len(self.names), len(self.resources)
 
-        by_name = {p.name: p for p in config.pools}
+        guarantee = guarantees(children_by_parent(config.pools))
         self.guaranteed = np.zeros((n, k), dtype=np.int64)
         self.reserved = np.zeros((n, k), dtype=np.int64)  # guaranteed - shareable: never lent
         self.max = np.full((n, k), UNLIMITED, dtype=np.int64)
@@ -73,7 +73,7 @@ class Ledger:
         self.weight = np.ones(n)
         self.public = np.zeros(n, dtype=bool)
         for i, p in enumerate(config.pools, start=1):
-            self.guaranteed[i] = self.vector(effective_guarantee(p, by_name))
+            self.guaranteed[i] = self.vector(guarantee(p))
             shareable = self.guaranteed[i] if p.public else self.vector(p.shareable)
             self.reserved[i] = self.guaranteed[i] - shareable
             self._set(self.max[i], p.max)
@@ -85,8 +85,10 @@ class Ledger:
         self.reserved[0] = self.guaranteed[0]
 
         self.paths: tuple[tuple[int, ...], ...] = tuple(tuple(self._path(i)) for i in range(n))
-        self.children: tuple[tuple[int, ...], ...] = tuple(tuple(c for c in range(1, n) if self.parent[c] == i)
-                                                           for i in range(n))
+        children: list[list[int]] = [[] for _ in range(n)]
+        for c in range(1, n):
+            children[self.parent[c]].append(c)
+        self.children: tuple[tuple[int, ...], ...] = tuple(map(tuple, children))
         self.usage = np.zeros((n, k), dtype=np.int64)  # the subtree's
         self.own = np.zeros((n, k), dtype=np.int64)  # charged to the pool itself
         self.demand = np.zeros((n, k), dtype=np.int64)  # own + children's claims

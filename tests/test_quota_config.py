@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from quota.config import (
@@ -9,9 +11,12 @@ from quota.config import (
     QuotaConfig,
     QuotaConfigError,
     ReclaimSettings,
+    compile_document,
     config_from_yaml,
+    children_by_parent,
     config_to_yaml,
-    effective_guarantee,
+    guarantees,
+    parse_document,
     parse_duration,
 )
 
@@ -94,10 +99,10 @@ pools:
   - {name: c, guaranteed: {nvidia.com/gpu: 1, memory: 1Gi}}
 """)
     by_name = {p.name: p for p in config.pools}
-    assert effective_guarantee(by_name["team"], by_name) == {"nvidia.com/gpu": 5_000, "cpu": 10_000}
-    assert effective_guarantee(by_name["org"], by_name) == {"cpu": 100_000, "nvidia.com/gpu": 6_000,
-                                                            "memory": GiB}
-    assert effective_guarantee(by_name["b"], by_name) == {"nvidia.com/gpu": 3_000}
+    guarantee = guarantees(children_by_parent(config.pools))
+    assert guarantee(by_name["team"]) == {"nvidia.com/gpu": 5_000, "cpu": 10_000}
+    assert guarantee(by_name["org"]) == {"cpu": 100_000, "nvidia.com/gpu": 6_000, "memory": GiB}
+    assert guarantee(by_name["b"]) == {"nvidia.com/gpu": 3_000}
 
 
 def test_derived_guarantee_counts_for_shareable():
@@ -249,6 +254,17 @@ def test_parse_duration_refuses(text):
 def test_hand_built_pool_limits_in_order():
     pool = Pool("p", guaranteed={"cpu": 1}, max={"cpu": 2})
     assert [name for name, _ in pool.limits()] == ["guaranteed", "max", "shareable", "borrow_limit"]
+
+
+def test_thousands_of_pools_of_one_name_are_checked_in_linear_time():
+    """What a few hundred bytes of YAML aliases expand to: each pool's children were looked for
+    among all pools (minutes), and the repeated name was reported once per repeat."""
+    document = parse_document({"pools": [{"name": "a", "pools": [{"name": "a"}] * 20_000}]})
+    started = time.perf_counter()
+    with pytest.raises(QuotaConfigError) as refused:
+        compile_document(document)
+    assert refused.value.problems == ["pool a: the name is used twice"]
+    assert time.perf_counter() - started < 5
 
 
 def test_duplicate_name_of_an_ancestor_is_refused():

@@ -15,7 +15,15 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from quota.admission import Admit, Deny, Reclaim, Request, Wait, decide, plan_reclaim, with_model
-from quota.config import QuotaConfig, compile_document, config_from_yaml, config_to_yaml, effective_guarantee, parse_document
+from quota.config import (
+    QuotaConfig,
+    children_by_parent,
+    compile_document,
+    config_from_yaml,
+    config_to_yaml,
+    guarantees,
+    parse_document,
+)
 from quota.ledger import Ledger, Workload
 from scheduler.model.resources import CPU, GPU, Resources, gpu_quota_resource
 
@@ -123,9 +131,10 @@ def expected_arrays(ledger: Ledger) -> dict[str, np.ndarray]:
     """Usage, demand and claims from the configuration and the charged workloads alone."""
     config, n = ledger.config, len(ledger.names)
     by_name = {p.name: p for p in config.pools}
+    guarantee = guarantees(children_by_parent(config.pools))
     reserved = np.zeros((n, len(ledger.resources)), dtype=np.int64)
     for p in config.pools:
-        guaranteed = ledger.vector(effective_guarantee(p, by_name))
+        guaranteed = ledger.vector(guarantee(p))
         reserved[ledger.row[p.name]] = 0 if p.public else guaranteed - ledger.vector(p.shareable)
     own = np.zeros_like(reserved)
     for w in ledger.charged():
