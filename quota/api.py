@@ -14,10 +14,12 @@ import yaml
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from quota.admission import QuotaDecision, request_for
 from quota.admission import Request as QuotaRequest
 from quota.config import (
+    Amounts,
     Pool,
     PoolFields,
     QuotaConfig,
@@ -36,6 +38,11 @@ from scheduler.model.k8s_json import ModelError, pod_from_k8s
 from scheduler.model.resources import Resources, format_quota_amount
 
 Clock = Callable[[], float]
+#: The ledger counts in 64 bits; each pod's asks are bounded, but a gang's add up.
+MAX_CHARGE = 2**63 - 1
+#: More values than a configuration of thousands of pools holds. YAML aliases repeat a value
+#: without repeating its text: a few hundred bytes can stand for millions of pools.
+MAX_DOCUMENT_VALUES = 100_000
 
 
 class PoolBody(PoolFields):
@@ -51,8 +58,8 @@ class AdmissionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     key: str = Field(min_length=1, max_length=512)
     pool: str | None = None
-    charge: dict[str, str | int | float] | None = None
-    priority: int = 0
+    charge: Amounts | None = None  # strict, as in a document: true is not an amount
+    priority: int = Field(default=0, ge=-(2**31), lt=2**31)  # int32, as a pod's priority
     gpu_models: list[str] | None = None
     pods: list[dict[str, Any]] | None = Field(default=None, max_length=10_000)
 
@@ -164,18 +171,28 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
             return PlainTextResponse(config_to_yaml(config), media_type="application/yaml")
         return document_to_data(to_document(config))
 
+    def replace_config(body: bytes, actor: str) -> list[tuple[str, str, dict[str, Any]]]:
+        try:
+            data = yaml.safe_load(body)  # JSON is YAML, so one parser reads both
+            if data is None:  # an empty body would remove every pool unused: a slip, not a wish
+                raise HTTPException(400, 'the body holds no configuration; to remove every pool send {"pools": []}')
+            if _values(data, MAX_DOCUMENT_VALUES) > MAX_DOCUMENT_VALUES:
+                raise HTTPException(413, f"the configuration holds more than {MAX_DOCUMENT_VALUES} values")
+            return store.replace_config(compile_document(parse_document(data)), actor)
+        except yaml.YAMLError as exc:
+            raise HTTPException(400, f"body is not valid YAML or JSON: {exc}") from None
+        except RecursionError:  # the parser, or validation, of a document nested thousands deep
+            raise HTTPException(400, "body is nested too deeply to be a quota configuration") from None
+        except (QuotaConfigError, StoreError) as exc:
+            raise refused(exc) from None
+
     @router.put("/config")
     async def import_config(request: Request, who: Admin) -> dict[str, Any]:
         """The whole configuration, as JSON or (Content-Type application/yaml) YAML."""
         body = await request.body()
-        try:
-            data = yaml.safe_load(body) if body else None  # JSON is YAML, so one parser reads both
-            config = compile_document(parse_document(data))
-            changes = store.replace_config(config, who.name)
-        except yaml.YAMLError as exc:
-            raise HTTPException(400, f"body is not valid YAML or JSON: {exc}") from None
-        except (QuotaConfigError, StoreError) as exc:
-            raise refused(exc) from None
+        # Off the event loop, which the webhooks and the extender share: PyYAML reads a large
+        # document for seconds, and the write waits for the store's lock.
+        changes = await run_in_threadpool(replace_config, body, who.name)
         return {"changes": [{"action": a, "subject": s, "detail": d} for a, s, d in changes]}
 
     @router.get("/usage")
@@ -216,10 +233,28 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
     @router.get("/audit")
     def audit(who: Admin, limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
               subject: str | None = None) -> list[dict[str, Any]]:
+        try:
+            entries = store.audit(limit, subject)
+        except StoreError as exc:  # a subject the database cannot compare with
+            raise refused(exc) from None
         return [{"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action, "subject": e.subject,
-                 "detail": e.detail} for e in store.audit(limit, subject)]
+                 "detail": e.detail} for e in entries]
 
     return router
+
+
+def _values(data: Any, limit: int) -> int:
+    """How many values ``data`` holds, an aliased one counted each time it appears; counting
+    stops past ``limit`` (an alias may even contain itself)."""
+    count, pending = 0, [data]
+    while pending and count <= limit:
+        value = pending.pop()
+        count += 1
+        if isinstance(value, dict):
+            pending += value.values()
+        elif isinstance(value, list):
+            pending += value
+    return count
 
 
 def _request(body: AdmissionBody) -> QuotaRequest:
@@ -233,6 +268,8 @@ def _request(body: AdmissionBody) -> QuotaRequest:
         except ModelError as exc:
             raise HTTPException(422, f"pods: {exc}") from None
         request = request_for(body.key, pods)
+        if any(amount > MAX_CHARGE for amount in request.charge.values()):
+            raise HTTPException(422, "pods: together they ask more than the quota ledger counts")
         return QuotaRequest(request.key, body.pool or request.pool, request.charge, request.priority, request.gpu_models)
     if body.pool is None:
         raise HTTPException(422, "pool: required with charge")

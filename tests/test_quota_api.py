@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import httpx
 import pytest
+import yaml
 
 from quota.store import Store
 from scheduler.server.app import create_app
@@ -131,6 +134,12 @@ def test_import_config_as_yaml_and_json(api):
                          ).json()["changes"] == [{"action": "pool.delete", "subject": "extra", "detail": {}}]
 
 
+#: 538 bytes of YAML aliases for 9**6 pools of one name: validating and checking them took minutes.
+ALIASED = "&x0 {name: a}"
+for depth in range(1, 7):
+    ALIASED = f"&x{depth} {{name: a, pools: [{ALIASED}{f', *x{depth - 1}' * 8}]}}"
+ALIASED = f"pools: [{ALIASED}]"
+
 BAD_REQUESTS = [
     # (method, path, how the body is sent, body, status, words the message must hold)
     ("PUT", "/quota/config", "yaml", "pools:\n- name: Bad_Name\n  guaranteed: {cpu: lots}\n", 422, ["pools.0.name"]),
@@ -163,6 +172,23 @@ BAD_REQUESTS = [
     ("DELETE", "/quota/admissions/never", "json", None, 404, ["never"]),
     ("GET", "/quota/audit?limit=0", "json", None, 422, ["limit"]),
     ("GET", "/quota/config?format=xml", "json", None, 422, ["format"]),
+    # Each of these was a 500, or (weight, budget) accepted and exported as null.
+    ("PUT", "/quota/pools/Bearer", "json", {}, 422, ["a pool name is lower-case", "'Bearer'"]),
+    ("PUT", "/quota/pools/x", "raw", '{"weight": NaN}', 422, ["weight", "finite number"]),
+    ("PUT", "/quota/pools/x", "raw", '{"budget": {"per_day": Infinity}}', 422, ["per_day", "finite number"]),
+    ("POST", "/quota/admissions", "raw", '{"key": NaN}', 422, ["key"]),
+    ("PUT", "/quota/config", "raw", "[" * 100_000, 400, ["nested too deeply"]),
+    # An empty body (or a bare null) removed every pool without a workload.
+    ("PUT", "/quota/config", "raw", "", 400, ["no configuration", "to remove every pool"]),
+    ("PUT", "/quota/config", "yaml", "null\n", 400, ["no configuration"]),
+    ("PUT", "/quota/config", "yaml", ALIASED, 413, ["more than 100000 values"]),
+    ("POST", "/quota/admissions", "json", {"key": "k", "pool": "nlp", "charge": {"cpu": 1}, "priority": 2**31}, 422,
+     ["priority"]),
+    ("POST", "/quota/admissions", "json", {"key": "k", "pool": "nlp", "charge": {"cpu": True}}, 422, ["charge", "cpu"]),
+    ("POST", "/quota/admissions", "json", {"key": "k", "pods": [pod("p", "nlp", "99999999999999999999999")]}, 422,
+     ["more than any cluster holds"]),
+    ("POST", "/quota/admissions", "json", {"key": "k", "pods": [pod(f"w{i}", "nlp", "0", "4e15") for i in range(3)]},
+     422, ["together they ask more"]),
 ]
 
 
@@ -182,6 +208,41 @@ def test_bad_requests_are_4xx_with_a_message(api):
         if status == 422 and path == "/quota/config":
             assert detail["problems"], case  # every problem listed
     assert db_state(api.store) == before
+
+
+def test_values_postgresql_cannot_hold_are_a_400(api):
+    """A NUL character, even to look a key up with, was a DataError (a 500); SQLite holds it."""
+    if api.store.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite holds NUL characters")
+    before = db_state(api.store)
+    for method, path, body in [("PUT", "/quota/pools/x", {"description": "a\x00b"}),
+                               ("POST", "/quota/admissions", {"key": "k\x00", "pool": "nlp", "charge": {"cpu": 1}}),
+                               ("DELETE", "/quota/admissions/k%00", None), ("GET", "/quota/audit?subject=%00", None)]:
+        response = api.admin.request(method, path, json=body)
+        assert response.status_code == 400, (method, path, response.text)
+        assert "the database refused a value" in response.json()["detail"]
+    assert db_state(api.store) == before
+
+
+def test_a_configuration_import_does_not_hold_up_other_requests(api, monkeypatch):
+    """The import reads and writes off the event loop: PyYAML takes seconds on a large document,
+    and the webhooks and the extender must answer meanwhile."""
+    parsing, finish = threading.Event(), threading.Event()
+    safe_load = yaml.safe_load
+
+    def slow_load(body):
+        parsing.set()
+        finish.wait(10)
+        return safe_load(body)
+
+    monkeypatch.setattr(yaml, "safe_load", slow_load)
+    with ThreadPoolExecutor(1) as pool:
+        imported = pool.submit(api.admin.put, "/quota/config", content=SCENARIO,
+                               headers={"Content-Type": "application/yaml"})
+        assert parsing.wait(10)
+        assert api.anonymous.get("/healthz", timeout=5).json() == {"status": "ok"}
+        finish.set()
+        assert imported.result().json() == {"changes": []}
 
 
 def test_admissions_with_charge_and_pods(api):

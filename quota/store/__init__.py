@@ -21,6 +21,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, delete, event, func, select, update
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from quota.admission import Admit, QuotaDecision, Reclaim, Request, decide
@@ -171,6 +172,17 @@ def validated(config: QuotaConfig) -> QuotaConfig:
     return compiled
 
 
+@contextmanager
+def _refused_values() -> Iterator[None]:
+    """A value the database cannot hold, even to compare with (PostgreSQL: a NUL character, a
+    name longer than its column), is a :class:`StoreError`: the transaction was rolled back."""
+    try:
+        yield
+    except DataError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        raise StoreError(f"the database refused a value: {reason}") from None
+
+
 class Store:
     def __init__(self, url: str = DEFAULT_URL, capacity: Mapping[str, int] | None = None):
         """``capacity``: what the cluster holds in quota units (the live service and the simulator
@@ -197,7 +209,7 @@ class Store:
     def _transaction(self) -> Iterator[tuple[Session, VersionRow]]:
         """A transaction holding the store's lock; cached state is dropped if it fails."""
         try:
-            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            with _refused_values(), Session(self.engine, expire_on_commit=False) as session, session.begin():
                 versions = session.scalars(select(VersionRow).where(VersionRow.id == 1).with_for_update()).one()
                 yield session, versions
         except BaseException:
@@ -206,7 +218,7 @@ class Store:
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
-        with Session(self._reader) as session, session.begin():
+        with _refused_values(), Session(self._reader) as session, session.begin():
             yield session
 
     # Audit ----------------------------------------------------------------------------------
