@@ -199,6 +199,19 @@ def _broken(path: str, value: object) -> dict:
         ("spec.tolerations", {"key": "x"}, "spec.tolerations: expected a list"),
         ("spec.tolerations.0", {"key": "x", "effect": "Sometimes"}, r"spec.tolerations\[0\].effect"),
         ("spec.priority", "high", "spec.priority"),
+        # Each of these was a TypeError, AttributeError or KeyError (a 500 from the webhooks).
+        ("spec.containers", "trainer", "spec.containers: expected a list, got str"),
+        ("spec.containers.0", None, r"spec.containers\[0\]: expected an object, got NoneType"),
+        ("spec.containers.0.resources", [1], r"spec.containers\[0\].resources: expected an object"),
+        ("spec.containers.0.resources.requests", ["cpu"], r"resources.requests: expected an object, got list"),
+        ("spec.initContainers", 5, "spec.initContainers: expected a list, got int"),
+        ("spec.overhead", [1], "spec.overhead: expected an object"),
+        ("spec.volumes.0.persistentVolumeClaim", {}, r"spec.volumes\[0\].persistentVolumeClaim.claimName"),
+        # Past 64 bits once counted in milli-GPU or added up: an OverflowError in the quota ledger.
+        ("spec.containers.0.resources", {"requests": {"nvidia.com/gpu": "99999999999999999999999"}},
+         "nvidia.com/gpu: the pod asks more than any cluster holds"),
+        ("spec.priority", 2**31, "spec.priority: expected a 32-bit integer"),  # an int32 column in PostgreSQL
+        ("spec.priority", True, "spec.priority: expected a 32-bit integer"),
     ],
 )
 def test_malformed_pods_name_the_offending_field(path: str, value: object, message: str) -> None:
@@ -226,6 +239,7 @@ def test_malformed_slotwise_labels_name_the_key(section: str, key: str, value: s
         ({"key": "a", "operator": "Near", "values": ["x"]}, "unknown operator 'Near'"),
         ({"key": "a", "operator": "Gt", "values": ["1", "2"]}, "needs exactly one integer"),
         ({"key": "a", "operator": "Lt", "values": ["ten"]}, "needs exactly one integer"),
+        ({"key": "a", "operator": ["In"], "values": ["x"]}, r"unknown operator \['In'\]"),  # was a TypeError
     ],
 )
 def test_malformed_affinity_names_the_expression(expression: dict, message: str) -> None:
@@ -236,6 +250,13 @@ def test_malformed_affinity_names_the_expression(expression: dict, message: str)
         pod_from_k8s(pod)
     with pytest.raises(ModelError, match=message):
         pod_from_k8s(pod)
+
+
+def test_owner_references_that_are_not_objects_of_strings_are_ignored() -> None:
+    pod = copy.deepcopy(POD)  # a list as an owner's kind was a TypeError (unhashable) looking it up
+    pod["metadata"]["ownerReferences"] = [{"kind": ["ReplicaSet"], "name": "x"}, "Deployment", None]
+    built = pod_from_k8s(pod)
+    assert (built.kind, built.deployment, built.host_ties) == (WorkloadKind.JOB, None, ())
 
 
 def test_malformed_nodes_name_the_offending_field() -> None:

@@ -202,6 +202,22 @@ def test_malformed_reviews_get_a_400(webhook, body):
         assert webhook(path, body).status_code == 400
 
 
+@pytest.mark.parametrize("gates", [5, "example.com/other", {"name": "example.com/other"}])
+def test_scheduling_gates_that_are_not_a_list_are_warned_about_not_patched(webhook, gates):
+    # 5 was a 500; a string or an object got a patch appending to it, which does not apply.
+    response = webhook("/webhooks/mutate", review(job_pod(gates=gates))).json()["response"]
+    assert response["allowed"] is True and "patch" not in response
+    assert "spec.schedulingGates: expected a list" in response["warnings"][0]
+
+
+def test_a_pod_without_a_spec_gets_a_patch_that_applies(webhook):
+    pod = job_pod()
+    del pod["spec"]  # the patch added /spec/schedulingGates under a spec that is not there
+    request = review(pod)
+    patched = jsonpatch.apply_patch(request["request"]["object"], patch_of(webhook("/webhooks/mutate", request)))
+    assert patched["spec"] == {"schedulingGates": [{"name": ADMISSION_GATE}]}
+
+
 def test_a_pod_the_model_cannot_read_is_not_mutated_but_warned_about(webhook):
     response = webhook("/webhooks/mutate", review(job_pod(requests={"cpu": "eight"}))).json()["response"]
     assert response["allowed"] is True and "patch" not in response

@@ -39,6 +39,12 @@ _SERVING_OWNERS = {"ReplicaSet", "Deployment"}
 #: Owners whose pods are replicas of one another.
 _REPLICA_OWNERS = {"ReplicaSet", "StatefulSet"}
 _OPERATORS = {"In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"}
+#: More of any resource than a cluster holds (4 Ei bytes of memory; GPUs counted in milli-GPU).
+#: Quantities saturate at 2**63-1, so without a bound a pod's containers could add up past what
+#: 64-bit counters (the engine's, the quota ledger's) hold; this leaves room to add a few up.
+MAX_AMOUNT = 2**62
+#: Pod priorities are int32 (``PriorityClass.value``).
+_PRIORITY = range(-(2**31), 2**31)
 
 
 class ModelError(ValueError):
@@ -83,7 +89,7 @@ def _terms(node_affinity: Mapping[str, Any], path: str) -> tuple[SelectorTerm, .
                 where = f"{path}.nodeSelectorTerms[{i}].{part}[{j}]"
                 expr = _mapping(expr, where)
                 op = expr.get("operator")
-                if op not in _OPERATORS:
+                if not isinstance(op, str) or op not in _OPERATORS:
                     raise ModelError(f"{where}.operator: unknown operator {op!r}")
                 values = tuple(str(v) for v in _list(expr.get("values"), f"{where}.values"))
                 if op in ("Gt", "Lt") and (len(values) != 1 or not re.fullmatch(r"[+-]?[0-9]+", values[0])):
@@ -91,6 +97,28 @@ def _terms(node_affinity: Mapping[str, Any], path: str) -> tuple[SelectorTerm, .
                 reqs.append(Requirement(str(expr.get("key", "")), op, values, is_field))
         terms.append(tuple(reqs))
     return tuple(terms)
+
+
+def _requests(spec: Mapping[str, Any]) -> Resources:
+    """The pod's effective requests; the fields :func:`pod_requests` reads are checked to be
+    objects and lists first, so that a wrong type is a :class:`ModelError` naming it."""
+    for key in ("containers", "initContainers"):
+        for i, container in enumerate(_list(spec.get(key), f"spec.{key}")):
+            where = f"spec.{key}[{i}]"
+            if not isinstance(container, Mapping):
+                raise ModelError(f"{where}: expected an object, got {type(container).__name__}")
+            resources = _mapping(container.get("resources"), f"{where}.resources")
+            for part in ("requests", "limits"):
+                _mapping(resources.get(part), f"{where}.resources.{part}")
+    _mapping(spec.get("overhead"), "spec.overhead")
+    try:
+        requests = pod_requests(spec)
+    except ResourceError as exc:
+        raise ModelError(f"spec.containers: {exc}") from None
+    for name, amount in requests.items():
+        if amount * (MILLI_PER_GPU if name == GPU else 1) > MAX_AMOUNT:
+            raise ModelError(f"spec.containers: {name}: the pod asks more than any cluster holds")
+    return requests
 
 
 def _gpu_demand(requests: Resources, annotations: Mapping[str, str]) -> GpuDemand | None:
@@ -108,6 +136,13 @@ def _gpu_demand(requests: Resources, annotations: Mapping[str, str]) -> GpuDeman
     return None
 
 
+def _owner_kind(owner: Any) -> str | None:
+    """An owner reference's kind; None for anything else (a list or object is no kind, and
+    cannot be looked up in a set)."""
+    kind = owner.get("kind") if isinstance(owner, Mapping) else None
+    return kind if isinstance(kind, str) else None
+
+
 def _workload_kind(labels: Mapping[str, str], owners: list[Any]) -> WorkloadKind:
     if KIND_LABEL in labels:
         try:
@@ -120,7 +155,7 @@ def _workload_kind(labels: Mapping[str, str], owners: list[Any]) -> WorkloadKind
         return WorkloadKind.NOTEBOOK
     if "serving.kserve.io/inferenceservice" in labels:
         return WorkloadKind.SERVING
-    if any(isinstance(o, Mapping) and o.get("kind") in _SERVING_OWNERS for o in owners):
+    if any(_owner_kind(o) in _SERVING_OWNERS for o in owners):
         return WorkloadKind.SERVING
     return WorkloadKind.JOB
 
@@ -134,7 +169,7 @@ def _host_ties(spec: Mapping[str, Any], owners: list[Any]) -> tuple[str, ...]:
     for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
         if isinstance(c, Mapping) and isinstance(c.get("securityContext"), Mapping) and c["securityContext"].get("privileged"):
             ties.append(f"privileged container {c.get('name', '')}")
-    if any(isinstance(o, Mapping) and o.get("kind") == "DaemonSet" for o in owners):
+    if any(_owner_kind(o) == "DaemonSet" for o in owners):
         ties.append("owned by a DaemonSet")
     return tuple(ties)
 
@@ -150,21 +185,20 @@ def pod_from_k8s(obj: Mapping[str, Any]) -> Pod:
     namespace = str(meta.get("namespace") or "default")
     labels = _strings(meta.get("labels"), "metadata.labels")
     annotations = _strings(meta.get("annotations"), "metadata.annotations")
-    try:
-        requests = pod_requests(spec)
-    except ResourceError as exc:
-        raise ModelError(f"spec.containers: {exc}") from None
+    requests = _requests(spec)
     affinity = _mapping(_mapping(spec.get("affinity"), "spec.affinity").get("nodeAffinity"), "spec.affinity.nodeAffinity")
     tolerations = []
     for i, t in enumerate(_list(spec.get("tolerations"), "spec.tolerations")):
         t = _mapping(t, f"spec.tolerations[{i}]")
         effect = _effect(t["effect"], f"spec.tolerations[{i}].effect") if t.get("effect") else None
         tolerations.append(Toleration(str(t.get("key", "")), str(t.get("operator") or "Equal"), str(t.get("value", "")), effect))
-    claims = [
-        str(v["persistentVolumeClaim"]["claimName"])
-        for v in _list(spec.get("volumes"), "spec.volumes")
-        if isinstance(v, Mapping) and isinstance(v.get("persistentVolumeClaim"), Mapping)
-    ]
+    claims = []
+    for i, v in enumerate(_list(spec.get("volumes"), "spec.volumes")):
+        if isinstance(v, Mapping) and isinstance(v.get("persistentVolumeClaim"), Mapping):
+            claim = v["persistentVolumeClaim"].get("claimName")
+            if not isinstance(claim, str) or not claim:
+                raise ModelError(f"spec.volumes[{i}].persistentVolumeClaim.claimName: expected a claim's name")
+            claims.append(claim)
     datasets = tuple(dict.fromkeys(([labels[DATASET_LABEL]] if DATASET_LABEL in labels else []) + claims))
     owners = _list(meta.get("ownerReferences"), "metadata.ownerReferences")
     indices_text = annotations.get(GPU_INDICES_ANNOTATION, "")
@@ -173,8 +207,8 @@ def pod_from_k8s(obj: Mapping[str, Any]) -> Pod:
     except ValueError:
         raise ModelError(f"metadata.annotations.{GPU_INDICES_ANNOTATION}: expected comma-separated GPU indices") from None
     priority = spec.get("priority") or 0
-    if not isinstance(priority, int):
-        raise ModelError("spec.priority: expected an integer")
+    if not isinstance(priority, int) or isinstance(priority, bool) or priority not in _PRIORITY:
+        raise ModelError("spec.priority: expected a 32-bit integer")
     return Pod(
         name=str(name),
         namespace=namespace,
@@ -194,7 +228,7 @@ def pod_from_k8s(obj: Mapping[str, Any]) -> Pod:
         node_name=spec.get("nodeName") or None,
         gpu_indices=gpu_indices,
         deployment=labels.get(DEPLOYMENT_LABEL) or next(
-            (str(o.get("name")) for o in owners if isinstance(o, Mapping) and o.get("kind") in _REPLICA_OWNERS), None),
+            (str(o.get("name")) for o in owners if _owner_kind(o) in _REPLICA_OWNERS), None),
         claims=tuple(dict.fromkeys(claims)),
         host_ties=_host_ties(spec, owners),
     )

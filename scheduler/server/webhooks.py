@@ -73,14 +73,18 @@ def _pod(obj: Mapping[str, Any], namespace: str) -> Pod:
 
 def mutation(obj: Mapping[str, Any], namespace: str) -> list[dict[str, Any]]:
     """The JSON Patch that adds the project and kind labels and the admission gate, where absent."""
-    pod = _pod(obj, namespace)
+    pod = _pod(obj, namespace)  # a name, and metadata and spec that are objects (or absent)
     meta = obj.get("metadata") or {}
-    spec = obj.get("spec") or {}
+    spec = obj.get("spec")
     labels = meta.get("labels") or {}
     wanted = {PROJECT_LABEL: namespace, KIND_LABEL: str(pod.kind)}
     patch = set_entries(obj, ("metadata", "labels"), {k: v for k, v in wanted.items() if k not in labels})
-    gates = spec.get("schedulingGates")
-    if not gates:
+    gates = spec.get("schedulingGates") if isinstance(spec, Mapping) else None
+    if gates and not isinstance(gates, list):
+        raise ModelError(f"spec.schedulingGates: expected a list, got {type(gates).__name__}")
+    if not isinstance(spec, Mapping):  # a patch cannot add into a spec that is not there
+        patch.append({"op": "add", "path": "/spec", "value": {"schedulingGates": [{"name": ADMISSION_GATE}]}})
+    elif not gates:
         patch.append({"op": "add", "path": "/spec/schedulingGates", "value": [{"name": ADMISSION_GATE}]})
     elif not any(isinstance(g, Mapping) and g.get("name") == ADMISSION_GATE for g in gates):
         patch.append({"op": "add", "path": "/spec/schedulingGates/-", "value": {"name": ADMISSION_GATE}})
