@@ -29,13 +29,16 @@ def mig_router(store: LayoutStore, token: str) -> APIRouter:
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
-    @router.post("/nodes/{node}", status_code=204)
+    # The body is read by hand (a bad one is one line of 422), so the schema names it here;
+    # GET /mig/nodes/{node} answers the same model, which puts it among the schema's components.
+    @router.post("/nodes/{node}", status_code=204, openapi_extra={"requestBody": {
+        "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NodeReport"}}}}})
     async def report(node: str, request: Request,
                      authorization: Annotated[str | None, Header()] = None) -> None:
         authorise(authorization)
         try:
             body = json.loads(await request.body())
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested thousands deep
             raise HTTPException(400, "body is not JSON") from None
         try:
             document = NodeReport.model_validate(body)

@@ -124,6 +124,8 @@ def test_bad_reports_get_422_with_what_is_wrong(client, body, message):
 
 def test_non_json_and_unknown_nodes(client):
     assert client.post("/mig/nodes/gpu-d1", content=b"{not json").json() == {"detail": "body is not JSON"}
+    too_deep = client.post("/mig/nodes/gpu-d1", content=b"[" * 100_000)  # the parser's recursion limit: was a 500
+    assert (too_deep.status_code, too_deep.json()) == (400, {"detail": "body is not JSON"})
     missing = client.get("/mig/nodes/nowhere")
     assert (missing.status_code, missing.json()["detail"]) == (404, "no layout reported for node 'nowhere'")
     assert client.post("/mig/nodes/gpu-d1", json={"node": "gpu-d1", "gpus": [gpu()]}).status_code == 204

@@ -134,6 +134,8 @@ def test_huge_bodies_and_unknown_verbs_are_refused(client):
         yield huge[len(huge) // 2:]
 
     assert client.post("/extender/filter", content=chunks()).status_code == 413
+    odd = client.post("/extender/filter", content=b"{}", headers={"content-length": b"\xb2"})  # isdigit() says yes
+    assert odd.status_code == 400 and "Content-Length" in odd.json()["detail"]
     reply = client.post("/extender/unreserve", json={})
     assert reply.status_code == 404 and "unknown extender verb" in reply.json()["detail"]
 

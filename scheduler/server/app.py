@@ -7,7 +7,9 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
@@ -66,6 +68,16 @@ def create_app(
         app.include_router(extender_router(cache, classes=classes, metrics=metrics, mig=mig_fleet))
     if mig_token is not None and mig_fleet is not None:
         app.include_router(mig_router(mig_fleet.store, mig_token))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, whose errors echo the input; but Python's JSON parser reads NaN and
+        Infinity, which JSON cannot write back: those replies leave the input out, not a 500."""
+        try:
+            return await request_validation_exception_handler(request, exc)
+        except ValueError:
+            errors = [{k: v for k, v in error.items() if k != "input"} for error in exc.errors()]
+            return await request_validation_exception_handler(request, RequestValidationError(errors))
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

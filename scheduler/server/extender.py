@@ -59,7 +59,9 @@ RESOLVABLE_FILTERS = (ResourcesFit(), GpuFit())
 async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
     """The body as JSON, refusing more than ``limit`` bytes before reading them all (413)."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    if declared is not None and not (declared.isascii() and declared.isdigit()):  # "²" is a digit to isdigit
+        raise HTTPException(400, f"Content-Length {declared!r} is not a number")
+    if declared is not None and int(declared) > limit:
         raise HTTPException(413, f"body larger than {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
