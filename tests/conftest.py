@@ -8,13 +8,20 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import hypothesis.core
 import pytest
+from hypothesis.vendor import pretty
 
 from scheduler.model.cluster import GpuDemand, Node, Pod, Taint
 from scheduler.model.resources import CPU, GPU, GPU_MILLI, MEMORY, MILLI_PER_GPU, PODS, Resources
 from scheduler.model.snapshot import Snapshot
 
 GiB = 2**30
+
+# Schemathesis' pytest plugin, loaded before this file, swaps Hypothesis' printer for one that
+# prints nothing (a speed-up for its own runs on large schemas): put it back, or every falsifying
+# example in this suite would be reported with its arguments left blank.
+hypothesis.core.RepresentationPrinter = pretty.RepresentationPrinter  # type: ignore[misc]
 
 
 def build_node(
