@@ -23,7 +23,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import timeit
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +62,6 @@ def start_service(folder: Path, port: int, nodes: int) -> subprocess.Popen[bytes
                "--db", f"sqlite:///{folder / 'slotwise.db'}", "--nodes", str(folder / "nodes.json"),
                "--pods", str(folder / "pods.json")]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def reference_ms() -> float:
-    """How fast this machine is now: one pure-Python loop (a sum of a million integers), so that
-    figures from other days and machines can be set side by side (shared machines drift)."""
-    return statistics.median(timeit.repeat("sum(range(1_000_000))", number=1, repeat=7)) * 1000
 
 
 def summary(samples_s: list[float]) -> str:
@@ -155,7 +148,6 @@ def main() -> None:
     folder = tempfile.TemporaryDirectory()
     server = start_service(Path(folder.name), port, args.nodes)
     names = [f"n{i}" for i in range(args.nodes)]
-    print(f"machine reference: sum(range(1_000_000)) takes {reference_ms():.1f} ms")
     try:
         client = Client(port)
         client.wait_ready(server)
