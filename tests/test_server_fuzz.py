@@ -25,6 +25,7 @@ from schemathesis.checks import not_a_server_error
 from quota.store import Store
 from scheduler.model.cluster import KIND_LABEL, PROJECT_LABEL
 from scheduler.server.app import create_app
+from scheduler.server.extender import MAX_BODY_BYTES
 from scheduler.server.webhooks import ADMISSION_GATE, API_VERSION
 from tests.quota_fixtures import ACTOR
 from tests.test_k8s_json import POD
@@ -225,3 +226,19 @@ def test_truncated_and_non_json_bodies_get_a_400(client: TestClient, body: bytes
     for path in ("/webhooks/mutate", "/webhooks/validate"):
         reply = client.post(path, content=body, headers={"Content-Type": "application/json"})
         assert reply.status_code == 400 and reply.json()["detail"], (path, reply.text[:200])
+
+
+@pytest.mark.parametrize("method, path", [("PUT", "/quota/config"), ("POST", "/mig/nodes/gpu-1"),
+                                          ("POST", "/webhooks/mutate"), ("PUT", "/quota/pools/x")])
+def test_bodies_past_the_limit_are_refused_and_change_nothing(client: TestClient, tokens: dict[str, str],
+                                                               loaded: Store, method: str, path: str):
+    before = client.get("/quota/config", headers={"Authorization": f"Bearer {tokens['admin']}"}).json()
+    huge = b'{"pools": [' + b'{"name": "a"},' * (MAX_BODY_BYTES // 14) + b'{"name": "b"}]}'
+
+    def streamed() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading too
+        yield from (huge[i:i + 2**20] for i in range(0, len(huge), 2**20))
+
+    for body in (huge, streamed()):
+        reply = client.request(method, path, content=body, headers={"Authorization": f"Bearer {tokens['admin']}"})
+        assert reply.status_code == 413, reply.text[:200]
+    assert client.get("/quota/config", headers={"Authorization": f"Bearer {tokens['admin']}"}).json() == before

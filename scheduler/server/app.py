@@ -20,7 +20,7 @@ from quota.store import Store
 from scheduler.model.cluster import WorkloadKind
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.server.cache import ClusterCache
-from scheduler.server.extender import extender_router
+from scheduler.server.extender import MAX_BODY_BYTES, extender_router
 from scheduler.server.metrics import ServiceMetrics, metrics_router
 from scheduler.server.webhooks import webhook_router
 
@@ -59,7 +59,9 @@ def create_app(
     places MIG pods on and the ``slotwise_mig_slices_free`` gauge counts."""
     if mig_token is not None and mig_fleet is None:
         mig_fleet = ReportedFleet(MemoryLayoutStore())
-    app = FastAPI(title="slotwise", description="Placement, quota, MIG and overflow for Kubernetes ML platforms.")
+    # One bound on every body, read or streamed (a 413), so no endpoint holds more than this in memory.
+    app = FastAPI(title="slotwise", description="Placement, quota, MIG and overflow for Kubernetes ML platforms.",
+                  max_body_size=MAX_BODY_BYTES)
     app.include_router(quota_router(store, clock))
     metrics = metrics or ServiceMetrics()
     app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics))
