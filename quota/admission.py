@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quota.ledger import UNLIMITED, Ledger, Workload
+from quota.config import UNLIMITED
+from quota.ledger import Ledger, Workload
 from quota.usage import lenders_at
 from scheduler.model.cluster import Pod
 from scheduler.model.resources import GPU, GPU_MILLI, PODS, Resources, gpu_quota_resource, is_gpu_quota

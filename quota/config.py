@@ -236,15 +236,25 @@ def parse_document(data: Any) -> QuotaDocument:
         raise QuotaConfigError(validation_problems(exc)) from None
 
 
+#: The ledger's "no limit": every amount stays below it, so that sums of many never wrap its
+#: 64-bit counters (quantities themselves saturate at 2**63 - 1).
+UNLIMITED = 2**60
+
+
 def parse_amounts(pool: str, what: str, given: Amounts, problems: list[str]) -> dict[str, int]:
     """Amounts in base units; each bad entry adds a problem naming the pool, field and resource."""
     out: dict[str, int] = {}
     for resource, quantity in given.items():
         try:
             check_resource_name(resource)
-            out[resource] = parse_quota_amount(resource, quantity)
+            amount = parse_quota_amount(resource, quantity)
         except ResourceError as exc:
             problems.append(f"pool {pool}: {what}: {exc}")
+            continue
+        if amount >= UNLIMITED:
+            problems.append(f"pool {pool}: {what}: {resource}: {quantity!r} is more than any cluster holds")
+        else:
+            out[resource] = amount
     return out
 
 

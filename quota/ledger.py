@@ -19,12 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quota.config import QuotaConfig, children_by_parent, guarantees
+from quota.config import UNLIMITED, QuotaConfig, children_by_parent, guarantees
 from scheduler.model.resources import GPU, Resources, format_quota_amount, is_gpu_quota
 
 CLUSTER = "cluster"
-#: "No limit", large enough that sums with real amounts (bytes of memory) never overflow.
-UNLIMITED = 2**60
 
 
 class QuotaExceeded(ValueError):

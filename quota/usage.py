@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quota.ledger import UNLIMITED, Ledger
+from quota.config import UNLIMITED
+from quota.ledger import Ledger
 
 
 @dataclass(frozen=True, slots=True)

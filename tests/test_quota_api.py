@@ -185,6 +185,10 @@ BAD_REQUESTS = [
     ("POST", "/quota/admissions", "json", {"key": "k", "pool": "nlp", "charge": {"cpu": 1}, "priority": 2**31}, 422,
      ["priority"]),
     ("POST", "/quota/admissions", "json", {"key": "k", "pool": "nlp", "charge": {"cpu": True}}, 422, ["charge", "cpu"]),
+    # Saturated at 2**63 - 1, such amounts summed in the ledger's 64-bit counters wrapped.
+    ("PUT", "/quota/pools/x", "json", {"max": {"cpu": "1e30"}}, 422, ["max", "more than any cluster holds"]),
+    ("POST", "/quota/admissions", "json", {"key": "k", "pool": "nlp", "charge": {"memory": "2Ei"}}, 422,
+     ["charge", "more than any cluster holds"]),
     ("POST", "/quota/admissions", "json", {"key": "k", "pods": [pod("p", "nlp", "99999999999999999999999")]}, 422,
      ["more than any cluster holds"]),
     ("POST", "/quota/admissions", "json", {"key": "k", "pods": [pod(f"w{i}", "nlp", "0", "4e15") for i in range(3)]},
