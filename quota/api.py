@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from quota.admission import QuotaDecision, request_for
 from quota.admission import Request as QuotaRequest
 from quota.config import (
+    UNLIMITED,
     Amounts,
     Pool,
     PoolFields,
@@ -38,8 +39,6 @@ from scheduler.model.k8s_json import ModelError, pod_from_k8s
 from scheduler.model.resources import Resources, format_quota_amount
 
 Clock = Callable[[], float]
-#: The ledger counts in 64 bits; each pod's asks are bounded, but a gang's add up.
-MAX_CHARGE = 2**63 - 1
 #: More values than a configuration of thousands of pools holds. YAML aliases repeat a value
 #: without repeating its text: a few hundred bytes can stand for millions of pools.
 MAX_DOCUMENT_VALUES = 100_000
@@ -268,7 +267,8 @@ def _request(body: AdmissionBody) -> QuotaRequest:
         except ModelError as exc:
             raise HTTPException(422, f"pods: {exc}") from None
         request = request_for(body.key, pods)
-        if any(amount > MAX_CHARGE for amount in request.charge.values()):
+        # Each pod's asks are bounded, but a gang's add up.
+        if any(amount >= UNLIMITED for amount in request.charge.values()):
             raise HTTPException(422, "pods: together they ask more than the quota ledger counts")
         return QuotaRequest(request.key, body.pool or request.pool, request.charge, request.priority, request.gpu_models)
     if body.pool is None:
