@@ -85,19 +85,14 @@ class Client:
             raise SystemExit(f"{path} answered {response.status}: {data[:200]!r}")
         return orjson.loads(data)
 
-    def handler_seconds(self) -> dict[str, tuple[float, float]]:
-        """Per verb, the seconds slotwise spent answering so far and the calls, from its /metrics
-        (from reading the body to the reply; the HTTP framing around it is not in it)."""
+    def handler_seconds(self) -> dict[tuple[str, str], float]:
+        """``slotwise_decision_seconds``' sum and count so far, by ("sum" or "count", verb), from the
+        service's /metrics (from reading the body to the reply; the HTTP framing is not in it)."""
         self.connection.request("GET", "/metrics")
         text = self.connection.getresponse().read().decode()
-        totals: dict[str, list[float]] = {}
-        for family in text_string_to_metric_families(text):
-            if family.name == "slotwise_decision_seconds":
-                for sample in family.samples:
-                    at = {"slotwise_decision_seconds_sum": 0, "slotwise_decision_seconds_count": 1}.get(sample.name)
-                    if at is not None:
-                        totals.setdefault(sample.labels["verb"], [0.0, 0.0])[at] = sample.value
-        return {verb: (t[0], t[1]) for verb, t in totals.items()}
+        return {(sample.name.rsplit("_", 1)[1], sample.labels["verb"]): sample.value
+                for family in text_string_to_metric_families(text) if family.name == "slotwise_decision_seconds"
+                for sample in family.samples if sample.name.endswith(("_sum", "_count"))}
 
     def wait_ready(self, server: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + 120
@@ -167,7 +162,7 @@ def main() -> None:
         print(f"sustained, one pod at a time: median {statistics.median(rates):.0f} pods/s over {args.rounds} rounds "
               f"(min {min(rates):.0f}, max {max(rates):.0f})")
         after = client.handler_seconds()
-        inside = 1000 * sum((after[verb][0] - before[verb][0]) / (after[verb][1] - before[verb][1])
+        inside = 1000 * sum((after["sum", verb] - before["sum", verb]) / (after["count", verb] - before["count", verb])
                             for verb in ("filter", "prioritize"))
         print(f"of which slotwise's own time (its /metrics, mean per pod): {inside:.2f} ms; on cores of its own, "
               f"away from the client, that is {1000 / inside:.0f} pods/s")

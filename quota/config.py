@@ -298,6 +298,7 @@ def compile_document(doc: QuotaDocument) -> QuotaConfig:
 
 
 def children_by_parent(pools: Iterable[Pool]) -> dict[str, list[Pool]]:
+    """Each parent's name with its child pools, in the order given."""
     children: dict[str, list[Pool]] = {}
     for p in pools:
         if p.parent is not None:

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
 from quota.store import Store
-from scheduler.model.cluster import KIND_LABEL, PROJECT_LABEL
+from scheduler.model.cluster import PROJECT_LABEL
 from scheduler.server.app import create_app
 from scheduler.server.extender import MAX_BODY_BYTES
 from scheduler.server.webhooks import ADMISSION_GATE, API_VERSION
