@@ -7,6 +7,11 @@ filter with every node name (or ``--names`` of them) and prioritize with the nam
 Prints median and p99 per pod (filter + prioritize), the median over rounds of the pods/s that
 serial cycle sustains, and the mutating webhook's median and p99.
 
+The client replays requests encoded beforehand, as Go's encoder writes them, and reads the replies
+without decoding them: kube-scheduler does that JSON work on cores of its own, and in Python it
+would weigh on the two cores slotwise is measured on. A first pass builds the requests (prioritize
+is sent what filter kept) and records the replies, which every timed reply must then equal.
+
     python3 benchmarks/server.py                     # 5,000 nodes, 5 x 500 pods, 1,000 mutations
     python3 benchmarks/server.py --names 500         # what kube-scheduler's default sends at 5,000 nodes
     python3 benchmarks/server.py --nodes 1213 --pods 2000
@@ -70,20 +75,19 @@ def summary(samples_s: list[float]) -> str:
 
 
 class Client:
-    """One keep-alive connection, JSON by orjson. The stdlib client and orjson cost about what
-    kube-scheduler's Go client does; httpx and the stdlib encoder would add about 0.7 ms per pod
-    of the benchmark's own Python to every figure."""
+    """One keep-alive connection (the stdlib's: httpx would add about 0.3 ms per request of the
+    benchmark's own Python to every figure)."""
 
     def __init__(self, port: int):
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
 
-    def post(self, path: str, body: Any) -> Any:
-        self.connection.request("POST", path, body=orjson.dumps(body), headers={"content-type": "application/json"})
+    def post(self, path: str, body: bytes) -> bytes:
+        self.connection.request("POST", path, body=body, headers={"content-type": "application/json"})
         response = self.connection.getresponse()
         data = response.read()
         if response.status != 200:
             raise SystemExit(f"{path} answered {response.status}: {data[:200]!r}")
-        return orjson.loads(data)
+        return data
 
     def handler_seconds(self) -> dict[tuple[str, str], float]:
         """``slotwise_decision_seconds``' sum and count so far, by ("sum" or "count", verb), from the
@@ -108,23 +112,38 @@ class Client:
             time.sleep(0.1)
 
 
-def cycle_round(client: Client, names: list[str], sent: int, pods: int, first: int) -> tuple[list[float], int]:
-    """``pods`` scheduling cycles, one pod at a time: filter with ``sent`` names, prioritize the
-    kept. Fewer than all names come from a window that moves on each cycle, as kube-scheduler
-    starts each search where the last one stopped."""
-    per_pod: list[float] = []
-    kept = 0
-    for k in range(first, first + pods):
+Cycle = tuple[bytes, bytes, bytes, bytes]  # filter request and reply, prioritize request and reply
+
+
+def prepare(client: Client, names: list[str], sent: int, pods: int) -> list[Cycle]:
+    """``pods`` scheduling cycles, each a new pod: filter with ``sent`` names, then prioritize
+    with the names it kept. Fewer than all names come from a window that moves on each cycle, as
+    kube-scheduler starts each search where the last one stopped."""
+    cycles = []
+    for k in range(pods):
         start = k * sent % len(names)
         window = names if sent == len(names) else (names + names)[start:start + sent]
         body = {"Pod": pod(f"new-{k}", (0, 1, 2, 8)[k % 4], 8), "Nodes": None, "NodeNames": window}
+        filter_request = orjson.dumps(body)
+        filter_reply = client.post("/extender/filter", filter_request)
+        body["NodeNames"] = orjson.loads(filter_reply)["NodeNames"]
+        prioritize_request = orjson.dumps(body)
+        cycles.append((filter_request, filter_reply, prioritize_request,
+                       client.post("/extender/prioritize", prioritize_request)))
+    return cycles
+
+
+def replay(client: Client, cycles: list[Cycle]) -> list[float]:
+    """Seconds per cycle, filter and prioritize, each reply checked against the first pass's."""
+    per_pod = []
+    for filter_request, filter_reply, prioritize_request, prioritize_reply in cycles:
         start = time.perf_counter()
-        filtered = client.post("/extender/filter", body)
-        body["NodeNames"] = filtered["NodeNames"]
-        client.post("/extender/prioritize", body)
+        filtered = client.post("/extender/filter", filter_request)
+        prioritized = client.post("/extender/prioritize", prioritize_request)
         per_pod.append(time.perf_counter() - start)
-        kept += len(filtered["NodeNames"])
-    return per_pod, kept
+        if (filtered, prioritized) != (filter_reply, prioritize_reply):
+            raise SystemExit(f"the replies for {filter_request[:60]!r} changed between passes")
+    return per_pod
 
 
 def main() -> None:
@@ -147,18 +166,17 @@ def main() -> None:
         client = Client(port)
         client.wait_ready(server)
         sent = min(args.names or args.nodes, args.nodes)
-        cycle_round(client, names, sent, 20, -20)  # warm up
+        cycles = prepare(client, names, sent, args.pods)
+        kept = statistics.mean(len(orjson.loads(cycle[1])["NodeNames"]) for cycle in cycles)
         before = client.handler_seconds()
         per_pod: list[float] = []
         rates: list[float] = []
-        kept = 0
-        for r in range(args.rounds):
-            samples, n = cycle_round(client, names, sent, args.pods, r * args.pods)
+        for _ in range(args.rounds):
+            samples = replay(client, cycles)
             per_pod += samples
             rates.append(len(samples) / sum(samples))
-            kept += n
         print(f"extender filter + prioritize, {args.nodes} cached nodes, {sent} names sent, {args.rounds} x {args.pods} pods "
-              f"(mean {kept / len(per_pod):.0f} feasible): {summary(per_pod)}")
+              f"(mean {kept:.0f} feasible): {summary(per_pod)}")
         print(f"sustained, one pod at a time: median {statistics.median(rates):.0f} pods/s over {args.rounds} rounds "
               f"(min {min(rates):.0f}, max {max(rates):.0f})")
         after = client.handler_seconds()
@@ -173,9 +191,10 @@ def main() -> None:
                               "namespace": "bench", "operation": "CREATE", "object": pod("m", 1, 2),
                               "oldObject": None, "dryRun": False, "userInfo": {"username": "bench"}}}
         mutate: list[float] = []
+        encoded = orjson.dumps(review)
         for k in range(args.mutations + 50):
             start = time.perf_counter()
-            client.post("/webhooks/mutate", review)
+            client.post("/webhooks/mutate", encoded)
             if k >= 50:
                 mutate.append(time.perf_counter() - start)
         print(f"webhook mutate, {args.mutations} reviews: {summary(mutate)}")

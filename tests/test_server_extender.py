@@ -125,6 +125,25 @@ def test_malformed_requests_get_a_4xx_that_says_why(client, body, status, says):
     assert says in reply.json()["detail"]
 
 
+def test_a_body_is_cut_at_its_own_node_names_only(client):
+    """Bodies ending like Go's ExtenderArgs are cut where ``,"NodeNames":`` starts, without parsing
+    the names; a cut that is not at the top level must not change what the body says."""
+    pod = gang_pod(1)
+    go = client.post("/extender/filter", content=json.dumps({"Pod": pod, "Nodes": None, "NodeNames": ALL},
+                                                               separators=(",", ":")))
+    assert go.json()["NodeNames"] == ["gpu-a1", "gpu-a2", "gpu-b1"]
+    # The key inside the Pod, and no NodeNames at the top: no names were sent.
+    body = json.dumps({"Pod": {**pod, "NodeNames": ALL}}, separators=(",", ":")).encode()
+    assert body.endswith(b']}}')
+    assert client.post("/extender/filter", content=body).json()["NodeNames"] == []
+    # Cut at the top level, but what comes before is no object member: not JSON.
+    broken = client.post("/extender/filter", content=b'{,"NodeNames":["gpu-a1"]}')
+    assert broken.status_code == 400 and "not JSON" in broken.json()["detail"]
+    # Names that are not all strings are refused whichever way the body is read.
+    mixed = client.post("/extender/filter", content=json.dumps({"Pod": pod, "NodeNames": ["gpu-a1", 7]}))
+    assert mixed.status_code == 400 and "list of strings" in mixed.json()["detail"]
+
+
 def test_huge_bodies_and_unknown_verbs_are_refused(client):
     huge = b'{"Pod": {}, "NodeNames": ["' + b"x" * (MAX_BODY_BYTES + 1) + b'"]}'
     assert client.post("/extender/filter", content=huge).status_code == 413
@@ -191,6 +210,8 @@ def test_filter_and_prioritize_replies_agree_with_the_engine(nodes, asks, picks)
         for k, (gpus, cpu) in enumerate(asks):
             pod = _pod_json(f"new-{k}", gpus, cpu)
             reply = client.post("/extender/filter", json={"Pod": pod, "NodeNames": names}).json()
+            # Read whole, not cut where NodeNames starts (it comes first, with spaces): the same reply.
+            assert client.post("/extender/filter", content=json.dumps({"NodeNames": names, "Pod": pod})).json() == reply
             failed, hopeless = reply["FailedNodes"], reply["FailedAndUnresolvableNodes"]
             assert sorted([*reply["NodeNames"], *failed, *hopeless]) == sorted(set(names))
             assert reply["NodeNames"] == [n for n in dict.fromkeys(names) if n in reply["NodeNames"]]  # input order

@@ -43,12 +43,13 @@ from scheduler.placement.filters import (
 )
 from scheduler.placement.profile import build_profile
 from scheduler.server.cache import ClusterCache
-from scheduler.server.metrics import VERBS, ServiceMetrics
+from scheduler.server.metrics import ServiceMetrics
 
 #: Set by the admission loop on gang members: the nodes of the gang's placement plan.
 PLANNED_NODES_ANNOTATION = "slotwise.io/planned-nodes"
 MAX_EXTENDER_PRIORITY = 10
 MAX_BODY_BYTES = 4 * 2**20
+_NAMES_KEY = b',"NodeNames":'
 T = TypeVar("T")
 
 #: Failures no eviction can cure go to FailedAndUnresolvableNodes; shortages to FailedNodes.
@@ -56,8 +57,8 @@ UNRESOLVABLE_FILTERS = (TaintToleration(), NodeAffinity(), GpuModel())
 RESOLVABLE_FILTERS = (ResourcesFit(), GpuFit())
 
 
-async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
-    """The body as JSON, refusing more than ``limit`` bytes before reading them all (413)."""
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The body, refusing more than ``limit`` bytes before reading them all (413)."""
     declared = request.headers.get("content-length")
     if declared is not None and not (declared.isascii() and declared.isdigit()):  # "²" is a digit to isdigit
         raise HTTPException(400, f"Content-Length {declared!r} is not a number")
@@ -68,10 +69,47 @@ async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
         body += chunk
         if len(body) > limit:
             raise HTTPException(413, f"body larger than {limit} bytes")
+    return bytes(body)
+
+
+def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except (orjson.JSONDecodeError, RecursionError) as exc:
         raise HTTPException(400, f"body is not JSON: {exc}") from None
+
+
+async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
+    """The body as JSON (a 400 if it is not), at most ``limit`` bytes (413)."""
+    return parse_json(await read_body(request, limit))
+
+
+class _NotCut(Exception):
+    """The body is not laid out as :func:`_cut` expects: it is read whole instead."""
+
+
+def _cut(body: bytes) -> tuple[bytes, bytes]:
+    """The body ``{...,"NodeNames":[...]}`` as the bytes of ``{...}`` and of ``[...]``.
+
+    Go's encoder writes ExtenderArgs so, NodeNames last and no spaces; the parts are compared as
+    bytes with what came before (the pod again in prioritize, the same node list every cycle),
+    which costs far less than parsing 5,000 names again. A cut is only trusted once both parts have
+    parsed: the first as an object, so the key was found at the top level, the second as a list.
+    """
+    at = body.rfind(_NAMES_KEY)
+    if at < 0 or not body.endswith(b"]}"):
+        raise _NotCut
+    return body[:at] + b"}", body[at + len(_NAMES_KEY):-1]
+
+
+def _parsed(part: bytes, kind: type) -> Any:
+    try:
+        value = orjson.loads(part)
+    except (orjson.JSONDecodeError, RecursionError):
+        raise _NotCut from None
+    if not isinstance(value, kind):
+        raise _NotCut
+    return value
 
 
 def _field(args: Any, key: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
@@ -99,30 +137,50 @@ def _names(args: Any) -> list[str]:
         nodes = _field(args, "Nodes", dict, required=False) or {}
         items = nodes.get("items") or []
         names = [n.get("metadata", {}).get("name") if isinstance(n, dict) else None for n in items]
+    return _strings(names)
+
+
+def _strings(names: list[Any]) -> list[str]:
     if set(map(type, names)) - {str}:  # map(type) runs in C: this is on every scheduling cycle
         raise HTTPException(400, "NodeNames: expected a list of strings")
     return names
 
 
-def _located(snap: Snapshot, names: list[str]) -> tuple[list[str], np.ndarray]:
-    """``names`` without repeats, and each one's snapshot index (-1: not in the cache)."""
+def _pod_of(head: bytes) -> Pod:
+    """The Pod of a cut body's first part, which must be a JSON object with more than nothing in
+    it (``{,"NodeNames":...}`` is no JSON, though ``{}`` and ``[...]`` each parse)."""
+    args = _parsed(head, dict)
+    if not args:
+        raise _NotCut
+    return _parse_pod(_field(args, "Pod", dict))
+
+
+@dataclass(frozen=True)
+class _Located:
+    """A request's node names: the snapshot index of each known one, without repeats and in the
+    order sent, and the names slotwise's cache does not hold."""
+
+    position: np.ndarray
+    unknown: list[str]
+
+
+def _located(snap: Snapshot, names: list[str]) -> _Located:
     index = snap.index
     try:  # every name known: the lookup runs in C
         position = np.fromiter(map(index.__getitem__, names), dtype=np.int64, count=len(names))
+        unknown: list[str] = []
     except KeyError:
-        position = np.array([index.get(n, -1) for n in names], dtype=np.int64)
-    known = position[position >= 0]
-    if len(known) and np.bincount(known).max() > 1:
-        names = list(dict.fromkeys(names))
-        position = np.array([index.get(n, -1) for n in names], dtype=np.int64)
+        found = [index.get(n, -1) for n in names]
+        position = np.array([i for i in found if i >= 0], dtype=np.int64)
+        unknown = list(dict.fromkeys(n for n, i in zip(names, found) if i < 0))
+    if len(position) and np.bincount(position).max() > 1:
+        position = np.array(list(dict.fromkeys(position.tolist())), dtype=np.int64)
     position.flags.writeable = False  # shared by later requests with the same names
-    return names, position
+    return _Located(position, unknown)
 
 
 class _Recent(Generic[T]):
-    """The last few inputs and what was derived from each. kube-scheduler sends a pod to filter
-    and then to prioritize, and mostly the same node list every cycle: comparing with what came
-    before costs far less than parsing the pod or hashing 5,000 fresh names again."""
+    """The last few inputs (bytes of a request) and what was derived from each."""
 
     def __init__(self, size: int = 4):
         self._seen: deque[tuple[Any, T]] = deque(maxlen=size)
@@ -180,33 +238,34 @@ class Extender:
         self.resolvable = Placer(profile, resolvable)
         self._names_json: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=object))
         self._pods: _Recent[Pod] = _Recent()
-        self._names: _Recent[tuple[list[str], np.ndarray]] = _Recent()
+        self._names: _Recent[_Located] = _Recent()
 
-    def _pod(self, args: Any) -> Pod:
-        raw = _field(args, "Pod", dict)
-        return self._pods.get(raw, lambda: _parse_pod(raw))
+    def _read(self, snap: Snapshot, body: bytes) -> tuple[Pod, _Located]:
+        """A filter or prioritize body's pod and node names."""
+        try:
+            head, tail = _cut(body)
+            pod = self._pods.get(head, lambda: _pod_of(head))
+            located = self._names.get((snap.uid, tail), lambda: _located(snap, _strings(_parsed(tail, list))))
+        except _NotCut:
+            args = parse_json(body)
+            pod, located = _parse_pod(_field(args, "Pod", dict)), _located(snap, _names(args))
+        return pod, located
 
-    def _located(self, snap: Snapshot, args: Any) -> tuple[list[str], np.ndarray]:
-        """The request's node names without repeats, and each one's snapshot index (-1: unknown)."""
-        raw = args.get("NodeNames") if isinstance(args, Mapping) else None
-        if not isinstance(raw, list):
-            return _located(snap, _names(args))
-        return self._names.get((snap.uid, raw), lambda: _located(snap, _names(args)))
-
-    def feasible(self, snap: Snapshot, pod: Pod, names: list[str], position: np.ndarray,
-                 resolvable: Placer | None = None) -> tuple[list[str], np.ndarray, _Failures, _Failures]:
-        """Of ``names`` (at snapshot ``position``, -1 if unknown): those passing every filter, in
-        input order, and their positions; then shortages, then failures eviction cannot fix.
-        ``resolvable`` replaces the shortage filters (a trial after evictions)."""
-        failed = _Failures({names[k]: "node not in slotwise's cache yet" for k in np.flatnonzero(position < 0).tolist()})
+    def feasible(self, snap: Snapshot, pod: Pod, located: _Located,
+                 resolvable: Placer | None = None) -> tuple[np.ndarray, _Failures, _Failures]:
+        """Of the ``located`` names, the positions of those passing every filter, in the order
+        sent; then shortages, then failures eviction cannot fix. ``resolvable`` replaces the
+        shortage filters (a trial after evictions)."""
+        failed = _Failures(dict.fromkeys(located.unknown, "node not in slotwise's cache yet"))
         hopeless = _Failures()
-        candidate = position >= 0
+        candidate = located.position
         planned = _planned(pod)
         if planned is not None:
-            outside = candidate & ~np.array([n in planned for n in names], dtype=bool)
-            hopeless.named = {names[k]: "node not in the pod's gang placement plan" for k in np.flatnonzero(outside).tolist()}
-            candidate &= ~outside
-        rest = position[candidate]
+            inside = np.isin(candidate, [snap.index[n] for n in planned if n in snap.index])
+            hopeless.named = dict.fromkeys((snap.names[i] for i in candidate[~inside].tolist()),
+                                           "node not in the pod's gang placement plan")
+            candidate = candidate[inside]
+        rest = candidate
         for placer, out in ((self.unresolvable, hopeless), (resolvable or self.resolvable, failed)):
             if len(rest):
                 result = placer.filter(snap, pod, rest)
@@ -214,27 +273,25 @@ class Extender:
                 rest = result.feasible
         passed = np.zeros(len(snap), dtype=bool)
         passed[rest] = True
-        keep = np.flatnonzero(candidate)
-        keep = keep[passed[position[keep]]]
-        return [names[k] for k in keep.tolist()], position[keep], failed, hopeless
+        return candidate[passed[candidate]], failed, hopeless
 
-    def filter(self, args: Any) -> bytes:
-        pod = self._pod(args)
+    def filter(self, body: bytes) -> bytes:
         with self.cache.snapshot() as snap:
-            kept, where, failed, hopeless = self.feasible(snap, pod, *self._located(snap, args))
-            where.flags.writeable = False
-            self._names.put((snap.uid, kept), (kept, where))  # prioritize is sent exactly these names
+            pod, located = self._read(snap, body)
+            where, failed, hopeless = self.feasible(snap, pod, located)
             encoded = self._encoded(snap)
-        return (b'{"Nodes":null,"NodeNames":' + orjson.dumps(kept) + b',"FailedNodes":' + failed.json(encoded)
+            kept = b"[" + b",".join(encoded[where].tolist()) + b"]"
+            where.flags.writeable = False
+            self._names.put((snap.uid, kept), _Located(where, []))  # what prioritize is sent next
+        return (b'{"Nodes":null,"NodeNames":' + kept + b',"FailedNodes":' + failed.json(encoded)
                 + b',"FailedAndUnresolvableNodes":' + hopeless.json(encoded) + b',"Error":""}')
 
-    def prioritize(self, args: Any) -> bytes:
+    def prioritize(self, body: bytes) -> bytes:
         """The profile's 0..100 score scaled to 0..10, as the encoded HostPriorityList; names
         slotwise does not know are left out (kube-scheduler counts them 0)."""
-        pod = self._pod(args)
         with self.cache.snapshot() as snap:
-            _, position = self._located(snap, args)
-            nodes = position[position >= 0]
+            pod, located = self._read(snap, body)
+            nodes = located.position
             total, _ = self.scorer.score(snap, pod, nodes) if len(nodes) else (np.zeros(0), [])
             encoded = self._encoded(snap)
         scores = np.clip(np.rint(total * MAX_EXTENDER_PRIORITY / 100), 0, MAX_EXTENDER_PRIORITY).astype(np.int64)
@@ -251,7 +308,7 @@ class Extender:
         return self._names_json[1]
 
     def preempt(self, args: Any) -> dict[str, Any]:
-        pod = self._pod(args)
+        pod = _parse_pod(_field(args, "Pod", dict))
         proposed = _field(args, "NodeNameToMetaVictims", dict, required=False) or {}
         agreed: dict[str, Any] = {}
         with self.cache.snapshot() as live:
@@ -264,10 +321,10 @@ class Extender:
             evicted = [trial.release(k) for k in keys]
             resolvable = (self._after_evicting(node, [a.pod for a in evicted])
                           if self.mig is not None and requested_profile(pod)[0] else None)
-            kept, *_ = self.feasible(trial, pod, [node], np.array([trial.index[node]]), resolvable)
+            kept, *_ = self.feasible(trial, pod, _Located(np.array([trial.index[node]]), []), resolvable)
             for a in evicted:
                 trial.assign(a.pod, a.node, a.gpus)
-            if kept:
+            if len(kept):
                 agreed[node] = victims
         return {"NodeNameToMetaVictims": agreed}
 
@@ -309,22 +366,23 @@ def extender_router(cache: ClusterCache, profile_name: str = "default",
     ``metrics`` times filter and prioritize; ``mig`` gives the fleet MIG pods are placed on."""
     extender = Extender(cache, profile_name, classes, mig)
     router = APIRouter()
-    verbs = {"filter": extender.filter, "prioritize": extender.prioritize,
-             "preempt": extender.preempt, "bind": extender.bind}
+    timed: dict[str, Callable[[bytes], bytes]] = {"filter": extender.filter, "prioritize": extender.prioritize}
+    names = ", ".join([*timed, "preempt", "bind"])
 
     # A plain Starlette route: FastAPI's parameter machinery costs more than it gives for a body
     # that is read by hand anyway, on the one endpoint called twice per scheduling cycle.
     async def call(request: Request) -> Response:
         verb = request.path_params["verb"]
-        handler = verbs.get(verb)
-        if handler is None:
-            raise HTTPException(404, f"unknown extender verb {verb!r}; expected one of {', '.join(verbs)}")
-        # bind is the only verb that waits on the API server: keep it off the event loop.
-        if verb == "bind":
-            reply = await run_in_threadpool(handler, await read_json(request))
-        else:  # timed from the body's first byte: reading and parsing 5,000 names is slotwise's time too
-            with metrics.timed(verb) if metrics is not None and verb in VERBS else nullcontext():
-                reply = handler(await read_json(request))
+        reply: bytes | dict[str, Any]
+        if verb in timed:  # timed from the body's first byte: reading 5,000 names is slotwise's time too
+            with metrics.timed(verb) if metrics is not None else nullcontext():
+                reply = timed[verb](await read_body(request))
+        elif verb == "preempt":
+            reply = extender.preempt(await read_json(request))
+        elif verb == "bind":  # the only verb that waits on the API server: off the event loop
+            reply = await run_in_threadpool(extender.bind, await read_json(request))
+        else:
+            raise HTTPException(404, f"unknown extender verb {verb!r}; expected one of {names}")
         # orjson, not FastAPI's encoder: walking 5,000 names costs more than the filter itself.
         return Response(reply if isinstance(reply, bytes) else orjson.dumps(reply), media_type="application/json")
 
