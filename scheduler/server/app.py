@@ -62,12 +62,12 @@ def create_app(
     # One bound on every body, read or streamed (a 413), so no endpoint holds more than this in memory.
     app = FastAPI(title="slotwise", description="Placement, quota, MIG and overflow for Kubernetes ML platforms.",
                   max_body_size=MAX_BODY_BYTES)
-    app.include_router(quota_router(store, clock))
     metrics = metrics or ServiceMetrics()
+    if cache is not None:  # first: routes are matched in order, and the extender is called twice per pod
+        app.include_router(extender_router(cache, classes=classes, metrics=metrics, mig=mig_fleet))
+    app.include_router(quota_router(store, clock))
     app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics))
     app.include_router(metrics_router(metrics, refresh=lambda: _refresh(metrics, store, clock(), mig_fleet)))
-    if cache is not None:
-        app.include_router(extender_router(cache, classes=classes, metrics=metrics, mig=mig_fleet))
     if mig_token is not None and mig_fleet is not None:
         app.include_router(mig_router(mig_fleet.store, mig_token))
 

@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
+from starlette.types import Receive, Scope, Send
 from starlette.concurrency import run_in_threadpool
 
 from mig.plugin import FleetSource, MigSlotFilter, requested_profile, with_mig_score
@@ -50,6 +51,7 @@ PLANNED_NODES_ANNOTATION = "slotwise.io/planned-nodes"
 MAX_EXTENDER_PRIORITY = 10
 MAX_BODY_BYTES = 4 * 2**20
 _NAMES_KEY = b',"NodeNames":'
+VERBS = ("filter", "prioritize", "preempt", "bind")
 T = TypeVar("T")
 
 #: Failures no eviction can cure go to FailedAndUnresolvableNodes; shortages to FailedNodes.
@@ -364,27 +366,34 @@ def extender_router(cache: ClusterCache, profile_name: str = "default",
                     metrics: ServiceMetrics | None = None, mig: FleetSource | None = None) -> APIRouter:
     """The four verbs under ``/extender``; ``urlPrefix`` in KubeSchedulerConfiguration points here.
     ``metrics`` times filter and prioritize; ``mig`` gives the fleet MIG pods are placed on."""
-    extender = Extender(cache, profile_name, classes, mig)
     router = APIRouter()
-    timed: dict[str, Callable[[bytes], bytes]] = {"filter": extender.filter, "prioritize": extender.prioritize}
-    names = ", ".join([*timed, "preempt", "bind"])
+    router.add_route("/extender/{verb}", _Endpoint(Extender(cache, profile_name, classes, mig), metrics), methods=["POST"])
+    return router
 
-    # A plain Starlette route: FastAPI's parameter machinery costs more than it gives for a body
-    # that is read by hand anyway, on the one endpoint called twice per scheduling cycle.
-    async def call(request: Request) -> Response:
+
+class _Endpoint:
+    """The verbs as a bare ASGI app (Starlette calls an endpoint that is not a function so):
+    Starlette's request and response wrapping and FastAPI's cost more than they give for a body
+    read by hand anyway, on the one endpoint called twice per scheduling cycle."""
+
+    def __init__(self, extender: Extender, metrics: ServiceMetrics | None):
+        self.extender = extender
+        self.metrics = metrics
+        self.timed: dict[str, Callable[[bytes], bytes]] = {"filter": extender.filter, "prioritize": extender.prioritize}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
         verb = request.path_params["verb"]
         reply: bytes | dict[str, Any]
-        if verb in timed:  # timed from the body's first byte: reading 5,000 names is slotwise's time too
-            with metrics.timed(verb) if metrics is not None else nullcontext():
-                reply = timed[verb](await read_body(request))
+        if verb in self.timed:  # timed from the body's first byte: reading 5,000 names is slotwise's time too
+            with self.metrics.timed(verb) if self.metrics is not None else nullcontext():
+                reply = self.timed[verb](await read_body(request))
         elif verb == "preempt":
-            reply = extender.preempt(await read_json(request))
+            reply = self.extender.preempt(await read_json(request))
         elif verb == "bind":  # the only verb that waits on the API server: off the event loop
-            reply = await run_in_threadpool(extender.bind, await read_json(request))
+            reply = await run_in_threadpool(self.extender.bind, await read_json(request))
         else:
-            raise HTTPException(404, f"unknown extender verb {verb!r}; expected one of {names}")
+            raise HTTPException(404, f"unknown extender verb {verb!r}; expected one of {', '.join(VERBS)}")
         # orjson, not FastAPI's encoder: walking 5,000 names costs more than the filter itself.
-        return Response(reply if isinstance(reply, bytes) else orjson.dumps(reply), media_type="application/json")
-
-    router.add_route("/extender/{verb}", call, methods=["POST"])
-    return router
+        body = reply if isinstance(reply, bytes) else orjson.dumps(reply)
+        await Response(body, media_type="application/json")(scope, receive, send)
