@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.server.cache import ClusterCache
-from scheduler.server.extender import MAX_BODY_BYTES, extender_router
+from scheduler.server.extender import MAX_BODY_BYTES, _Recent, extender_router
 
 RECORDED = Path(__file__).parent / "recorded"
 A100 = "A100-SXM4-80GB"
@@ -142,6 +142,27 @@ def test_a_body_is_cut_at_its_own_node_names_only(client):
     # Names that are not all strings are refused whichever way the body is read.
     mixed = client.post("/extender/filter", content=json.dumps({"Pod": pod, "NodeNames": ["gpu-a1", 7]}))
     assert mixed.status_code == 400 and "list of strings" in mixed.json()["detail"]
+
+
+def test_the_node_list_sent_every_cycle_stays_remembered():
+    """Each cycle looks up the same node list and adds the names filter kept: the list, used every
+    cycle, must outlive any number of kept lists (it was dropped every fourth cycle, and 5,000
+    names parsed again)."""
+    recent: _Recent[str] = _Recent(size=3)
+    derived = []
+
+    def derive(key: bytes) -> str:
+        derived.append(key)
+        return key.decode()
+
+    for cycle in range(10):
+        assert recent.get(b"[all]", lambda: derive(b"[all]")) == "[all]"
+        recent.put(b"[kept]", "kept")  # the same kept list again replaces the one before
+        recent.put(b"[kept-%d]" % cycle, f"kept-{cycle}")
+    assert derived == [b"[all]"]
+    assert recent.get(b"[kept-9]", lambda: derive(b"[kept-9]")) == "kept-9"
+    assert recent.get(b"[kept-0]", lambda: derive(b"[kept-0]")) == "[kept-0]"  # long gone: derived again
+    assert derived == [b"[all]", b"[kept-0]"]
 
 
 def test_huge_bodies_and_unknown_verbs_are_refused(client):

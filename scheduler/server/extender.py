@@ -182,21 +182,27 @@ def _located(snap: Snapshot, names: list[str]) -> _Located:
 
 
 class _Recent(Generic[T]):
-    """The last few inputs (bytes of a request) and what was derived from each."""
+    """The last few inputs (bytes of a request) and what was derived from each, the most recently
+    used first: the node list sent every cycle stays while each cycle's kept names come and go."""
 
     def __init__(self, size: int = 4):
         self._seen: deque[tuple[Any, T]] = deque(maxlen=size)
 
     def get(self, key: Any, derive: Callable[[], T]) -> T:
-        for seen, value in self._seen:
-            if seen == key:
-                return value
-        value = derive()
-        self.put(key, value)
-        return value
+        value = self._take(key)
+        self.put(key, derive() if value is None else value)
+        return self._seen[0][1]
 
     def put(self, key: Any, value: T) -> None:
+        self._take(key)
         self._seen.appendleft((key, value))
+
+    def _take(self, key: Any) -> T | None:
+        for i, (seen, value) in enumerate(self._seen):
+            if seen == key:  # a few bytes compares: unequal lengths differ at once
+                del self._seen[i]
+                return value
+        return None
 
 
 def _planned(pod: Pod) -> set[str] | None:
