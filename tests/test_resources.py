@@ -55,6 +55,13 @@ def test_unusable_amounts_name_the_resource(name: str, text: str, message: str) 
         parse_amount(name, text)
 
 
+def test_remembered_amounts_answer_only_for_the_same_value_and_type() -> None:
+    assert parse_amount(CPU, 1) == parse_amount(CPU, 1.0) == parse_amount(CPU, "1") == 1000
+    for unusable in (True, [1], {"1": 1}):  # True equals 1 and hashes like it, but is no quantity
+        with pytest.raises(ResourceError, match="expected a string or a number"):
+            parse_amount(CPU, unusable)
+
+
 @pytest.mark.parametrize(
     ("name", "amount", "text"),
     [

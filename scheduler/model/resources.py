@@ -7,6 +7,7 @@ shares in milli-GPU. Strings come in and go out through :mod:`scheduler.model.qu
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -54,12 +55,23 @@ def _nonnegative(name: str, quantity: str | int | float) -> Quantity:
 
 def parse_amount(name: str, quantity: str | int | float) -> int:
     """Parse a Kubernetes quantity for resource ``name`` into its integer base unit."""
+    if isinstance(quantity, str | int | float):  # hashable; anything else gets _amount's error
+        return _known_amount(name, quantity)
+    return _amount(name, quantity)
+
+
+def _amount(name: str, quantity: str | int | float) -> int:
     q = _nonnegative(name, quantity)
     if name == CPU:
         return q.milli_value()
     if name not in _FRACTIONAL and not name.startswith("hugepages-") and q.amount != q.amount.to_integral_value():
         raise ResourceError(f"{name}: must be a whole number, got '{quantity}'")
     return q.value()
+
+
+# Clusters use few distinct quantities, and the extender parses every pod it is asked about.
+# typed: True must stay an error, not be 1's remembered amount.
+_known_amount = functools.lru_cache(maxsize=4096, typed=True)(_amount)
 
 
 def format_amount(name: str, amount: int) -> str:
