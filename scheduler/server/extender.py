@@ -24,8 +24,8 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
-from starlette.types import Receive, Scope, Send
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from mig.plugin import FleetSource, MigSlotFilter, requested_profile, with_mig_score
 from scheduler.model.cluster import Pod, WorkloadKind
@@ -51,7 +51,6 @@ PLANNED_NODES_ANNOTATION = "slotwise.io/planned-nodes"
 MAX_EXTENDER_PRIORITY = 10
 MAX_BODY_BYTES = 4 * 2**20
 _NAMES_KEY = b',"NodeNames":'
-VERBS = ("filter", "prioritize", "preempt", "bind")
 T = TypeVar("T")
 
 #: Failures no eviction can cure go to FailedAndUnresolvableNodes; shortages to FailedNodes.
@@ -190,8 +189,10 @@ class _Recent(Generic[T]):
 
     def get(self, key: Any, derive: Callable[[], T]) -> T:
         value = self._take(key)
-        self.put(key, derive() if value is None else value)
-        return self._seen[0][1]
+        if value is None:
+            value = derive()
+        self._seen.appendleft((key, value))
+        return value
 
     def put(self, key: Any, value: T) -> None:
         self._take(key)
@@ -367,16 +368,6 @@ class Extender:
         return {"Error": ""}
 
 
-def extender_router(cache: ClusterCache, profile_name: str = "default",
-                    classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
-                    metrics: ServiceMetrics | None = None, mig: FleetSource | None = None) -> APIRouter:
-    """The four verbs under ``/extender``; ``urlPrefix`` in KubeSchedulerConfiguration points here.
-    ``metrics`` times filter and prioritize; ``mig`` gives the fleet MIG pods are placed on."""
-    router = APIRouter()
-    router.add_route("/extender/{verb}", _Endpoint(Extender(cache, profile_name, classes, mig), metrics), methods=["POST"])
-    return router
-
-
 class _Endpoint:
     """The verbs as a bare ASGI app (Starlette calls an endpoint that is not a function so):
     Starlette's request and response wrapping and FastAPI's cost more than they give for a body
@@ -399,7 +390,17 @@ class _Endpoint:
         elif verb == "bind":  # the only verb that waits on the API server: off the event loop
             reply = await run_in_threadpool(self.extender.bind, await read_json(request))
         else:
-            raise HTTPException(404, f"unknown extender verb {verb!r}; expected one of {', '.join(VERBS)}")
+            raise HTTPException(404, f"unknown extender verb {verb!r}; expected filter, prioritize, preempt or bind")
         # orjson, not FastAPI's encoder: walking 5,000 names costs more than the filter itself.
         body = reply if isinstance(reply, bytes) else orjson.dumps(reply)
         await Response(body, media_type="application/json")(scope, receive, send)
+
+
+def extender_router(cache: ClusterCache, profile_name: str = "default",
+                    classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
+                    metrics: ServiceMetrics | None = None, mig: FleetSource | None = None) -> APIRouter:
+    """The four verbs under ``/extender``; ``urlPrefix`` in KubeSchedulerConfiguration points here.
+    ``metrics`` times filter and prioritize; ``mig`` gives the fleet MIG pods are placed on."""
+    router = APIRouter()
+    router.add_route("/extender/{verb}", _Endpoint(Extender(cache, profile_name, classes, mig), metrics), methods=["POST"])
+    return router
