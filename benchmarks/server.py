@@ -5,7 +5,8 @@ of ``--nodes`` nodes with bound pods on most GPU nodes, written as ``kubectl get
 client with keep-alive then, one pod at a time as kube-scheduler's scheduling cycle does, sends
 filter with every node name (or ``--names`` of them) and prioritize with the names filter kept.
 Prints median and p99 per pod (filter + prioritize), the median over rounds of the pods/s that
-serial cycle sustains, and the mutating webhook's median and p99.
+serial cycle sustains, the service's CPU time per pod (its process, from /proc) and time in its
+handlers (its /metrics), and the mutating webhook's median and p99.
 
 The client replays requests encoded beforehand, as Go's encoder writes them, and reads the replies
 without decoding them: kube-scheduler does that JSON work on cores of its own, and in Python it

@@ -139,9 +139,11 @@ def test_a_body_is_cut_at_its_own_node_names_only(client):
     # Cut at the top level, but what comes before is no object member: not JSON.
     broken = client.post("/extender/filter", content=b'{,"NodeNames":["gpu-a1"]}')
     assert broken.status_code == 400 and "not JSON" in broken.json()["detail"]
-    # Names that are not all strings are refused whichever way the body is read.
-    mixed = client.post("/extender/filter", content=json.dumps({"Pod": pod, "NodeNames": ["gpu-a1", 7]}))
-    assert mixed.status_code == 400 and "list of strings" in mixed.json()["detail"]
+    # Names that are not all strings are refused whichever way the body is read (cut, or whole).
+    for separators in ((",", ":"), (", ", ": ")):
+        mixed = client.post("/extender/filter",
+                            content=json.dumps({"Pod": pod, "NodeNames": ["gpu-a1", 7]}, separators=separators))
+        assert mixed.status_code == 400 and "list of strings" in mixed.json()["detail"]
 
 
 def test_the_node_list_sent_every_cycle_stays_remembered():
