@@ -11,31 +11,35 @@ import hmac
 import json
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 
 from mig.report import NodeReport, error_text
 from mig.store import LayoutStore
 
 
+#: Declares the bearer scheme in the OpenAPI schema; the token is checked below, with its own message.
+BEARER = HTTPBearer(scheme_name="MigToken", auto_error=False,
+                    description="The node agents' token (`slotwise serve --mig-token-file`).")
+
+
 def mig_router(store: LayoutStore, token: str) -> APIRouter:
     """Routes under ``/mig``; every request must present ``token`` as a bearer token."""
     if not token:
         raise ValueError("the MIG report endpoint needs a token")
-    router = APIRouter(prefix="/mig", tags=["mig"])
 
-    def authorise(authorization: str | None) -> None:
-        scheme, _, presented = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
+    def authorise(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+        if bearer is None or not hmac.compare_digest(bearer.credentials.encode(), token.encode()):
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    router = APIRouter(prefix="/mig", tags=["mig"], dependencies=[Depends(authorise)])
 
     # The body is read by hand (a bad one is one line of 422), so the schema names it here;
     # GET /mig/nodes/{node} answers the same model, which puts it among the schema's components.
     @router.post("/nodes/{node}", status_code=204, openapi_extra={"requestBody": {
         "required": True, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/NodeReport"}}}}})
-    async def report(node: str, request: Request,
-                     authorization: Annotated[str | None, Header()] = None) -> None:
-        authorise(authorization)
+    async def report(node: str, request: Request) -> None:
         try:
             body = json.loads(await request.body())
         except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested thousands deep
@@ -49,13 +53,11 @@ def mig_router(store: LayoutStore, token: str) -> APIRouter:
         store.put(document)
 
     @router.get("/nodes")
-    def nodes(authorization: Annotated[str | None, Header()] = None) -> list[str]:
-        authorise(authorization)
+    def nodes() -> list[str]:
         return store.nodes()
 
     @router.get("/nodes/{node}")
-    def layout(node: str, authorization: Annotated[str | None, Header()] = None) -> NodeReport:
-        authorise(authorization)
+    def layout(node: str) -> NodeReport:
         found = store.get(node)
         if found is None:
             raise HTTPException(404, f"no layout reported for node {node!r}")

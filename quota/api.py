@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -98,15 +99,19 @@ def _visible(config: QuotaConfig, who: Principal) -> set[str] | None:
     return seen
 
 
+#: Declares the bearer scheme in the OpenAPI schema; a missing or unknown token is refused below,
+#: with slotwise's own message.
+BEARER = HTTPBearer(scheme_name="QuotaToken", auto_error=False,
+                    description="An admin or viewer token (`slotwise quota token create`).")
+
+
 def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
     router = APIRouter(prefix="/quota", tags=["quota"])
 
-    def principal(request: Request) -> Principal:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
+    def principal(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> Principal:
+        if bearer is None:
             raise HTTPException(401, "send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
-        who = store.authenticate(token.strip())
+        who = store.authenticate(bearer.credentials.strip())
         if who is None:
             raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
         return who
@@ -163,7 +168,8 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
             raise refused(exc) from None
         return {"deleted": name}
 
-    @router.get("/config")
+    @router.get("/config", responses={200: {"description": "The configuration, as JSON, or with format=yaml as YAML.",
+                                            "content": {"application/yaml": {"schema": {"type": "object"}}}}})
     def export_config(who: Admin, format: Annotated[str, Query(pattern="^(json|yaml)$")] = "json") -> Any:
         config = store.config()
         if format == "yaml":
@@ -185,7 +191,9 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
         except (QuotaConfigError, StoreError) as exc:
             raise refused(exc) from None
 
-    @router.put("/config")
+    # The body is read by hand (JSON or YAML, one parser), so the schema names it here.
+    @router.put("/config", openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "object"}}, "application/yaml": {"schema": {"type": "object"}}}}})
     async def import_config(request: Request, who: Admin) -> dict[str, Any]:
         """The whole configuration, as JSON or (Content-Type application/yaml) YAML."""
         body = await request.body()

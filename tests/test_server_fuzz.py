@@ -20,7 +20,12 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, note, settings
 from hypothesis import strategies as st
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from quota.store import Store
 from scheduler.model.cluster import PROJECT_LABEL
@@ -80,13 +85,14 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @settings(FUZZ, max_examples=30)  # per operation
 def test_no_operation_answers_a_server_error(case: schemathesis.Case, who: str | None, tokens: dict[str, str],
                                              client: TestClient):
-    """Only server errors and 4xx without a message are findings: the schema documents neither
-    the 4xx replies nor the bodies the webhooks and the configuration import read by hand, so
-    schema conformance checks would report the schema's silence, not the service's faults.
-    After a change the service accepted, what it stored must read back: the metrics scrape
-    (quota gauges, MIG instances free) works, and the exported configuration imports unchanged."""
+    """No server error; every reply's status, content type and body are the ones the schema
+    declares (4xx included); every 4xx says why. After a change the service accepted, what it
+    stored must read back: the metrics scrape (quota gauges, MIG instances free) works, and the
+    exported configuration imports unchanged."""
     headers = {"Authorization": f"Bearer {tokens[who]}"} if who else {}
-    response = case.call_and_validate(headers=headers, checks=[not_a_server_error, refused_with_a_message])
+    checks = [not_a_server_error, refused_with_a_message, status_code_conformance, content_type_conformance,
+              response_schema_conformance]
+    response = case.call_and_validate(headers=headers, checks=checks)
     if case.method.upper() != "GET" and case.path.startswith(("/quota/", "/mig/")) and response.status_code < 300:
         admin = {"Authorization": f"Bearer {tokens['admin']}"}
         assert client.get("/metrics").status_code == 200

@@ -6,11 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from mig.api import mig_router
@@ -23,6 +25,24 @@ from scheduler.server.cache import ClusterCache
 from scheduler.server.extender import MAX_BODY_BYTES, extender_router
 from scheduler.server.metrics import ServiceMetrics, metrics_router
 from scheduler.server.webhooks import webhook_router
+
+
+class Refusal(BaseModel):
+    """What every 4xx answers."""
+
+    detail: Any = Field(description="What was wrong: a message; for an invalid quota configuration "
+                                    "{message, problems}; for a malformed field, FastAPI's list of errors.")
+
+
+_REFUSED = {400: "The request cannot be read or the change was refused.", 401: "No token, or an unknown one.",
+            403: "The token may not do this.", 404: "No such object.", 409: "It already exists.",
+            413: "The body is larger than 4 MiB, or the configuration holds more than 100,000 values.",
+            422: "The body or a parameter is invalid; every problem is listed."}
+
+
+def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI entries for the 4xx replies a router's operations may give."""
+    return {code: {"model": Refusal, "description": _REFUSED[code]} for code in codes}
 
 
 def _refresh(metrics: ServiceMetrics, store: Store, now: float, mig: ReportedFleet | None) -> None:
@@ -65,11 +85,11 @@ def create_app(
     metrics = metrics or ServiceMetrics()
     if cache is not None:  # first: routes are matched in order, and the extender is called twice per pod
         app.include_router(extender_router(cache, classes=classes, metrics=metrics, mig=mig_fleet))
-    app.include_router(quota_router(store, clock))
-    app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics))
+    app.include_router(quota_router(store, clock), responses=refusals(400, 401, 403, 404, 409, 413, 422))
+    app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics), responses=refusals(400, 413))
     app.include_router(metrics_router(metrics, refresh=lambda: _refresh(metrics, store, clock(), mig_fleet)))
     if mig_token is not None and mig_fleet is not None:
-        app.include_router(mig_router(mig_fleet.store, mig_token))
+        app.include_router(mig_router(mig_fleet.store, mig_token), responses=refusals(400, 401, 404, 413, 422))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
