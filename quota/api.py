@@ -111,7 +111,7 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
     def principal(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> Principal:
         if bearer is None:
             raise HTTPException(401, "send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
-        who = store.authenticate(bearer.credentials.strip())
+        who = store.authenticate(bearer.credentials)
         if who is None:
             raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
         return who

@@ -40,7 +40,7 @@ _REFUSED = {400: "The request cannot be read or the change was refused.", 401: "
             422: "The body or a parameter is invalid; every problem is listed."}
 
 
-def refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
+def _refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The OpenAPI entries for the 4xx replies a router's operations may give."""
     return {code: {"model": Refusal, "description": _REFUSED[code]} for code in codes}
 
@@ -85,11 +85,11 @@ def create_app(
     metrics = metrics or ServiceMetrics()
     if cache is not None:  # first: routes are matched in order, and the extender is called twice per pod
         app.include_router(extender_router(cache, classes=classes, metrics=metrics, mig=mig_fleet))
-    app.include_router(quota_router(store, clock), responses=refusals(400, 401, 403, 404, 409, 413, 422))
-    app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics), responses=refusals(400, 413))
+    app.include_router(quota_router(store, clock), responses=_refusals(400, 401, 403, 404, 409, 413, 422))
+    app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics), responses=_refusals(400, 413))
     app.include_router(metrics_router(metrics, refresh=lambda: _refresh(metrics, store, clock(), mig_fleet)))
     if mig_token is not None and mig_fleet is not None:
-        app.include_router(mig_router(mig_fleet.store, mig_token), responses=refusals(400, 401, 404, 413, 422))
+        app.include_router(mig_router(mig_fleet.store, mig_token), responses=_refusals(400, 401, 404, 413, 422))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
