@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
+from kubernetes.client import ApiClient
 
 from scheduler.server.cache import ClusterCache
 from scheduler.server.kube import Kube
@@ -96,6 +97,22 @@ def test_the_cache_follows_lists_watches_and_relists(api):
         assert cache.pod_key("6f1c0d2e-0000-0000-0000-000000000001") == "team-a/w-0"
     finally:
         cache.stop()
+
+
+def test_watch_events_stay_json_without_the_clients_models(api, monkeypatch):
+    """The client would build a V1Pod per event (1.7 ms of Python for a 10 KB pod) that the
+    cache never reads: what the watch deserializes must pass the JSON through untouched."""
+    built = []
+    deserialize = ApiClient.deserialize
+
+    def spy(self, response, response_type, *args, **kwargs):
+        built.append(response_type)
+        return deserialize(self, response, response_type, *args, **kwargs)
+
+    monkeypatch.setattr(ApiClient, "deserialize", spy)
+    events = list(Kube.at(api).watch("pods", "250", timeout_s=1))
+    assert events and all(isinstance(obj, dict) for _, obj in events)
+    assert built and set(built) == {object}
 
 
 def test_bind_posts_a_binding_for_the_pod(api):

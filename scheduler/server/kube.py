@@ -55,7 +55,10 @@ class Kube:
 
         A timeout disables the client's silent retry, so a 410 reaches us as :class:`Expired`.
         """
-        stream = watch.Watch().stream(
+        # return_type=object: the client's own models are never built. Building a V1Pod took
+        # 1.7 ms of Python per event for a 10 KB pod (0.4 ms without), holding the GIL that the
+        # extender's requests wait for.
+        stream = watch.Watch(return_type=object).stream(
             getattr(self.core, LISTERS[kind]), resource_version=resource_version, timeout_seconds=timeout_s,
             allow_watch_bookmarks=True,
         )
