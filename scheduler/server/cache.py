@@ -37,6 +37,30 @@ def _gates(obj: Mapping[str, Any]) -> list[Any]:
     return (spec.get("schedulingGates") or []) if isinstance(spec, Mapping) else []
 
 
+def _read(kind: str, obj: Mapping[str, Any]) -> Node | Pod | None:
+    """The model of one API object; None for a finished pod, or (with a warning) one the model
+    cannot read: one bad object must not stop the cache."""
+    try:
+        if kind == "nodes":
+            return node_from_k8s(obj)
+        status = obj.get("status")
+        if isinstance(status, Mapping) and status.get("phase") in _TERMINAL:
+            return None
+        return pod_from_k8s(obj)
+    except ModelError as exc:
+        log.warning("ignoring %s %s: %s", kind, obj.get("metadata", {}).get("name"), exc)
+        return None
+
+
+def _index(pod: Pod, obj: Mapping[str, Any], pods: dict[str, Pod], by_uid: dict[str, str],
+           gated: dict[str, Mapping[str, Any]]) -> None:
+    pods[pod.key] = pod
+    if pod.uid:
+        by_uid[pod.uid] = pod.key
+    if _gates(obj):  # gated pods are never bound
+        gated[pod.key] = obj
+
+
 def _rv(obj: Mapping[str, Any]) -> str | None:
     meta = obj.get("metadata")
     return meta.get("resourceVersion") if isinstance(meta, Mapping) else None
@@ -62,59 +86,67 @@ class ClusterCache:
 
     # Feeding ------------------------------------------------------------------------------------
     def replace(self, kind: str, items: list[Mapping[str, Any]]) -> None:
-        """A fresh list of ``kind`` ("nodes" or "pods") replaces what the cache held."""
+        """A fresh list of ``kind`` ("nodes" or "pods") replaces what the cache held.
+
+        The objects are read, and compared with what the cache holds, before the lock is taken
+        (only this kind's own watch thread changes its dicts), and the changes reach the snapshot
+        as watch events do: the resync every few minutes, which mostly changes nothing, no longer
+        holds the extender up for reading and accounting the whole cluster again (seconds at
+        5,000 nodes and 20,000 pods).
+        """
+        read = [(obj, _read(kind, obj)) for obj in items]
+        if kind == "nodes":
+            nodes = {node.name: node for _, node in read if isinstance(node, Node)}
+            changed = nodes != self._nodes
+            with self._lock:
+                self._nodes = nodes
+                if changed:
+                    self._snap = None
+                self._synced.add(kind)
+            return
+        pods: dict[str, Pod] = {}
+        by_uid: dict[str, str] = {}
+        gated: dict[str, Mapping[str, Any]] = {}
+        for obj, pod in read:
+            if isinstance(pod, Pod):
+                _index(pod, obj, pods, by_uid, gated)
+        gone = [key for key, old in self._pods.items() if pods.get(key) != old]
+        came = [new for key, new in pods.items() if self._pods.get(key) != new]
         with self._lock:
-            if kind == "nodes":
-                self._nodes = {}
-            else:
-                self._pods, self._by_uid, self._gated = {}, {}, {}
-            for obj in items:
-                self._store(kind, obj)
-            self._snap = None
+            self._pods, self._by_uid, self._gated = pods, by_uid, gated
+            if self._snap is not None:
+                for key in gone:  # released first, so that a pod that moved fits again
+                    if key in self._snap.assignments:
+                        self._snap.release(key)
+                for pod in came:
+                    self._account(self._snap, pod)
             self._synced.add(kind)
 
     def apply(self, kind: str, event: str, obj: Mapping[str, Any]) -> None:
         """One watch event: ADDED, MODIFIED or DELETED (others are ignored)."""
         if event not in ("ADDED", "MODIFIED", "DELETED"):
             return
+        model = _read(kind, obj) if event != "DELETED" else None
         with self._lock:
             if kind == "nodes":
                 name = obj.get("metadata", {}).get("name")
                 before = self._nodes.pop(name, None)
-                if event != "DELETED":
-                    self._store(kind, obj)
+                if isinstance(model, Node):
+                    self._nodes[model.name] = model
                 # Most node updates are status heartbeats that change nothing the snapshot holds;
                 # rebuilding 5,000 nodes for each would stall the extender.
                 if self._nodes.get(name) != before:
                     self._snap = None
                 return
             old = self._forget_pod(obj)
-            new = self._store(kind, obj) if event != "DELETED" else None
+            new = model if isinstance(model, Pod) else None
+            if new is not None:
+                _index(new, obj, self._pods, self._by_uid, self._gated)
             if self._snap is not None:
                 if old is not None and old.key in self._snap.assignments:
                     self._snap.release(old.key)
                 if new is not None:
                     self._account(self._snap, new)
-
-    def _store(self, kind: str, obj: Mapping[str, Any]) -> Pod | None:
-        try:
-            if kind == "nodes":
-                node = node_from_k8s(obj)
-                self._nodes[node.name] = node
-                return None
-            status = obj.get("status")
-            if isinstance(status, Mapping) and status.get("phase") in _TERMINAL:
-                return None
-            pod = pod_from_k8s(obj)
-        except ModelError as exc:  # one bad object must not stop the cache
-            log.warning("ignoring %s %s: %s", kind, obj.get("metadata", {}).get("name"), exc)
-            return None
-        self._pods[pod.key] = pod
-        if pod.uid:
-            self._by_uid[pod.uid] = pod.key
-        if _gates(obj):  # gated pods are never bound
-            self._gated[pod.key] = obj
-        return pod
 
     def _forget_pod(self, obj: Mapping[str, Any]) -> Pod | None:
         meta = obj.get("metadata") or {}
