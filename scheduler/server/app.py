@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from mig.api import mig_router
 from mig.store import MemoryLayoutStore, ReportedFleet
-from quota.api import Clock, quota_router
+from quota.api import MAX_DOCUMENT_VALUES, Clock, quota_router
 from quota.store import Store
 from scheduler.model.cluster import WorkloadKind
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
@@ -36,7 +36,8 @@ class Refusal(BaseModel):
 
 _REFUSED = {400: "The request cannot be read or the change was refused.", 401: "No token, or an unknown one.",
             403: "The token may not do this.", 404: "No such object.", 409: "It already exists.",
-            413: "The body is larger than 4 MiB, or the configuration holds more than 100,000 values.",
+            413: f"The body is larger than {MAX_BODY_BYTES // 2**20} MiB, or the configuration holds more than "
+                 f"{MAX_DOCUMENT_VALUES:,} values.",
             422: "The body or a parameter is invalid; every problem is listed."}
 
 
