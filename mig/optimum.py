@@ -2,7 +2,7 @@
 
 Independent of the planner's grouping and of :mod:`mig.geometry`'s checks: one boolean per
 (GPU, profile, start slot), with the catalog's rules written again as constraints. It measures
-how close the planner and slot choice come (tests, ``benchmarks/mig.py``); it is too slow to
+how close the planner and slot choice come (tests, ``benchmarks/mig_planning.py``); it is too slow to
 plan with at fleet scale.
 """
 

@@ -13,8 +13,8 @@ fleet's memory slices, so that what fits depends on how it is packed.
 - **optimum**: the placement-level CP-SAT model (``mig.optimum``) of the same input, solved to
   proven optimality.
 
-    python3 benchmarks/mig.py                          # 8, 64, 256 and 1,000 GPUs, seeds 1..5
-    python3 benchmarks/mig.py --sizes 64 --seeds 3 --json mig.json
+    python3 benchmarks/mig_planning.py                          # 8, 64, 256 and 1,000 GPUs, seeds 1..5
+    python3 benchmarks/mig_planning.py --sizes 64 --seeds 3 --json mig.json
 
 Prints medians over the seeds.
 """
@@ -23,24 +23,20 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
-# Run as a script, this file's directory comes first on the path and its name hides the mig package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
 
-import numpy as np  # noqa: E402
-import typer  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
-
-from mig.catalog import MODELS  # noqa: E402
-from mig.geometry import Instance, Layout, empty  # noqa: E402
-from mig.optimum import optimum_slices  # noqa: E402
-from mig.planner import plan  # noqa: E402
-from mig.slots import DemandMix, Fleet  # noqa: E402
+from mig.catalog import MODELS
+from mig.geometry import Instance, Layout, empty
+from mig.optimum import optimum_slices
+from mig.planner import plan
+from mig.slots import DemandMix, Fleet
 
 MODEL = MODELS["A100-80GB"]
 PROFILES = ("1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")

@@ -10,8 +10,8 @@ projects borrow what the quiet ones lend. Then it times:
 - ``decide`` returning Reclaim: a project asks for part of a guarantee it has lent, while
   borrowers fill the cluster (the reclaim plan is most of that time).
 
-    python3 benchmarks/quota.py
-    python3 benchmarks/quota.py --projects 200 --workloads 20000 --json out.json
+    python3 benchmarks/quota_decisions.py
+    python3 benchmarks/quota_decisions.py --projects 200 --workloads 20000 --json out.json
 
 Seeded: the same arguments give the same tree, workloads, requests and decisions.
 """
@@ -22,21 +22,15 @@ import argparse
 import json
 import platform
 import random
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
-# This file is named like the package it measures: run as a script, its folder comes first on the
-# path and would shadow the package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from quota.admission import Reclaim, Request, decide  # noqa: E402
-from quota.config import compile_document, parse_document  # noqa: E402
-from quota.ledger import Ledger  # noqa: E402
-from scheduler.model.resources import CPU, GPU, MEMORY, Resources, gpu_quota_resource  # noqa: E402
+from quota.admission import Reclaim, Request, decide
+from quota.config import compile_document, parse_document
+from quota.ledger import Ledger
+from scheduler.model.resources import CPU, GPU, MEMORY, Resources, gpu_quota_resource
 
 GiB = 2**30
 MODELS = ("A100", "H100", "T4")
