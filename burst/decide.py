@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from burst.targets import ECI, MAX_SPECS, BurstConfig, InstanceType, Target
 from scheduler.model.cluster import Pod
+from scheduler.model.gpu_models import accepts_model
 from scheduler.model.resources import CPU, MEMORY
 
 
@@ -63,7 +64,7 @@ def _specs(pod: Pod, target: Target) -> tuple[InstanceType, ...]:
     models = pod.gpu.models if pod.gpu is not None else None
     fitting = [t for t in target.instance_types
                if t.cpu_milli >= pod.requests[CPU] and t.memory >= pod.requests[MEMORY]
-               and (t.gpus >= gpus > 0 and (models is None or t.gpu_model in models) or gpus == t.gpus == 0)]
+               and (t.gpus >= gpus > 0 and accepts_model(models, t.gpu_model) or gpus == t.gpus == 0)]
     use_spot = target.spot and any(t.spot_price for t in fitting)
     if use_spot and not target.spot_fallback:
         fitting = [t for t in fitting if t.spot_price]

@@ -21,6 +21,7 @@ from quota.config import UNLIMITED
 from quota.ledger import Ledger, Workload
 from quota.usage import lenders_at
 from scheduler.model.cluster import Pod
+from scheduler.model.gpu_models import accepts_model
 from scheduler.model.resources import GPU, GPU_MILLI, PODS, Resources, gpu_quota_resource, is_gpu_quota
 
 #: Decides whether evicting these workloads frees capacity the request can really use (placement
@@ -147,7 +148,7 @@ def _gpu_models(ledger: Ledger, request: Request) -> list[str | None]:
     if not request.charge[GPU]:
         return [None]
     governed = [r.removeprefix(GPU + "/") for r in ledger.resources if is_gpu_quota(r) and r != GPU]
-    allowed = [m for m in governed if request.gpu_models is None or m in request.gpu_models]
+    allowed = [m for m in governed if accepts_model(request.gpu_models, m)]
     return list(allowed) or [None]
 
 

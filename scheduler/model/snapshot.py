@@ -19,6 +19,7 @@ from types import MappingProxyType
 import numpy as np
 
 from scheduler.model.cluster import Node, Pod, Taint, TaintEffect
+from scheduler.model.gpu_models import accepts_model
 from scheduler.model.resources import CPU, MEMORY, MILLI_PER_GPU, PODS, is_gpu
 
 _snapshot_ids = itertools.count(1)
@@ -112,6 +113,7 @@ class Snapshot:
         self._tallies: dict[tuple[str, object], dict[int, int]] = defaultdict(dict)
         self._distinct: dict[str, np.ndarray] = {}
         self._labels: dict[str, LabelIndex] = {}
+        self._model_nodes: dict[frozenset[str], np.ndarray] = {}
         self.taints, self.taint_matrix = self._index_taints()
 
         for pod in pods:
@@ -146,6 +148,16 @@ class Snapshot:
                         numbers[i] = int(value)
             index = self._labels[key] = LabelIndex(codes, MappingProxyType(lookup), numbers)
         return index
+
+    def gpu_model_nodes(self, wanted: frozenset[str]) -> np.ndarray:
+        """Read-only mask of the nodes whose GPU model is one of ``wanted`` (see
+        :func:`~scheduler.model.gpu_models.accepts_model`), resolved once per distinct set."""
+        mask = self._model_nodes.get(wanted)
+        if mask is None:
+            codes = [k for k, m in enumerate(self.gpu_models) if accepts_model(wanted, m)]
+            mask = self._model_nodes[wanted] = np.isin(self.gpu_model, codes)
+            mask.flags.writeable = False
+        return mask
 
     # Requests ---------------------------------------------------------------------------
     def demand(self, pod: Pod) -> Demand:

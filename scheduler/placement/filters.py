@@ -91,9 +91,8 @@ class GpuModel:
 
     def __call__(self, snap: Snapshot, pod: Pod) -> Iterator[tuple[str, Mask]]:
         if pod.gpu is not None and pod.gpu.models is not None:
-            codes = [k for k, m in enumerate(snap.gpu_models) if m in pod.gpu.models]
             wanted = "|".join(sorted(pod.gpu.models))
-            yield f"GPU model not {wanted}", (snap.gpu_count > 0) & ~np.isin(snap.gpu_model, codes)
+            yield f"GPU model not {wanted}", (snap.gpu_count > 0) & ~snap.gpu_model_nodes(pod.gpu.models)
 
 
 class ResourcesFit:

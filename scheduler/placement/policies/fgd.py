@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from scheduler.model.cluster import Pod
+from scheduler.model.gpu_models import accepts_model
 from scheduler.model.resources import CPU, MILLI_PER_GPU
 from scheduler.model.snapshot import Snapshot
 from scheduler.placement.scoring import MAX_SCORE, PolicyContext, policy
@@ -82,7 +83,7 @@ class Fgd:
         for s, shape in enumerate(self.workload.shapes):
             if shape.gpu_count:
                 for k, model in enumerate((*snap.gpu_models, None)):
-                    ok[s, k] = shape.models is None or model in shape.models
+                    ok[s, k] = accepts_model(shape.models, model)
         return ok
 
     def _refresh(self, snap: Snapshot) -> _States:
