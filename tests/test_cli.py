@@ -7,6 +7,8 @@ import json
 from typer.testing import CliRunner
 
 from scheduler.cli import app
+from scheduler.model.sources import read_pods
+from scheduler.server.cache import ClusterCache
 
 runner = CliRunner()
 
@@ -67,6 +69,27 @@ def test_place_reads_kubectl_json_and_explains_unschedulable(tmp_path):
     records = {r["pod"]: r for r in map(json.loads, result.output.splitlines())}
     assert records["team-a/fits"]["node"] == "gpu-a"  # packs onto the node already in use
     assert records["team-a/too-big"]["reason"] == "0/2 nodes are available: 2 Insufficient nvidia.com/gpu."
+
+
+def test_place_and_the_service_cache_skip_finished_pods_alike(tmp_path):
+    """A finished pod (Succeeded or Failed) holds nothing: its node's GPUs are free for the
+    pending one, in ``slotwise place`` as in the service's cluster cache."""
+    nodes = tmp_path / "nodes.json"
+    pods = tmp_path / "pods.json"
+    nodes.write_text(json.dumps({"kind": "List", "items": [_node("gpu-a", 4)]}))
+    done = [_pod(phase.lower(), "2", node="gpu-a") for phase in ("Succeeded", "Failed")]
+    for pod, phase in zip(done, ("Succeeded", "Failed"), strict=True):
+        pod["status"]["phase"] = phase
+    pods.write_text(json.dumps({"kind": "List", "items": [*done, _pod("waiting", "4")]}))
+    result = runner.invoke(app, ["place", "--nodes", str(nodes), "--pods", str(pods), "--json"])
+    assert result.exit_code == 0, result.output
+    [record] = map(json.loads, result.output.splitlines())
+    assert (record["pod"], record["node"]) == ("team-a/waiting", "gpu-a")
+
+    cache = ClusterCache()
+    cache.replace("nodes", json.loads(nodes.read_text())["items"])
+    cache.replace("pods", json.loads(pods.read_text())["items"])
+    assert [p.key for p in cache.pods()] == [p.key for p in read_pods(pods)] == ["team-a/waiting"]
 
 
 def test_place_reports_bad_input_without_a_traceback(tmp_path):

@@ -266,6 +266,16 @@ def node_from_k8s(obj: Mapping[str, Any]) -> Node:
     )
 
 
+#: Pods in these phases have finished: they hold nothing on their node any more.
+FINISHED_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+def finished(obj: Mapping[str, Any]) -> bool:
+    """Whether a pod object has finished (its ``status.phase``): readers of a cluster skip it."""
+    status = obj.get("status")
+    return isinstance(status, Mapping) and status.get("phase") in FINISHED_PHASES
+
+
 def items(document: Any) -> Iterable[Mapping[str, Any]]:
     """The objects of a ``kubectl get -o json`` document: a List, a bare list or one object."""
     if isinstance(document, Mapping) and "items" in document:

@@ -20,9 +20,12 @@ def _json(path: Path) -> object:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
 
 
-def _objects(path: Path, build: Callable[[Mapping[str, Any]], T]) -> list[T]:
+def _objects(path: Path, build: Callable[[Mapping[str, Any]], T],
+             skip: Callable[[Mapping[str, Any]], bool] = lambda _: False) -> list[T]:
     out = []
     for i, obj in enumerate(k8s_json.items(_json(path))):
+        if skip(obj):
+            continue
         try:
             out.append(build(obj))
         except k8s_json.ModelError as exc:
@@ -36,5 +39,9 @@ def read_nodes(path: str | Path) -> list[Node]:
 
 
 def read_pods(path: str | Path) -> list[Pod]:
+    """The pods of a file; of a ``kubectl get pods`` file, those not finished, as the service's
+    cluster cache keeps them."""
     path = Path(path)
-    return openb.read_pods(path) if path.suffix == ".csv" else _objects(path, k8s_json.pod_from_k8s)
+    if path.suffix == ".csv":
+        return openb.read_pods(path)
+    return _objects(path, k8s_json.pod_from_k8s, skip=k8s_json.finished)
