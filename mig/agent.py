@@ -92,6 +92,21 @@ def _pynvml() -> ModuleType:
     return pynvml
 
 
+class NvmlUnavailable(RuntimeError):
+    """NVML cannot start here: no NVIDIA driver, or its library is not mounted."""
+
+
+def check_nvml(nvml: Any | None = None) -> None:
+    """Start and stop NVML once, so that a node without it fails at once rather than every round."""
+    nvml = nvml if nvml is not None else _pynvml()
+    try:
+        nvml.nvmlInit()
+    except nvml.NVMLError as exc:
+        raise NvmlUnavailable(f"NVML cannot start ({exc}): run the agent on a GPU node with the NVIDIA driver "
+                              "and its libnvidia-ml library") from None
+    nvml.nvmlShutdown()
+
+
 def report_url(control_plane: str, node: str) -> str:
     return f"{control_plane.rstrip('/')}/mig/nodes/{node}"
 
@@ -115,14 +130,15 @@ def post(report: NodeReport, control_plane: str, token: str, client: httpx.Clien
 def run(node: str, control_plane: str, token: str, interval: float, *, nvml: Any | None = None,
         rounds: int | None = None, sleep: Callable[[float], None] = time.sleep,
         log: Callable[[str], None] = print) -> None:
-    """Report every ``interval`` seconds (``rounds`` times, or for ever); a failed round is logged
-    and retried at the next one."""
+    """Report every ``interval`` seconds (``rounds`` times, or for ever); a failed round (the
+    control plane, or NVML, say while a GPU resets) is logged and retried at the next one."""
+    nvml = nvml if nvml is not None else _pynvml()
     done = 0
     while rounds is None or done < rounds:
         try:
             post(read_node(node, nvml), control_plane, token)
             log(f"reported {node} to {report_url(control_plane, node)}")
-        except (httpx.HTTPError, ValueError, OSError) as exc:
+        except (httpx.HTTPError, ValueError, OSError, nvml.NVMLError) as exc:
             log(f"report failed: {exc}")
         done += 1
         if rounds is None or done < rounds:

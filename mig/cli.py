@@ -30,7 +30,7 @@ class InputError(ValueError):
 
 
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -43,6 +43,10 @@ def read_reports(path: Path) -> list[NodeReport]:
     except ValueError as exc:
         raise InputError(f"{path}: not JSON ({exc})") from None
     items = document if isinstance(document, list) else [document]
+    kinds = {str(item["kind"]) for item in items if isinstance(item, dict) and "apiVersion" in item and "kind" in item}
+    if kinds:  # layout documents have neither field: this is what kubectl prints (nodes.json), a common mix-up
+        raise InputError(f"{path}: Kubernetes objects (kind: {', '.join(sorted(kinds))}), not MIG layouts; "
+                         "--layout takes the layout documents the node agents report (docs/mig.md)")
     reports = []
     for k, item in enumerate(items):
         try:
@@ -126,6 +130,15 @@ def parse_demand(text: str) -> dict[str, int]:
     return demand
 
 
+def _check_offered(demand: dict[str, int], models: set[GpuModel]) -> None:
+    """A profile no GPU of the plan offers is a typo or the wrong fleet, not unmet demand."""
+    for profile in demand:
+        if not any(m.has(profile) for m in models):
+            offered = "; ".join(f"{m.name}: {', '.join(p.name for p in m.profiles)}"
+                                for m in sorted(models, key=lambda m: m.name))
+            raise InputError(f"--demand: no GPU here offers {profile!r} ({offered or 'no MIG GPUs'})")
+
+
 @app.command()
 def plan(
     demand: Annotated[str, typer.Option(help="Pending instances per profile: 2g.20gb=6,3g.40gb=2.")],
@@ -144,11 +157,14 @@ def plan(
         if layout is not None:
             reports = read_reports(layout)
             layouts = {r.node: r.layouts() for r in reports}
+            models = {lay.model for node in layouts.values() for lay in node.values()}
         elif model is not None:
             gpu_model = model_for_product(model)
             layouts = {f"node-{n}": [empty(gpu_model)] * gpus for n in range(nodes)}
+            models = {gpu_model}
         else:
             raise InputError("give --layout FILE, or --model PRODUCT (with --gpus and --nodes)")
+        _check_offered(wanted, models)
         result = make_plan(layouts, wanted, time_limit=time_limit, driver=driver, solver="greedy" if greedy else "cp-sat")
     except (InputError, CatalogError, ValueError) as exc:
         raise _fail(str(exc)) from None
@@ -233,11 +249,14 @@ def agent(
     once: Annotated[bool, typer.Option(help="Report once and exit.")] = False,
 ) -> None:
     """Read this node's MIG layout through NVML and report it to the control plane."""
-    from mig.agent import run
+    from mig.agent import NvmlUnavailable, check_nvml, run
 
     try:
         token = token_file.read_text().strip()
+        check_nvml()
     except OSError as exc:
         raise _fail(f"{token_file}: {exc.strerror}") from None
+    except NvmlUnavailable as exc:
+        raise _fail(str(exc)) from None
     run(node, control_plane, token, interval, rounds=1 if once else None,
         log=lambda line: console.print(line, highlight=False))

@@ -7,12 +7,13 @@ import threading
 import time
 
 import httpx
+import pynvml
 import pytest
 import uvicorn
 from fastapi import FastAPI
 from mig_fake_nvml import A30_PROFILES, FakeGpu, FakeInstance, FakeNvml
 
-from mig.agent import post, read_node, report_url, run
+from mig.agent import NvmlUnavailable, check_nvml, post, read_node, report_url, run
 from mig.api import mig_router
 from mig.report import NodeReport
 from mig.store import MemoryLayoutStore
@@ -82,6 +83,23 @@ def test_a_wrong_token_is_refused_and_logged(served):
     run("gpu-b1", url, "wrong", interval=5, nvml=fake_node(), rounds=1, log=lines.append)
     assert lines == ["report failed: 401: missing or wrong bearer token"]
     assert store.get("gpu-b1") is None
+
+
+def test_nvml_that_cannot_start_is_refused_once_and_a_failing_round_is_retried(served):
+    missing = fake_node()
+    missing.nvmlInit = lambda: (_ for _ in ()).throw(missing.NVMLError(pynvml.NVML_ERROR_LIBRARY_NOT_FOUND))
+    with pytest.raises(NvmlUnavailable, match="NVML cannot start"):
+        check_nvml(missing)
+    check_nvml(fake_node())  # a node with a driver passes
+
+    url, store = served
+    flaky, lines = fake_node(), []
+    healthy_count = flaky.nvmlDeviceGetCount
+    rounds = iter([lambda: (_ for _ in ()).throw(flaky.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)), healthy_count])
+    flaky.nvmlDeviceGetCount = lambda: next(rounds)()
+    run("gpu-a1", url, TOKEN, interval=5, nvml=flaky, rounds=2, sleep=lambda s: None, log=lines.append)
+    assert lines[0].startswith("report failed: ") and lines[1] == f"reported gpu-a1 to {url}/mig/nodes/gpu-a1"
+    assert store.get("gpu-a1") is not None
 
 
 def test_report_url():

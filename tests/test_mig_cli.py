@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -70,6 +71,8 @@ def test_simulate_prints_the_comparison():
         (["simulate", "--mix", "2g=x"], "--mix: expected seed, random or KIND=SHARE"),
         (["simulate", "--modes", "whole,half"], "unknown mode 'half'"),
         (["simulate", "--mix", "9g=1", "--jobs", "5"], "A100-80GB has no 9g profile"),
+        (["plan", "--demand", "9g.1gb=2", "--model", "A100-SXM4-80GB", "--gpus", "1"],
+         "--demand: no GPU here offers '9g.1gb' (A100-80GB: 1g.10gb, 1g.10gb+me, 1g.20gb, 2g.20gb, 3g.40gb"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(args, message):
@@ -88,3 +91,32 @@ def test_bad_layout_file_names_the_problem(tmp_path):
     assert "document 0: gpus.0: GPU 0: 2g.20gb cannot start at slot 6 (valid: 0, 2, 4)" in " ".join(result.output.split())
     (tmp_path / "text.json").write_text("nope")
     assert "not JSON" in runner.invoke(app, ["show", "--layout", str(tmp_path / "text.json")]).output
+
+
+@pytest.mark.parametrize("command", ["plan --demand 3g.40gb=4", "show"])
+def test_a_kubectl_node_list_as_layout_is_named_in_one_line(command):
+    nodes = Path(__file__).parents[1] / "docs" / "examples" / "nodes.json"  # what `kubectl get nodes -o json` prints
+    result = runner.invoke(app, [*command.split(), "--layout", str(nodes)])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [f"error: {nodes}: Kubernetes objects (kind: List), not MIG layouts; "
+                                          "--layout takes the layout documents the node agents report (docs/mig.md)"]
+
+
+def test_the_agent_on_a_machine_without_nvml_stops_in_one_line(tmp_path):
+    """The real pynvml, where no NVIDIA driver is installed: exit 2 and why, not a traceback."""
+    import pynvml
+
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        pass
+    else:
+        pynvml.nvmlShutdown()
+        pytest.skip("this machine has an NVIDIA driver")
+    token = tmp_path / "token"
+    token.write_text("t")
+    result = runner.invoke(app, ["agent", "--node", "n1", "--control-plane", "https://127.0.0.1:9", "--token-file",
+                                 str(token), "--once"])
+    assert result.exit_code == 2
+    [line] = result.output.splitlines()
+    assert line.startswith("error: NVML cannot start (") and "NVIDIA driver" in line
