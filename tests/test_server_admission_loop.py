@@ -34,7 +34,7 @@ from scheduler.server.admission_loop import (
     Ungate,
 )
 from scheduler.server.cache import ClusterCache
-from scheduler.server.kube import Kube
+from scheduler.server.kube import SCHEDULER_PLUGINS_POD_GROUPS, VOLCANO_POD_GROUPS, Kube
 from scheduler.server.metrics import ServiceMetrics
 from tests.conftest import build_node, build_pod, build_snapshot
 
@@ -126,9 +126,10 @@ class FakeKube:
         self.calls.append(("condition", f"{namespace}/{name}", condition))
 
 
-def cache_of(*pods: dict[str, Any], gpus: tuple[int, ...] = (8,)) -> ClusterCache:
-    """A synced cache holding ``pods`` and nodes n0, n1, ... with ``gpus`` GPUs each."""
-    cache = ClusterCache()
+def cache_of(*pods: dict[str, Any], gpus: tuple[int, ...] = (8,), kube: Kube | None = None) -> ClusterCache:
+    """A synced cache holding ``pods`` and nodes n0, n1, ... with ``gpus`` GPUs each; with ``kube``
+    (never started), one that has not listed the PodGroup kinds yet."""
+    cache = ClusterCache(kube)
     cache.replace("nodes", [{"metadata": {"name": f"n{i}"}, "status": {"allocatable": {
         "cpu": "32", "memory": "256Gi", "pods": "110", "nvidia.com/gpu": str(g)}}} for i, g in enumerate(gpus)])
     cache.replace("pods", list(pods))
@@ -304,7 +305,8 @@ def test_a_gang_past_its_timeout_gives_up_and_its_quota_charge_goes_back(store):
     assert [(a.pod_key, a.cause) for a in late if isinstance(a, Pending)] == [("nlp/w-0", "GangTimedOut"),
                                                                               ("nlp/w-1", "GangTimedOut")]
     assert late[0].reason.startswith("gang nlp/g needs 2 members at once")  # why it waited
-    assert "gave up after waiting 600 s (its slotwise.io/gang-timeout is 600 s)" in late[0].reason
+    assert "gave up after waiting 600 s (its timeout, from slotwise.io/gang-timeout or its PodGroup's " \
+           "scheduleTimeoutSeconds, is 600 s)" in late[0].reason
     assert not list(store.ledger().charged())
     assert [(e.action, e.subject) for e in store.audit(limit=2)] == [("gang.timeout", "nlp/g"), ("release", "nlp/g")]
     assert store.audit(limit=1)[0].detail == {"reason": late[0].reason}
@@ -330,7 +332,8 @@ def test_an_incomplete_gang_times_out_as_annotated_and_its_pods_are_told_not_del
     conditions = {key: c for kind, key, c in kube.calls if kind == "condition" and c["reason"] == "GangTimedOut"}
     assert sorted(conditions) == ["nlp/w-0", "nlp/w-1"]
     assert conditions["nlp/w-0"]["message"] == (
-        "gang nlp/g: 2 of 3 members exist; gave up after waiting 90 s (its slotwise.io/gang-timeout is 90 s): "
+        "gang nlp/g: 2 of 3 members exist; gave up after waiting 90 s (its timeout, from slotwise.io/gang-timeout or "
+        "its PodGroup's scheduleTimeoutSeconds, is 90 s): "
         "it holds no quota now and is not tried again; delete and recreate its pods to retry")
     calls = len(kube.calls)
     admission.run_once()
@@ -338,10 +341,61 @@ def test_an_incomplete_gang_times_out_as_annotated_and_its_pods_are_told_not_del
     assert {kind for kind, _, _ in kube.calls} == {"event", "condition"}  # nothing patched, evicted or deleted
 
 
+def pod_group(name: str, min_member: int, timeout: int | None = None, volcano: bool = False) -> dict[str, Any]:
+    """A PodGroup object as the API lists it: scheduler-plugins' or Volcano's."""
+    spec: dict[str, Any] = {"minMember": min_member}
+    if timeout is not None:
+        spec["scheduleTimeoutSeconds"] = timeout
+    return {"apiVersion": "scheduling.volcano.sh/v1beta1" if volcano else "scheduling.x-k8s.io/v1alpha1",
+            "kind": "PodGroup", "metadata": {"name": name, "namespace": "nlp"}, "spec": spec}
+
+
+def grouped_json(name: str, group: str, volcano: bool = False) -> dict[str, Any]:
+    """A 1-GPU pod named into ``group`` the scheduler-plugins way (label) or Volcano's (annotation)."""
+    obj = pod_json(name)
+    if volcano:
+        obj["metadata"]["annotations"] = {"scheduling.k8s.io/group-name": group}
+    else:
+        obj["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] = group
+    return obj
+
+
+@pytest.mark.parametrize("volcano, min_member, ungated", [(False, 2, 2), (True, 2, 2), (False, 3, 0)])
+def test_a_podgroups_min_member_decides_how_many_members_must_fit(store, volcano, min_member, ungated):
+    kube = FakeKube()
+    cache = cache_of(*[grouped_json(f"w-{i}", "pg", volcano) for i in range(3)], gpus=(1, 1))  # room for two
+    own, other = (VOLCANO_POD_GROUPS, SCHEDULER_PLUGINS_POD_GROUPS) if volcano else (SCHEDULER_PLUGINS_POD_GROUPS,
+                                                                                     VOLCANO_POD_GROUPS)
+    cache.replace(own, [pod_group("pg", min_member, volcano=volcano)])
+    cache.replace(other, [pod_group("pg", 1, volcano=not volcano)])  # the other kind's namesake: not this gang's
+    actions = AdmissionLoop(cache, kube, store, clock=lambda: T0).run_once()  # type: ignore[arg-type]
+    assert sum(isinstance(a, Ungate) for a in actions) == ungated
+    assert {a.cause for a in actions if isinstance(a, Pending)} == {"NoCapacity"}
+    if not ungated:
+        assert "gang nlp/pg needs 3 members at once" in actions[0].reason
+
+
+def test_a_podgroup_holds_an_incomplete_gang_for_its_schedule_timeout(store):
+    kube = FakeKube()
+    now = [T0 + 89]
+    cache = cache_of(*[grouped_json(f"w-{i}", "pg") for i in range(2)], kube=Kube.at("http://127.0.0.1:9"))  # 2 of 3
+    admission = AdmissionLoop(cache, kube, store, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert admission.run_once() == []  # the PodGroups are not listed yet: the gang's minimum is unknown
+    cache.replace(SCHEDULER_PLUGINS_POD_GROUPS, [pod_group("pg", 3, timeout=90)])
+    cache.replace(VOLCANO_POD_GROUPS, [])
+    assert {a.cause for a in admission.run_once() if isinstance(a, Pending)} == {"GangIncomplete"}
+    now[0] = T0 + 90
+    [told, _] = admission.run_once()
+    assert isinstance(told, Pending) and told.cause == "GangTimedOut"
+    assert told.reason.startswith("gang nlp/pg: 2 of 3 members exist; gave up after waiting 90 s")
+    assert not any(kind == "patch" for kind, _, _ in kube.calls)
+
+
 # End to end -----------------------------------------------------------------------------------
 class StubApiServer(BaseHTTPRequestHandler):
-    """Lists nodes.json and admission-pods.json (counting lists), holds watches empty, records
-    every write, and answers evictions with the statuses queued in ``evictions`` (then 201)."""
+    """Lists nodes.json and admission-pods.json (counting lists), answers 404 for PodGroups (no
+    PodGroup CRD installed), holds watches empty, records every write, and answers evictions with
+    the statuses queued in ``evictions`` (then 201)."""
 
     protocol_version = "HTTP/1.0"
     writes: ClassVar[list[tuple[str, str, str, Any]]] = []
@@ -356,6 +410,9 @@ class StubApiServer(BaseHTTPRequestHandler):
             return
         kind = url.path.rsplit("/", 1)[-1]
         self.lists[kind] += 1
+        if url.path.startswith("/apis/"):
+            self._send(404, (RECORDED / "crd-not-found.json").read_bytes())
+            return
         self._send(200, (RECORDED / ("nodes.json" if kind == "nodes" else "admission-pods.json")).read_bytes())
 
     def _write(self) -> None:
@@ -401,7 +458,7 @@ def following(api: str, store: Store) -> Iterator[ClusterCache]:
     cache.start()
     try:
         deadline = time.monotonic() + 10
-        while not cache.synced:
+        while not (cache.synced and cache.pod_groups_known):
             assert time.monotonic() < deadline, "the cache did not sync"
             time.sleep(0.02)
         yield cache
@@ -424,6 +481,7 @@ def test_a_cycle_ungates_evicts_and_explains_through_the_api(api, store):
     again = StubApiServer.writes[len(writes):]
     assert [(m, p) for m, p, _, _ in again] == [("PATCH", "/api/v1/namespaces/vision/pods/train-0")]
     assert StubApiServer.lists["pods"] == 1  # gated pods come from the cache, not a list per cycle
+    assert StubApiServer.lists["podgroups"] == 2  # neither PodGroup CRD is installed (404): worked on without them
     by_path = {(method, path): (ctype, body) for method, path, ctype, body in writes}
     assert len(by_path) == len(writes) == 4
 

@@ -1,9 +1,11 @@
 """The cluster cache against recorded API JSON: list, watch (ADDED/MODIFIED/DELETED/BOOKMARK),
-relist after 410 Gone, and bind, through the official client talking HTTP to a stub API server."""
+relist after 410 Gone, PodGroups (a CRD missing included), and bind, through the official client
+talking HTTP to a stub API server."""
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -15,6 +17,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 from kubernetes.client import ApiClient
 
+from scheduler.gang.groups import PodGroup
 from scheduler.server.cache import ClusterCache
 from scheduler.server.kube import Kube
 
@@ -22,16 +25,23 @@ RECORDED = Path(__file__).parent / "recorded"
 
 
 class StubApiServer(BaseHTTPRequestHandler):
-    """Serves nodes.json, pods.json then pods-relist.json, and watch-<kind>-<rv>.jsonl streams."""
+    """Serves nodes.json, pods.json then pods-relist.json, podgroups.json (scheduler-plugins'), and
+    watch-<kind>-<rv>.jsonl streams; API groups in ``missing`` answer 404, as for a CRD not installed."""
 
     protocol_version = "HTTP/1.0"  # the body ends when the connection closes, like a finished watch
     lists: Counter[str] = Counter()
     bindings: list[tuple[str, dict]] = []
+    missing: set[str] = set()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's name
         url = urlparse(self.path)
         kind = url.path.rsplit("/", 1)[-1]
         query = parse_qs(url.query)
+        group = url.path.split("/")[2] if url.path.startswith("/apis/") else ""
+        if group in self.missing:
+            self.lists[group] += 1
+            self._send(404, (RECORDED / "crd-not-found.json").read_bytes())
+            return
         if query.get("watch") == ["true"]:
             stream = RECORDED / f"watch-{kind}-{query['resourceVersion'][0]}.jsonl"
             if not stream.exists():
@@ -61,6 +71,7 @@ class StubApiServer(BaseHTTPRequestHandler):
 def api() -> Iterator[str]:
     StubApiServer.lists = Counter()
     StubApiServer.bindings = []
+    StubApiServer.missing = {"scheduling.volcano.sh"}  # the recorded cluster runs scheduler-plugins only
     server = ThreadingHTTPServer(("127.0.0.1", 0), StubApiServer)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -97,6 +108,38 @@ def test_the_cache_follows_lists_watches_and_relists(api):
         assert cache.pod_key("6f1c0d2e-0000-0000-0000-000000000001") == "team-a/w-0"
     finally:
         cache.stop()
+
+
+def test_podgroups_are_listed_and_watched_through_the_custom_objects_api(api):
+    cache = ClusterCache(Kube.at(api), watch_timeout_s=1, retry_s=0.05)
+    cache.start()
+    try:
+        # Listed: job42 (minMember 2, timeout 120) and gpt; then job42 raised to 3, bert added, gpt deleted.
+        eventually(lambda: cache.pod_groups() == {("scheduler-plugins", "team-a/job42"): PodGroup(3, 120.0),
+                                                  ("scheduler-plugins", "nlp/bert"): PodGroup(2)})
+        assert cache.synced and cache.pod_groups_known  # Volcano's CRD is missing: known, not waited for
+        assert StubApiServer.lists["podgroups"] == 1 and StubApiServer.lists["scheduling.volcano.sh"] == 1
+    finally:
+        cache.stop()
+
+
+def test_a_missing_podgroup_crd_is_reported_once_and_the_cache_works_without_it(api, caplog):
+    StubApiServer.missing = {"scheduling.volcano.sh", "scheduling.x-k8s.io"}
+    caplog.set_level(logging.INFO, "scheduler.server.cache")
+    cache = ClusterCache(Kube.at(api), resync_s=0.1, watch_timeout_s=1, retry_s=0.05)
+    cache.start()
+    try:
+        eventually(lambda: min(StubApiServer.lists[g] for g in StubApiServer.missing) >= 3)
+        assert cache.synced and cache.pod_groups_known and cache.pod_groups() == {}
+        assert "gpu-a1" in whole_free(cache)
+    finally:
+        cache.stop()
+    said = [r.getMessage() for r in caplog.records]
+    assert [m for m in said if "podgroups.scheduling.volcano.sh" in m] == [
+        "cannot list podgroups.scheduling.volcano.sh (404 Not Found): gangs named by them use their pods' own "
+        "annotations; checked again every 0.1 s"]
+    assert sum("podgroups.scheduling.x-k8s.io" in m for m in said) == 1
+    assert not any(r.levelno >= logging.ERROR for r in caplog.records)
 
 
 def test_watch_events_stay_json_without_the_clients_models(api, monkeypatch):

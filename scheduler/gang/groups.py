@@ -6,8 +6,9 @@ Recognised, in this order (the first that names a group wins):
   ``slotwise.io/gang-timeout`` (seconds);
 - the scheduler-plugins coscheduling label ``scheduling.x-k8s.io/pod-group``: the minimum comes
   from the PodGroup's ``minMember`` (passed in as ``pod_groups``), else the pod annotation
-  ``scheduling.x-k8s.io/min-member``;
-- Volcano's annotation ``scheduling.k8s.io/group-name`` (minimum from its PodGroup likewise);
+  ``scheduling.x-k8s.io/min-member``; the timeout, where the pod has no ``slotwise.io/gang-timeout``,
+  from the PodGroup's ``scheduleTimeoutSeconds``;
+- Volcano's annotation ``scheduling.k8s.io/group-name`` (minimum from its own PodGroup likewise);
 - the Kubeflow training operators' labels ``training.kubeflow.org/job-name`` with
   ``training.kubeflow.org/replica-type``: the gang is the job, all its replicas.
 
@@ -30,6 +31,8 @@ POD_GROUP_MIN_MEMBER_ANNOTATION = "scheduling.x-k8s.io/min-member"
 VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
 KUBEFLOW_JOB_LABEL = "training.kubeflow.org/job-name"
 KUBEFLOW_REPLICA_LABEL = "training.kubeflow.org/replica-type"
+SCHEDULER_PLUGINS = "scheduler-plugins"
+VOLCANO = "volcano"
 
 #: How long a gang may wait for room before it gives back what it holds, by default.
 DEFAULT_TIMEOUT_S = 600.0
@@ -47,6 +50,20 @@ class Membership:
     convention: str
     min_members: int | None
     timeout_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PodGroup:
+    """What a PodGroup object says: its ``spec.minMember`` and (scheduler-plugins only)
+    ``spec.scheduleTimeoutSeconds``; None where it sets none."""
+
+    min_member: int | None
+    timeout_s: float | None = None
+
+
+#: PodGroups by the convention that names them (scheduler-plugins or Volcano: two kinds may share
+#: a name) and ``namespace/name``.
+PodGroups = Mapping[tuple[str, str], PodGroup]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,11 +102,10 @@ def annotation_problem(pod: Pod) -> str | None:
     return None
 
 
-def membership(pod: Pod, pod_groups: Mapping[str, int] | None = None,
+def membership(pod: Pod, pod_groups: PodGroups | None = None,
                classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES) -> Membership | None:
     """The pod's gang, or None for a pod on its own (also when its workload class is not
-    gang-scheduled). ``pod_groups`` maps ``namespace/name`` of PodGroup objects
-    (scheduler-plugins or Volcano) to their ``minMember``."""
+    gang-scheduled). A PodGroup in ``pod_groups`` overrides what the pod's annotations say."""
     if not classes[pod.kind].gang:
         return None
     labels, notes = pod.labels, pod.annotations
@@ -97,20 +113,24 @@ def membership(pod: Pod, pod_groups: Mapping[str, int] | None = None,
     if GANG_ANNOTATION in notes:
         minimum = _positive(pod, GANG_MIN_MEMBERS_ANNOTATION, notes.get(GANG_MIN_MEMBERS_ANNOTATION), int)
         return Membership(f"{pod.namespace}/{notes[GANG_ANNOTATION]}", "slotwise", minimum, timeout)  # type: ignore[arg-type]
-    for convention, group in (("scheduler-plugins", labels.get(POD_GROUP_LABEL)),
-                              ("volcano", notes.get(VOLCANO_GROUP_ANNOTATION))):
+    for convention, group in ((SCHEDULER_PLUGINS, labels.get(POD_GROUP_LABEL)),
+                              (VOLCANO, notes.get(VOLCANO_GROUP_ANNOTATION))):
         if group:
             key = f"{pod.namespace}/{group}"
-            minimum = (pod_groups or {}).get(key)
-            if minimum is None:
-                minimum = _positive(pod, POD_GROUP_MIN_MEMBER_ANNOTATION, notes.get(POD_GROUP_MIN_MEMBER_ANNOTATION), int)
+            # Read even when the PodGroup overrides it: a malformed pod is refused whether or not
+            # its PodGroup has been seen yet.
+            minimum = _positive(pod, POD_GROUP_MIN_MEMBER_ANNOTATION, notes.get(POD_GROUP_MIN_MEMBER_ANNOTATION), int)
+            found = (pod_groups or {}).get((convention, key))
+            if found is not None:
+                minimum = found.min_member if found.min_member is not None else minimum
+                timeout = timeout if timeout is not None else found.timeout_s
             return Membership(key, convention, minimum, timeout)  # type: ignore[arg-type]
     if KUBEFLOW_JOB_LABEL in labels and KUBEFLOW_REPLICA_LABEL in labels:
         return Membership(f"{pod.namespace}/{labels[KUBEFLOW_JOB_LABEL]}", "kubeflow", None, timeout)
     return None
 
 
-def group_gangs(pods: Iterable[Pod], pod_groups: Mapping[str, int] | None = None,
+def group_gangs(pods: Iterable[Pod], pod_groups: PodGroups | None = None,
                 classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES) -> tuple[list[Gang], list[Pod]]:
     """Pods gathered into gangs (in order of first member) and the pods on their own.
 

@@ -3,9 +3,11 @@
 plan, or steering the pod to a burst target), evicts reclaim victims and tells waiting pods why.
 It reads gated pods from the cluster cache (no API call to find them), retries evictions that a
 PodDisruptionBudget refuses, settles burst spend once a burst's pods are gone, and gives up on
-gangs that wait past their timeout. Given the fleet MIG node reports describe, a pod asking a MIG
-instance is placed only where an idle instance of its profile is free, and takes it for the rest of
-the cycle; where none is, it waits, and repartitioning is left to an admin (``slotwise mig plan``).
+gangs that wait past their timeout. A gang named by a PodGroup (scheduler-plugins' or Volcano's)
+takes its minimum, and scheduler-plugins' timeout, from that object as the cache holds it.
+Given the fleet MIG node reports describe, a pod asking a MIG instance is placed only where an
+idle instance of its profile is free, and takes it for the rest of the cycle; where none is, it
+waits, and repartitioning is left to an admin (``slotwise mig plan``).
 
 :meth:`AdmissionLoop.plan` decides and returns typed actions; only :meth:`AdmissionLoop.apply`
 talks to Kubernetes. Planning does write to the quota store: an admission is charged when it is
@@ -280,9 +282,10 @@ class AdmissionLoop:
     def _units(self, gated: Iterable[Gated]) -> tuple[list[_Unit], list[Action]]:
         buckets: dict[str, list[Gated]] = {}
         problems: list[Action] = []
+        pod_groups = self.cache.pod_groups()
         for g in gated:
             try:
-                m = membership(g.pod, classes=self.classes)
+                m = membership(g.pod, pod_groups, self.classes)
             except GangError as exc:
                 problems.append(Pending(g.pod.key, str(exc), "InvalidGang", g.pod.uid))
                 continue
@@ -291,7 +294,7 @@ class AdmissionLoop:
         for members in buckets.values():
             by_key = {g.pod.key: g for g in members}
             try:
-                gangs, alone = group_gangs((g.pod for g in members), classes=self.classes)
+                gangs, alone = group_gangs((g.pod for g in members), pod_groups, self.classes)
             except GangError as exc:
                 problems += [Pending(g.pod.key, str(exc), "InvalidGang", g.pod.uid) for g in members]
                 continue
@@ -349,8 +352,9 @@ class AdmissionLoop:
         if unit.key in admitted:
             self.store.release(unit.key, ACTOR)
             admitted.discard(unit.key)
-        return TimedOut(unit.key, f"{waiting[0].reason}; gave up after waiting {waited:.0f} s (its {GANG_TIMEOUT_ANNOTATION} "
-                                  f"is {gang.timeout_s:g} s): it holds no quota now and is not tried again; "
+        return TimedOut(unit.key, f"{waiting[0].reason}; gave up after waiting {waited:.0f} s (its timeout, from "
+                                  f"{GANG_TIMEOUT_ANNOTATION} or its PodGroup's scheduleTimeoutSeconds, is "
+                                  f"{gang.timeout_s:g} s): it holds no quota now and is not tried again; "
                                   "delete and recreate its pods to retry", ())
 
     def _place(self, trial: _Trial, unit: _Unit) -> dict[str, str] | tuple[str, str]:
@@ -517,8 +521,9 @@ class AdmissionLoop:
 
     def run_once(self) -> list[Action]:
         """One cycle: release and settle what finished, plan the gated pods, apply (refused
-        evictions again first). Nothing until the cache is synced."""
-        if not self.cache.synced:
+        evictions again first). Nothing until the cache is synced and knows the PodGroups (or that
+        their CRDs are missing): a gang decided before its PodGroup is read could start short."""
+        if not (self.cache.synced and self.cache.pod_groups_known):
             return []
         now = self.clock()
         held = self.cache.gated(ADMISSION_GATE)

@@ -9,6 +9,10 @@ snapshot: readers hold it for one extender verb.
 Pending pods held by a scheduling gate also keep their API object (the model drops gates and
 creation time), so the admission loop reads them here rather than listing pods every cycle; only
 those, since gated pods are few and whole objects are large.
+
+PodGroups (scheduler-plugins' and Volcano's) are followed the same way where their CRD is
+installed; where it is not (404) or RBAC forbids it (403) the cache says so once, keeps working
+without that kind and asks again at each resync. Readiness waits for nodes and pods only.
 """
 
 from __future__ import annotations
@@ -21,16 +25,21 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from scheduler.gang.groups import SCHEDULER_PLUGINS, VOLCANO, PodGroup, PodGroups
 from scheduler.model.cluster import Node, Pod
-from scheduler.model.k8s_json import ModelError, node_from_k8s, pod_from_k8s
+from scheduler.model.k8s_json import ModelError, finished, node_from_k8s, pod_from_k8s
 from scheduler.model.snapshot import Snapshot
-from scheduler.server.kube import LISTERS, Expired, Kube
+from scheduler.server.kube import (
+    CUSTOM_LISTERS,
+    LISTERS,
+    SCHEDULER_PLUGINS_POD_GROUPS,
+    VOLCANO_POD_GROUPS,
+    Expired,
+    Kube,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
-
-#: Pods in these phases hold nothing on their node any more.
-_TERMINAL = {"Succeeded", "Failed"}
-
 
 def _gates(obj: Mapping[str, Any]) -> list[Any]:
     spec = obj.get("spec")
@@ -43,13 +52,34 @@ def _read(kind: str, obj: Mapping[str, Any]) -> Node | Pod | None:
     try:
         if kind == "nodes":
             return node_from_k8s(obj)
-        status = obj.get("status")
-        if isinstance(status, Mapping) and status.get("phase") in _TERMINAL:
+        if finished(obj):
             return None
         return pod_from_k8s(obj)
     except ModelError as exc:
         log.warning("ignoring %s %s: %s", kind, obj.get("metadata", {}).get("name"), exc)
         return None
+
+
+#: The gang convention that names each PodGroup kind.
+_CONVENTIONS = {SCHEDULER_PLUGINS_POD_GROUPS: SCHEDULER_PLUGINS, VOLCANO_POD_GROUPS: VOLCANO}
+
+
+def _count(value: Any) -> int | None:
+    """A positive integer field, or None: unset, 0 (the schedulers' "use the default") or malformed."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _meta_key(obj: Mapping[str, Any]) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+
+
+def _pod_group(obj: Mapping[str, Any]) -> PodGroup:
+    """``spec.minMember``, and ``spec.scheduleTimeoutSeconds``, which only scheduler-plugins' has."""
+    spec = obj.get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    timeout = _count(spec.get("scheduleTimeoutSeconds"))
+    return PodGroup(_count(spec.get("minMember")), float(timeout) if timeout is not None else None)
 
 
 def _index(pod: Pod, obj: Mapping[str, Any], pods: dict[str, Pod], by_uid: dict[str, str],
@@ -80,13 +110,15 @@ class ClusterCache:
         self._by_uid: dict[str, str] = {}
         self._gated: dict[str, Mapping[str, Any]] = {}  # pod key -> API object, for pending pods with scheduling gates
         self._snap: Snapshot | None = None
+        self._groups: dict[str, dict[str, PodGroup]] = {kind: {} for kind in CUSTOM_LISTERS}  # by namespace/name
         self._synced: set[str] = set()
+        self._absent: set[str] = set()  # custom kinds whose CRD is not installed (or not readable)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
     # Feeding ------------------------------------------------------------------------------------
     def replace(self, kind: str, items: list[Mapping[str, Any]]) -> None:
-        """A fresh list of ``kind`` ("nodes" or "pods") replaces what the cache held.
+        """A fresh list of ``kind`` (a key of ``LISTERS`` or ``CUSTOM_LISTERS``) replaces what the cache held.
 
         The objects are read, and compared with what the cache holds, before the lock is taken
         (only this kind's own watch thread changes its dicts), and the changes reach the snapshot
@@ -94,6 +126,13 @@ class ClusterCache:
         holds the extender up for reading and accounting the whole cluster again (seconds at
         5,000 nodes and 20,000 pods).
         """
+        if kind in CUSTOM_LISTERS:
+            groups = {_meta_key(obj): _pod_group(obj) for obj in items}
+            with self._lock:
+                self._groups[kind] = groups
+                self._absent.discard(kind)
+                self._synced.add(kind)
+            return
         read = [(obj, _read(kind, obj)) for obj in items]
         if kind == "nodes":
             nodes = {node.name: node for _, node in read if isinstance(node, Node)}
@@ -126,6 +165,12 @@ class ClusterCache:
         """One watch event: ADDED, MODIFIED or DELETED (others are ignored)."""
         if event not in ("ADDED", "MODIFIED", "DELETED"):
             return
+        if kind in CUSTOM_LISTERS:
+            with self._lock:
+                self._groups[kind].pop(_meta_key(obj), None)
+                if event != "DELETED":
+                    self._groups[kind][_meta_key(obj)] = _pod_group(obj)
+            return
         model = _read(kind, obj) if event != "DELETED" else None
         with self._lock:
             if kind == "nodes":
@@ -149,8 +194,7 @@ class ClusterCache:
                     self._account(self._snap, new)
 
     def _forget_pod(self, obj: Mapping[str, Any]) -> Pod | None:
-        meta = obj.get("metadata") or {}
-        key = f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+        key = _meta_key(obj)
         old = self._pods.pop(key, None)
         self._gated.pop(key, None)  # stored again only if the new version is still gated
         if old is not None:
@@ -195,9 +239,22 @@ class ClusterCache:
         with self._lock:
             return self._by_uid.get(uid)
 
+    def pod_groups(self) -> PodGroups:
+        """Every PodGroup the cache holds, by gang convention and ``namespace/name``."""
+        with self._lock:
+            return {(_CONVENTIONS[kind], key): group for kind, groups in self._groups.items()
+                    for key, group in groups.items()}
+
     @property
     def synced(self) -> bool:
+        """Nodes and pods listed: what readiness waits for."""
         return self._synced >= set(LISTERS)
+
+    @property
+    def pod_groups_known(self) -> bool:
+        """Each PodGroup kind listed or found missing (a cache fed by hand holds what it was given):
+        before that, a gang's minimum may not be known yet."""
+        return self.kube is None or self._synced | self._absent >= set(CUSTOM_LISTERS)
 
     # Following the API server -------------------------------------------------------------------
     def start(self) -> None:
@@ -205,7 +262,7 @@ class ClusterCache:
             raise RuntimeError("a cache without a Kube adapter cannot follow the API server")
         self._stop.clear()
         self._threads = [threading.Thread(target=self._follow, args=(kind,), daemon=True, name=f"watch-{kind}")
-                         for kind in LISTERS]
+                         for kind in (*LISTERS, *CUSTOM_LISTERS)]
         for t in self._threads:
             t.start()
 
@@ -213,6 +270,17 @@ class ClusterCache:
         self._stop.set()
         for t in self._threads:
             t.join(timeout)
+
+    def _unavailable(self, kind: str, exc: Unavailable) -> None:
+        """Work on without ``kind``: say so once (not at every resync), and drop what it held."""
+        with self._lock:
+            first = kind not in self._absent
+            self._absent.add(kind)
+            self._synced.discard(kind)
+            self._groups[kind] = {}
+        if first:
+            log.warning("cannot list %s (%s): gangs named by them use their pods' own annotations; "
+                        "checked again every %g s", kind, exc, self.resync_s)
 
     def _follow(self, kind: str) -> None:
         """List, then watch from the list's resourceVersion; list again on 410 Gone, on any
@@ -236,6 +304,9 @@ class ClusterCache:
                             return
             except Expired as exc:
                 log.info("%s watch expired (%s); listing again", kind, exc)
+            except Unavailable as exc:
+                self._unavailable(kind, exc)
+                self._stop.wait(self.resync_s)
             except Exception:  # noqa: BLE001 - the API server being away must not kill the cache
                 log.exception("%s list/watch failed; retrying in %.1fs", kind, self.retry_s)
                 self._stop.wait(self.retry_s)
