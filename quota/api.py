@@ -22,22 +22,20 @@ from quota.admission import Request as QuotaRequest
 from quota.config import (
     UNLIMITED,
     Amounts,
-    Pool,
     PoolFields,
     QuotaConfig,
     QuotaConfigError,
-    compile_document,
     config_to_yaml,
     document_amounts,
     document_to_data,
     parse_amounts,
-    parse_document,
+    read_config,
     to_document,
 )
 from quota.store import NotFound, Principal, Store, StoreError
-from quota.usage import loans, pool_usage
+from quota.views import audit_json, pool_json, usage_json
 from scheduler.model.k8s_json import ModelError, pod_from_k8s
-from scheduler.model.resources import Resources, format_quota_amount
+from scheduler.model.resources import Resources
 
 Clock = Callable[[], float]
 #: More values than a configuration of thousands of pools holds. YAML aliases repeat a value
@@ -62,15 +60,6 @@ class AdmissionBody(BaseModel):
     priority: int = Field(default=0, ge=-(2**31), lt=2**31)  # int32, as a pod's priority
     gpu_models: list[str] | None = None
     pods: list[dict[str, Any]] | None = Field(default=None, max_length=10_000)
-
-
-def _pool_json(p: Pool) -> dict[str, Any]:
-    out: dict[str, Any] = {"name": p.name, "parent": p.parent, "description": p.description, "public": p.public,
-                           "weight": p.weight}
-    for kind, amounts in p.limits():
-        out[kind] = document_amounts(amounts)
-    out["budget"] = {"per_day": p.budget.per_day, "per_month": p.budget.per_month} if p.budget else None
-    return out
 
 
 def _decision_json(d: QuotaDecision) -> dict[str, Any]:
@@ -135,7 +124,7 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
     def list_pools(who: Reader) -> list[dict[str, Any]]:
         config = store.config()
         visible = _visible(config, who)
-        return [_pool_json(p) for p in config.pools if visible is None or p.name in visible]
+        return [pool_json(p) for p in config.pools if visible is None or p.name in visible]
 
     @router.get("/pools/{name}")
     def get_pool(name: str, who: Reader) -> dict[str, Any]:
@@ -144,7 +133,7 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
         if visible is not None and name not in visible:
             raise HTTPException(403, f"token {who.name} may not read pool {name}")
         try:
-            return _pool_json(config.pool(name))
+            return pool_json(config.pool(name))
         except KeyError:
             raise HTTPException(404, f"no pool {name!r}") from None
 
@@ -158,7 +147,7 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
             changes = store.set_pool(pool, who.name)
         except (QuotaConfigError, StoreError) as exc:
             raise refused(exc) from None
-        return {"pool": _pool_json(store.config().pool(name)), "changes": len(changes)}
+        return {"pool": pool_json(store.config().pool(name)), "changes": len(changes)}
 
     @router.delete("/pools/{name}")
     def delete_pool(name: str, who: Admin) -> dict[str, str]:
@@ -183,7 +172,7 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
                 raise HTTPException(400, 'the body holds no configuration; to remove every pool send {"pools": []}')
             if _values(data, MAX_DOCUMENT_VALUES) > MAX_DOCUMENT_VALUES:
                 raise HTTPException(413, f"the configuration holds more than {MAX_DOCUMENT_VALUES} values")
-            return store.replace_config(compile_document(parse_document(data)), actor)
+            return store.replace_config(read_config(data), actor)
         except yaml.YAMLError as exc:
             raise HTTPException(400, f"body is not valid YAML or JSON: {exc}") from None
         except RecursionError:  # the parser, or validation, of a document nested thousands deep
@@ -205,20 +194,7 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
     @router.get("/usage")
     def usage(who: Reader) -> dict[str, Any]:
         ledger = store.ledger()
-        visible = _visible(ledger.config, who)
-        credited = loans(ledger)
-        rows = [r for r in pool_usage(ledger, credited) if visible is None or r.pool in visible]
-        return {
-            "pools": [{"pool": r.pool, "parent": r.parent, "resource": r.resource,
-                       "guaranteed": format_quota_amount(r.resource, r.guaranteed),
-                       "max": None if r.max is None else format_quota_amount(r.resource, r.max),
-                       "used": format_quota_amount(r.resource, r.used),
-                       "borrowed": format_quota_amount(r.resource, r.borrowed),
-                       "lent": format_quota_amount(r.resource, r.lent), "workloads": r.workloads} for r in rows],
-            "loans": [{"borrower": loan.borrower, "lender": loan.lender, "resource": loan.resource,
-                       "amount": format_quota_amount(loan.resource, loan.amount)} for loan in credited
-                      if visible is None or loan.borrower in visible or loan.lender in visible],
-        }
+        return usage_json(ledger, _visible(ledger.config, who))
 
     @router.post("/admissions")
     def admit(body: AdmissionBody, who: Admin) -> dict[str, Any]:
@@ -244,8 +220,7 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
             entries = store.audit(limit, subject)
         except StoreError as exc:  # a subject the database cannot compare with
             raise refused(exc) from None
-        return [{"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action, "subject": e.subject,
-                 "detail": e.detail} for e in entries]
+        return audit_json(entries)
 
     return router
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from difflib import get_close_matches
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,9 +16,18 @@ from rich.table import Table
 from rich.tree import Tree
 from sqlalchemy.exc import SQLAlchemyError
 
-from quota.config import LIMIT_FIELDS, Pool, QuotaConfigError, config_from_yaml, config_to_yaml, parse_amounts
-from quota.store import DEFAULT_URL, Store, StoreError
+from quota.config import (
+    LIMIT_FIELDS,
+    Pool,
+    QuotaConfig,
+    QuotaConfigError,
+    config_from_yaml,
+    config_to_yaml,
+    parse_amounts,
+)
+from quota.store import DEFAULT_URL, NotFound, Store, StoreError
 from quota.usage import PoolUsage, loans, pool_usage
+from quota.views import audit_json, pool_json, usage_json
 from scheduler.model.resources import format_quota_amount
 
 app = typer.Typer(help="Project resource pools: guaranteed, shareable and borrowed capacity.", no_args_is_help=True)
@@ -26,13 +37,15 @@ console = Console()
 ACTOR = "cli"
 
 Db = Annotated[str, typer.Option("--db", envvar="SLOTWISE_DB", help="Database URL (sqlite:///file.db or postgresql://...).")]
+Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts, in the shape the REST API returns.")]
 
 
 @contextmanager
 def _store(url: str) -> Iterator[Store]:
     """The store, migrated; refusals and database errors end the command with exit code 2."""
-    store = Store(url)
+    store: Store | None = None
     try:
+        store = Store(url)
         store.migrate()
         yield store
     except (QuotaConfigError, StoreError, OSError) as exc:
@@ -42,7 +55,22 @@ def _store(url: str) -> Iterator[Store]:
         console.print(f"[red]database error:[/red] {exc.__class__.__name__}: {str(exc).splitlines()[0]}", highlight=False)
         raise typer.Exit(2) from None
     finally:
-        store.close()
+        if store is not None:
+            store.close()
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def _pool(config: QuotaConfig, name: str) -> Pool:
+    """The pool named ``name``, or :class:`NotFound` naming the pools it may have meant."""
+    try:
+        return config.pool(name)
+    except KeyError:
+        close = get_close_matches(name, [p.name for p in config.pools], n=3)
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise NotFound(f"no pool {name!r}{hint}; to create it: slotwise quota set {name} --create ...") from None
 
 
 def _amounts(amounts: dict[str, int]) -> str:
@@ -57,12 +85,15 @@ def _pool_line(p: Pool) -> str:
 
 
 @app.command("list")
-def list_pools(db: Db = DEFAULT_URL) -> None:
-    """The pool tree with each pool's limits."""
+def list_pools(db: Db = DEFAULT_URL, json_: Json = False) -> None:
+    """The pool tree with each pool's limits (--json: a list of pools, parents first, as GET /quota/pools)."""
     with _store(db) as store:
         config = store.config()
+    if json_:
+        _print_json([pool_json(p) for p in config.pools])
+        return
     if not config.pools:
-        console.print("no pools yet: slotwise quota import pools.yaml, or slotwise quota set NAME ...")
+        console.print("no pools yet: slotwise quota import pools.yaml, or slotwise quota set NAME --create ...")
         return
     root = Tree("cluster")
 
@@ -75,16 +106,19 @@ def list_pools(db: Db = DEFAULT_URL) -> None:
 
 
 @app.command()
-def show(name: str, db: Db = DEFAULT_URL, audit: Annotated[int, typer.Option(help="Recent audit entries to show.")] = 10) -> None:
-    """One pool: limits, usage, loans and its recent audit trail."""
+def show(name: str, db: Db = DEFAULT_URL, audit: Annotated[int, typer.Option(help="Recent audit entries to show.")] = 10,
+         json_: Json = False) -> None:
+    """One pool: limits, usage, loans and its recent audit trail (--json: {"pool", "children",
+    "usage", "audit"}, each as the REST API returns it)."""
     with _store(db) as store:
         config = store.config()
-        try:
-            pool = config.pool(name)
-        except KeyError:
-            raise StoreError(f"no pool {name!r}") from None
+        pool = _pool(config, name)
         ledger = store.ledger()
         entries = store.audit(audit, subject=name)
+    if json_:
+        _print_json({"pool": pool_json(pool), "children": [c.name for c in config.children(name)],
+                     "usage": usage_json(ledger, {name}), "audit": audit_json(entries)})
+        return
     console.print(_pool_line(pool), highlight=False)
     console.print(f"parent: {pool.parent or 'cluster'}; children: {', '.join(c.name for c in config.children(name)) or '-'}")
     if pool.budget:
@@ -122,7 +156,7 @@ def _parse_pairs(name: str, kind: str, text: str | None, problems: list[str]) ->
 def set_pool(
     name: str,
     db: Db = DEFAULT_URL,
-    parent: Annotated[str | None, typer.Option(help="Parent pool (new pools: default none, a top-level pool).")] = None,
+    parent: Annotated[str | None, typer.Option(help="Parent pool (with --create: default none, a top-level pool).")] = None,
     guaranteed: Annotated[str | None, typer.Option(help="cpu=64,memory=512Gi,nvidia.com/gpu=12 ('cpu=' clears).")] = None,
     max_: Annotated[str | None, typer.Option("--max", help="Hard caps, same form.")] = None,
     shareable: Annotated[str | None, typer.Option(help="How much of the guarantee may be lent, same form.")] = None,
@@ -130,11 +164,15 @@ def set_pool(
     weight: Annotated[float | None, typer.Option(help="Weight for sharing idle capacity.")] = None,
     public: Annotated[bool | None, typer.Option("--public/--private", help="A public pool lends all it has.")] = None,
     description: Annotated[str | None, typer.Option(help="Free text.")] = None,
+    create: Annotated[bool, typer.Option("--create", help="Create the pool; without it, a missing pool is an error.")] = False,
 ) -> None:
-    """Create a pool or change some of its fields; the others keep their values."""
+    """Change some fields of a pool, the others keeping their values; with --create, a new pool."""
     with _store(db) as store:
         config = store.config()
-        existing = next((p for p in config.pools if p.name == name), None)
+        # Explicit, so that a typo in a name is an error rather than a new pool.
+        if create and name in {p.name for p in config.pools}:
+            raise StoreError(f"pool {name} exists; to change it, leave out --create")
+        existing = None if create else _pool(config, name)
         pool = existing or Pool(name)
         problems: list[str] = []
         updates: dict[str, object] = {}
@@ -196,10 +234,13 @@ def _usage_table(rows: list[PoolUsage], title: str) -> Table:
 
 
 @app.command()
-def usage(db: Db = DEFAULT_URL) -> None:
-    """Who uses what, and who borrows from whom."""
+def usage(db: Db = DEFAULT_URL, json_: Json = False) -> None:
+    """Who uses what, and who borrows from whom (--json: {"pools", "loans"}, as GET /quota/usage)."""
     with _store(db) as store:
         ledger = store.ledger()
+    if json_:
+        _print_json(usage_json(ledger))
+        return
     credited = loans(ledger)
     console.print(_usage_table(pool_usage(ledger, credited), "quota usage"))
     for loan in credited:
@@ -208,10 +249,14 @@ def usage(db: Db = DEFAULT_URL) -> None:
 
 
 @app.command()
-def audit(db: Db = DEFAULT_URL, limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50) -> None:
-    """The audit trail: configuration changes and admission decisions."""
+def audit(db: Db = DEFAULT_URL, limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,
+          json_: Json = False) -> None:
+    """The audit trail: configuration changes and admission decisions (--json: a list, as GET /quota/audit)."""
     with _store(db) as store:
         entries = store.audit(limit)
+    if json_:
+        _print_json(audit_json(entries))
+        return
     for e in entries:
         console.print(f"{e.at:%Y-%m-%d %H:%M:%S} {e.actor} {e.action} {e.subject} {e.detail}", highlight=False)
 

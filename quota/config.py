@@ -2,8 +2,9 @@
 
 Two layers: :class:`QuotaDocument` is the document as written (pydantic, strings such as "12" or
 "512Gi"); :func:`compile_document` checks it and returns :class:`QuotaConfig`, plain values in base
-units that policy code reads. :func:`to_document` is the inverse, writing amounts canonically, so
-that an exported configuration imports to the same configuration.
+units that policy code reads; :func:`read_config` does both for parsed YAML or JSON, listing
+schema and semantic problems together. :func:`to_document` is the inverse, writing amounts
+canonically, so that an exported configuration imports to the same configuration.
 
 Per pool and resource: ``guaranteed`` (absent: 0, or for a pool with children, the sum of its
 children's), ``max`` (hard cap on the subtree's usage; absent: none), ``shareable`` (how much of
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -227,13 +229,100 @@ def validation_problems(exc: ValidationError) -> list[str]:
 
 
 def parse_document(data: Any) -> QuotaDocument:
-    """The document from parsed YAML or JSON; shape errors name the field path."""
-    if data is None:
-        data = {}
+    """The document from parsed YAML or JSON; shape errors name their pool."""
     try:
-        return QuotaDocument.model_validate(data)
+        return QuotaDocument.model_validate({} if data is None else data)
     except ValidationError as exc:
-        raise QuotaConfigError(validation_problems(exc)) from None
+        raise QuotaConfigError(schema_problems(data, exc)[0]) from None
+
+
+def read_config(data: Any) -> QuotaConfig:
+    """The configuration from parsed YAML or JSON, or :class:`QuotaConfigError` listing every
+    problem in one pass: what the schema refuses, each naming its pool, and what the checks find
+    in the rest. A refused value is left out and its pool's own checks skipped (they would judge
+    what is left), so that one typo hides nothing else."""
+    data = {} if data is None else data
+    problems: list[str] = []
+    refused: set[str] = set()
+    while True:  # each round leaves out at least one value, so this ends
+        try:
+            doc = QuotaDocument.model_validate(data)
+            break
+        except ValidationError as exc:
+            found, pools, drop = schema_problems(data, exc)
+            problems += found
+            refused |= pools
+            if () in drop:  # not a document at all
+                raise QuotaConfigError(problems) from None
+            data = _without(data, drop)
+    try:
+        config = compile_document(doc, unchecked=refused)
+    except QuotaConfigError as exc:
+        problems += exc.problems
+    else:
+        if not problems:
+            return config
+    raise QuotaConfigError(list(dict.fromkeys(problems)))  # pools repeated by YAML aliases, once
+
+
+Loc = tuple[str | int, ...]
+
+
+def schema_problems(data: Any, exc: ValidationError) -> tuple[list[str], set[str], set[Loc]]:
+    """What the schema refuses in ``data``: the problems, each naming its pool by name rather than
+    by position ("pool nlp: unknown field 'colour'"); the names of the pools they are in; and
+    where in ``data`` each lies, to leave out (a pool without a usable name: the whole pool)."""
+    found: dict[Loc, tuple[Loc, Any, Loc, list[dict[str, Any]]]] = {}
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        pool, name, depth = _walk(data, loc)
+        # Past what is in the data: a missing key, or the member tags of a union (one problem).
+        where = loc[:depth + 1] if err["type"] == "missing" else loc[:depth]
+        field = where[len(pool):]
+        drop = pool if pool and (not field or field[0] == "name") else loc[:depth]
+        found.setdefault(where, (pool, name, drop, []))[3].append(err)
+    problems: list[str] = []
+    pools: set[str] = set()
+    for where, (pool, name, _, errs) in found.items():
+        named = isinstance(name, str) and bool(name)
+        if named:
+            pools.add(name)
+        label = [f"pool {name}" if named else ".".join(map(str, pool))] if pool else []
+        field = [str(part) for part in where[len(pool):]]
+        if errs[0]["type"] == "extra_forbidden":
+            text = ": ".join([*label, *field[:-1], f"unknown field {field[-1]!r}"])
+        else:
+            message = " or ".join([errs[0]["msg"].removeprefix("Value error, "),
+                                   *(e["msg"].removeprefix("Input should be ") for e in errs[1:])])
+            text = ": ".join([*label, *field, message])
+        problems.append(text if label or field else f"document: {text}")
+    return problems, pools, {drop for _, _, drop, _ in found.values()}
+
+
+def _walk(data: Any, loc: Loc) -> tuple[Loc, Any, int]:
+    """Follow an error's location into ``data``: the innermost pool on the way (its location, or
+    () when outside the pools, and its name as given), and how many steps the data holds."""
+    value, depth, pool, name = data, 0, (), None
+    for part in loc:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and isinstance(part, int) and 0 <= part < len(value):
+            value = value[part]
+            if depth and loc[depth - 1] == "pools":
+                pool, name = loc[:depth + 1], value.get("name") if isinstance(value, dict) else None
+        else:
+            break
+        depth += 1
+    return pool, name, depth
+
+
+def _without(value: Any, drop: set[Loc], at: Loc = ()) -> Any:
+    """``value`` less what lies at the locations in ``drop``."""
+    if isinstance(value, dict):
+        return {k: _without(v, drop, (*at, k)) for k, v in value.items() if (*at, k) not in drop}
+    if isinstance(value, list):
+        return [_without(v, drop, (*at, i)) for i, v in enumerate(value) if (*at, i) not in drop]
+    return value
 
 
 #: The ledger's "no limit": every amount stays below it, so that sums of many never wrap its
@@ -268,9 +357,10 @@ def _show(resource: str, amount: int) -> str:
     return format_quota_amount(resource, amount)
 
 
-def compile_document(doc: QuotaDocument) -> QuotaConfig:
+def compile_document(doc: QuotaDocument, unchecked: AbstractSet[str] = frozenset()) -> QuotaConfig:
     """Check the document and return the configuration, or raise :class:`QuotaConfigError`
-    listing every problem."""
+    listing every problem. Pools named in ``unchecked`` skip their own checks (their names and
+    amounts are still read)."""
     problems: list[str] = []
     pools: list[Pool] = []
     seen: set[str] = set()
@@ -286,7 +376,8 @@ def compile_document(doc: QuotaDocument) -> QuotaConfig:
     children = children_by_parent({p.name: p for p in pools}.values())
     guarantee = guarantees(children)
     for p in pools:
-        problems += _check_pool(p, children.get(p.name, []), guarantee)
+        if p.name not in unchecked:
+            problems += _check_pool(p, children.get(p.name, []), guarantee)
     try:
         reclaim = ReclaimSettings(parse_duration(doc.reclaim.grace), parse_duration(doc.reclaim.min_loan))
     except ValueError as exc:
@@ -403,7 +494,7 @@ def config_from_yaml(text: str) -> QuotaConfig:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise QuotaConfigError([f"not valid YAML: {exc}"]) from None
-    return compile_document(parse_document(data))
+    return read_config(data)
 
 
 def config_to_yaml(config: QuotaConfig) -> str:

@@ -20,11 +20,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import uvicorn
+import yaml
 from sqlalchemy import create_engine, make_url, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
@@ -59,6 +61,18 @@ pools:
 - name: spare
   public: true
 """
+
+
+#: The README's example pools (research: nlp, vision; product: speech, recsys).
+EXAMPLE_POOLS = Path(__file__).resolve().parents[1] / "docs" / "examples" / "pools.yaml"
+
+
+def without_research() -> str:
+    """The example pools with research removed and its children, nlp and vision, moved to the top."""
+    document = yaml.safe_load(EXAMPLE_POOLS.read_text())
+    research = document["pools"].pop(0)
+    document["pools"][:0] = research["pools"]
+    return yaml.safe_dump(document, sort_keys=False)
 
 
 def scenario():

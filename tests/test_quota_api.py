@@ -12,9 +12,10 @@ import httpx
 import pytest
 import yaml
 
+from quota.config import config_from_yaml
 from quota.store import Store
 from scheduler.server.app import create_app
-from tests.quota_fixtures import ACTOR, SCENARIO, db_state, serve_in_thread
+from tests.quota_fixtures import ACTOR, EXAMPLE_POOLS, SCENARIO, db_state, serve_in_thread, without_research
 
 pytest_plugins = ["tests.quota_fixtures"]
 
@@ -134,6 +135,16 @@ def test_import_config_as_yaml_and_json(api):
                          ).json()["changes"] == [{"action": "pool.delete", "subject": "extra", "detail": {}}]
 
 
+def test_import_moves_the_children_of_a_removed_pool(api):
+    yaml_type = {"Content-Type": "application/yaml"}
+    assert api.admin.put("/quota/config", content=EXAMPLE_POOLS.read_text(), headers=yaml_type).status_code == 200
+    moved = api.admin.put("/quota/config", content=without_research(), headers=yaml_type)
+    assert moved.status_code == 200, moved.text
+    assert {"action": "pool.delete", "subject": "research", "detail": {}} in moved.json()["changes"]
+    exported = api.admin.get("/quota/config", params={"format": "yaml"}).text
+    assert config_from_yaml(exported) == config_from_yaml(without_research())
+
+
 #: 538 bytes of YAML aliases for 9**6 pools of one name: validating and checking them took minutes.
 ALIASED = "&x0 {name: a}"
 for depth in range(1, 7):
@@ -142,14 +153,16 @@ ALIASED = f"pools: [{ALIASED}]"
 
 BAD_REQUESTS = [
     # (method, path, how the body is sent, body, status, words the message must hold)
-    ("PUT", "/quota/config", "yaml", "pools:\n- name: Bad_Name\n  guaranteed: {cpu: lots}\n", 422, ["pools.0.name"]),
+    ("PUT", "/quota/config", "yaml", "pools:\n- name: Bad_Name\n  guaranteed: {cpu: lots}\n", 422,
+     ["pool Bad_Name: name: a pool name is lower-case"]),
     ("PUT", "/quota/config", "json", {"pools": [{"name": "a", "guaranteed": {"cpu": "lots"}},
                                                 {"name": "b", "max": {"gpu": 1}}]}, 422, ["pool a: guaranteed", "pool b: max"]),
-    ("PUT", "/quota/config", "json", {"pools": [{"name": "a", "colour": "red"}]}, 422, ["pools.0.colour"]),
+    ("PUT", "/quota/config", "json", {"pools": [{"name": "a", "colour": "red"}, {"name": "b", "max": {"gpu": 1}}]}, 422,
+     ["pool a: unknown field 'colour'", "pool b: max: unknown resource 'gpu'"]),
     ("PUT", "/quota/config", "json", {"pools": "all"}, 422, ["pools"]),
     ("PUT", "/quota/config", "json", [1, 2], 422, ["document"]),
     ("PUT", "/quota/config", "raw", "{not json", 400, ["YAML or JSON"]),
-    ("PUT", "/quota/config", "json", {"pools": [{"name": "a", "guaranteed": {"cpu": True}}]}, 422, ["pools.0.guaranteed.cpu"]),
+    ("PUT", "/quota/config", "json", {"pools": [{"name": "a", "guaranteed": {"cpu": True}}]}, 422, ["pool a: guaranteed: cpu"]),
     ("PUT", "/quota/pools/x", "raw", "{not json", 422, []),
     ("PUT", "/quota/pools/x", "json", {"weight": "heavy"}, 422, ["weight"]),
     ("PUT", "/quota/pools/x", "json", {"weight": 0}, 422, ["weight"]),

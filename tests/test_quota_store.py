@@ -10,9 +10,19 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, select, text
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from quota.config import Pool, QuotaConfig, QuotaConfigError, config_from_yaml, config_to_yaml
+from quota.config import (
+    Pool,
+    QuotaConfig,
+    QuotaConfigError,
+    compile_document,
+    config_from_yaml,
+    config_to_yaml,
+    parse_document,
+)
 from quota.store import Principal, Store, StoreError
 from quota.store.schema import Base, TokenRow, VersionRow, WorkloadRow
 from tests.quota_fixtures import ACTOR, db_state, gpu_request, scenario
@@ -257,3 +267,51 @@ def test_reads_do_not_wait_for_a_change_in_progress(loaded):
     finally:
         done.set()
         writer.join()
+
+
+NAMES = ["a", "b", "c", "d", "e", "f", "g"]
+
+
+@st.composite
+def pool_trees(draw) -> QuotaConfig:
+    """A valid configuration over a few of a handful of names, in a random forest (each pool's
+    parent is any pool drawn before it), so that two of them share names in other places: pools
+    move, parents go while their children stay, children go while their parents stay."""
+    names = draw(st.lists(st.sampled_from(NAMES), unique=True, max_size=len(NAMES)))
+    parent = {n: draw(st.none() | st.sampled_from(names[:i])) if i else None for i, n in enumerate(names)}
+
+    def document(name: str) -> tuple[dict, int]:
+        """The pool's document and its effective GPU guarantee."""
+        built = [document(c) for c in names if parent[c] == name]
+        below = sum(g for _, g in built)
+        public = not built and draw(st.integers(0, 4)) == 0
+        doc: dict = {"name": name, "weight": draw(st.sampled_from([0.5, 1.0, 2.0])),
+                     "description": draw(st.sampled_from(["", "team " + name])), "public": public}
+        if draw(st.booleans()) or not built:  # else the children's sum is derived
+            doc["guaranteed"] = {"nvidia.com/gpu": below + draw(st.integers(0, 4))}
+        guaranteed = doc.get("guaranteed", {}).get("nvidia.com/gpu", below)
+        if not public and guaranteed:
+            doc["shareable"] = {"nvidia.com/gpu": draw(st.integers(0, guaranteed))}
+        if draw(st.booleans()):
+            doc["budget"] = {"per_day": draw(st.sampled_from([None, 10.0])), "per_month": 100.0}
+        if built:
+            doc["pools"] = [d for d, _ in built]
+        return doc, guaranteed
+
+    reclaim = {"grace": draw(st.sampled_from(["30s", "5m"])), "min_loan": draw(st.sampled_from(["0s", "10m"]))}
+    return compile_document(parse_document({"reclaim": reclaim, "pools": [document(n)[0] for n in names
+                                                                          if parent[n] is None]}))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first=pool_trees(), second=pool_trees())
+def test_any_valid_configuration_imports_over_any_other(store, first, second):
+    """The store is shared by the examples: each starts from whatever the one before left."""
+    store.replace_config(first, ACTOR)
+    assert store.config() == first
+    trail = store.audit(10**6)
+    store.replace_config(second, ACTOR)
+    assert store.config() == second
+    assert config_to_yaml(store.config()) == config_to_yaml(second)
+    after = store.audit(10**6)  # newest first: what was there is still its tail
+    assert after[len(after) - len(trail):] == trail

@@ -20,8 +20,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, delete, event, func, select, update
-from sqlalchemy.exc import DataError
+from sqlalchemy import Engine, create_engine, delete, event, func, make_url, select, update
+from sqlalchemy.exc import ArgumentError, DataError
 from sqlalchemy.orm import Session
 
 from quota.admission import Admit, QuotaDecision, Reclaim, Request, decide
@@ -52,6 +52,8 @@ from quota.store.schema import (
 from scheduler.model.resources import Resources
 
 ROLES = ("admin", "viewer")
+#: Tokens chosen outside slotwise must be at least this long (``token_urlsafe(32)`` gives 43).
+MIN_TOKEN_CHARS = 32
 DEFAULT_URL = "sqlite:///slotwise.db"
 
 
@@ -103,10 +105,18 @@ READ_ONLY = "slotwise_read_only"
 
 
 def _engine(url: str) -> Engine:
-    url = database_url(url)
-    if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
-    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    usable = "give sqlite:///FILE or postgresql://USER:PASSWORD@HOST/DB"
+    try:
+        parsed = make_url(database_url(url))
+    except ArgumentError:
+        raise StoreError(f"the database URL is not a URL: {usable}") from None
+    try:
+        if parsed.get_backend_name() != "sqlite":
+            return create_engine(parsed, pool_pre_ping=True)
+        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+    except (ArgumentError, ImportError) as exc:  # no dialect, or its driver is not installed
+        raise StoreError(f"the database URL {parsed.render_as_string(hide_password=True)!r} names a database "
+                         f"slotwise cannot use ({exc}): {usable}") from None
 
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -121,6 +131,12 @@ def _engine(url: str) -> Engine:
         connection.exec_driver_sql("BEGIN" if connection.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def _utc(at: datetime) -> datetime:
+    """A stored time in UTC: SQLite gives back the UTC time written, without a zone; PostgreSQL
+    the session's zone."""
+    return at.replace(tzinfo=at.tzinfo or UTC).astimezone(UTC)
 
 
 def _digest(token: str) -> str:
@@ -239,7 +255,8 @@ class Store:
             query = select(AuditRow).order_by(AuditRow.id.desc()).limit(limit)
             if subject is not None:
                 query = query.where(AuditRow.subject == subject)
-            return [AuditEntry(r.id, r.at, r.actor, r.action, r.subject, json.loads(r.detail)) for r in s.scalars(query)]
+            return [AuditEntry(r.id, _utc(r.at), r.actor, r.action, r.subject, json.loads(r.detail))
+                    for r in s.scalars(query)]
 
     # Configuration --------------------------------------------------------------------------
     def config(self) -> QuotaConfig:
@@ -344,8 +361,12 @@ class Store:
         s.execute(delete(LimitRow))
         s.execute(delete(BudgetRow))
         keep = {p.name for p in config.pools}
-        for name in [n for n in rows if n not in keep]:  # unlink first, so RESTRICT never fires among them
-            rows[name].parent_id = None
+        removed = {rows[n].id for n in rows if n not in keep}
+        # Unlink every child of a removed pool first, so that RESTRICT never fires: children that
+        # stay move to their new parents below, and those that go are deleted with it.
+        for row in rows.values():
+            if row.parent_id in removed:
+                row.parent_id = None
         s.flush()
         for name in [n for n in rows if n not in keep]:
             s.delete(rows.pop(name))
@@ -478,9 +499,7 @@ class Store:
         """Reservations of bursts not settled yet, oldest first: what a restarted admitter still has to settle."""
         with self._read() as s:
             rows = s.scalars(select(SpendRow).where(SpendRow.spent.is_(None)).order_by(SpendRow.started_at, SpendRow.id))
-            # SQLite gives back the UTC time written, without a zone; PostgreSQL the session's zone.
-            return [Spend(r.workload, r.pool, r.target, r.started_at.replace(tzinfo=r.started_at.tzinfo or UTC).astimezone(UTC),
-                          r.reserved) for r in rows]
+            return [Spend(r.workload, r.pool, r.target, _utc(r.started_at), r.reserved) for r in rows]
 
     def settle_spend(self, workload: str, spent: float, actor: str) -> None:
         """A burst ended: record what it cost (never more than it reserved)."""
@@ -507,6 +526,27 @@ class Store:
             s.add(TokenRow(name=name, digest=_digest(token), role=role, pool=pool, created_at=datetime.now(UTC)))
             self._audit(s, actor, "token.create", name, {"role": role, "pool": pool})
         return token
+
+    def keep_admin_token(self, name: str, token: str, actor: str) -> bool:
+        """Make ``token``, chosen outside slotwise (a Kubernetes Secret), the admin token called
+        ``name``, creating or replacing it; True when that changed anything."""
+        if len(token) < MIN_TOKEN_CHARS:
+            raise StoreError(f"token {name!r} has {len(token)} characters, fewer than {MIN_TOKEN_CHARS}: make one with "
+                             "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'")
+        digest = _digest(token)
+        with self._transaction() as (s, _):
+            row = s.scalars(select(TokenRow).where(TokenRow.name == name)).first()
+            if row is not None and (row.digest, row.role, row.pool) == (digest, "admin", None):
+                return False
+            other = s.scalars(select(TokenRow.name).where(TokenRow.digest == digest, TokenRow.name != name)).first()
+            if other is not None:
+                raise StoreError(f"token {name!r}: the same token is already in use as {other!r}")
+            if row is None:
+                s.add(TokenRow(name=name, digest=digest, role="admin", pool=None, created_at=datetime.now(UTC)))
+            else:
+                row.digest, row.role, row.pool, row.created_at = digest, "admin", None, datetime.now(UTC)
+            self._audit(s, actor, "token.create" if row is None else "token.replace", name, {"role": "admin", "pool": None})
+        return True
 
     def authenticate(self, token: str) -> Principal | None:
         with self._read() as s:

@@ -1,0 +1,45 @@
+"""Pools, usage and the audit trail as JSON: the shapes the REST API returns, and
+``slotwise quota ... --json`` prints, for scripts. Amounts are written as documents write them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from quota.config import Pool, document_amounts
+from quota.ledger import Ledger
+from quota.store import AuditEntry
+from quota.usage import loans, pool_usage
+from scheduler.model.resources import format_quota_amount
+
+
+def pool_json(p: Pool) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": p.name, "parent": p.parent, "description": p.description, "public": p.public,
+                           "weight": p.weight}
+    for kind, amounts in p.limits():
+        out[kind] = document_amounts(amounts)
+    out["budget"] = {"per_day": p.budget.per_day, "per_month": p.budget.per_month} if p.budget else None
+    return out
+
+
+def usage_json(ledger: Ledger, visible: set[str] | None = None) -> dict[str, Any]:
+    """Per pool and resource, what is guaranteed, used, borrowed and lent, and who borrows from
+    whom; only pools in ``visible`` (and loans touching them) when given."""
+    credited = loans(ledger)
+    rows = [r for r in pool_usage(ledger, credited) if visible is None or r.pool in visible]
+    return {
+        "pools": [{"pool": r.pool, "parent": r.parent, "resource": r.resource,
+                   "guaranteed": format_quota_amount(r.resource, r.guaranteed),
+                   "max": None if r.max is None else format_quota_amount(r.resource, r.max),
+                   "used": format_quota_amount(r.resource, r.used),
+                   "borrowed": format_quota_amount(r.resource, r.borrowed),
+                   "lent": format_quota_amount(r.resource, r.lent), "workloads": r.workloads} for r in rows],
+        "loans": [{"borrower": loan.borrower, "lender": loan.lender, "resource": loan.resource,
+                   "amount": format_quota_amount(loan.resource, loan.amount)} for loan in credited
+                  if visible is None or loan.borrower in visible or loan.lender in visible],
+    }
+
+
+def audit_json(entries: Iterable[AuditEntry]) -> list[dict[str, Any]]:
+    return [{"id": e.id, "at": e.at.isoformat(), "actor": e.actor, "action": e.action, "subject": e.subject,
+             "detail": e.detail} for e in entries]
