@@ -52,7 +52,7 @@ def plan(
     targets: Targets,
     pod: Annotated[Path, typer.Option(help="The pod (v1.Pod JSON), or a PodList of a gang's members.")],
     waited: Annotated[str, typer.Option(help="How long it has waited (30m, 2h).")] = "1h",
-    budget: Annotated[float, typer.Option(help="Burst budget its project has left.")] = 100.0,
+    budget: Annotated[float, typer.Option(min=0, help="Burst budget its project has left.")] = 100.0,
 ) -> None:
     """Decide overflow for a pod or gang and print the JSON Patch that would send it."""
     config = _load(targets)

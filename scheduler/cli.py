@@ -29,6 +29,7 @@ from simulator.cli import simulate
 from simulator.generate import synthetic_cluster, synthetic_workload
 
 if TYPE_CHECKING:  # the service's modules load the Kubernetes client and FastAPI: only serve needs them
+    from quota.store import Store
     from scheduler.server.cache import ClusterCache
 
 app = typer.Typer(help="slotwise: placement, quota, MIG and overflow for Kubernetes ML platforms.", no_args_is_help=True)
@@ -58,9 +59,28 @@ def _cache(nodes: Path | None, pods: Path | None, kubeconfig: Path | None, in_cl
         cache.start()
         return cache
     cache = ClusterCache()
+    if nodes is None and pods is None:  # nothing to follow: /readyz says so rather than serve an empty cluster
+        return cache
     for kind, path in (("nodes", nodes), ("pods", pods)):
         cache.replace(kind, list(k8s_json.items(json.loads(path.read_text()))) if path else [])
     return cache
+
+
+#: The name ``serve --admin-token-file`` keeps its token under.
+BOOTSTRAP_TOKEN = "bootstrap"
+SERVE_ACTOR = "serve"
+
+
+def _seed(store: Store, quota_config: Path | None, admin_token_file: Path | None) -> None:
+    """What an in-cluster start brings from its ConfigMap and Secret: the pools and an admin token."""
+    from quota.config import config_from_yaml
+
+    if quota_config is not None:
+        changes = store.replace_config(config_from_yaml(quota_config.read_text()), SERVE_ACTOR)
+        console.print(f"{quota_config}: {len(changes)} change(s)" if changes else f"{quota_config}: no changes", highlight=False)
+    if admin_token_file is not None:
+        if store.keep_admin_token(BOOTSTRAP_TOKEN, admin_token_file.read_text().strip(), SERVE_ACTOR):
+            console.print(f"admin token {BOOTSTRAP_TOKEN!r} set from {admin_token_file}", highlight=False)
 
 
 @app.command()
@@ -73,11 +93,13 @@ def serve(
     kubeconfig: Annotated[Path | None, typer.Option(help="Follow a real cluster with this kubeconfig.")] = None,
     in_cluster: Annotated[bool, typer.Option("--in-cluster", help="Follow the cluster slotwise runs in (its service account).")] = False,
     managed: Annotated[str, typer.Option(help="Namespaces whose pods the webhooks gate and check, comma-separated, or '*' for all but the system ones (default: none).")] = "",
-    tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate (webhooks require TLS).")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate, reloaded when the file changes (webhooks require TLS).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
     mig_token_file: Annotated[Path | None, typer.Option(help="Accept MIG layout reports from node agents sending this token, and place MIG pods on the instances they report.")] = None,
     burst: Annotated[Path | None, typer.Option(help="Let the admission loop overflow waiting work as this burst YAML says.")] = None,
     classes: Annotated[Path | None, typer.Option(help="Workload class overrides (YAML, e.g. serving: {gpu_pack: true}).")] = None,
+    quota_config: Annotated[Path | None, typer.Option(help="Make this pool configuration (YAML, as slotwise quota export writes) the whole quota configuration at start, as slotwise quota import does.")] = None,
+    admin_token_file: Annotated[Path | None, typer.Option(help=f"Keep the token in this file (a Kubernetes Secret) as the REST API's admin token {BOOTSTRAP_TOKEN!r}; a changed file replaces it at the next start.")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (kube-scheduler calls the extender twice per pod: off by default).")] = False,
 ) -> None:
     """Run the slotwise service: the quota REST API (/quota), the scheduler extender (/extender),
@@ -85,21 +107,29 @@ def serve(
     import gc
 
     import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
 
     from mig.store import MemoryLayoutStore, ReportedFleet
     from quota.store import Store
     from scheduler.server.app import create_app
     from scheduler.server.metrics import ServiceMetrics
+    from scheduler.server.tls import serving_tls
 
     try:
+        tls = serving_tls(tls_cert, tls_key)
         store = Store(db)
         store.migrate()
+        _seed(store, quota_config, admin_token_file)
         cache = _cache(nodes, pods, kubeconfig, in_cluster)
         mig_token = mig_token_file.read_text().strip() if mig_token_file else None
         burst_config = burst_from_yaml(burst.read_text()) if burst else None
         workload_classes = classes_from_yaml(classes.read_text()) if classes else DEFAULT_CLASSES
     except (ValueError, OSError, k8s_json.ModelError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)  # one line, however long the paths
+        raise typer.Exit(2) from None
+    except SQLAlchemyError as exc:  # the database cannot be reached or migrated
+        console.print(f"[red]database error:[/red] {exc.__class__.__name__}: {str(exc).splitlines()[0]}",
+                      highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     namespaces = [n.strip() for n in managed.split(",") if n.strip()]
     scope = (lambda _: True) if namespaces == ["*"] else namespaces
@@ -118,7 +148,7 @@ def serve(
     gc.freeze()  # the app and a dry run's cache live as long as the service (ClusterCache._follow says why)
     try:
         uvicorn.run(app_, host=host, port=port, log_level="info", access_log=access_log,
-                    ssl_certfile=str(tls_cert) if tls_cert else None, ssl_keyfile=str(tls_key) if tls_key else None)
+                    ssl_context_factory=(lambda *_: tls.context) if tls else None)
     finally:
         if loop is not None:
             loop.stop()
@@ -138,8 +168,8 @@ def place(
     pods: Annotated[Path | None, typer.Option(help="Pods: kubectl JSON (PodList) or openb CSV. Default: a synthetic workload.")] = None,
     policy: Annotated[str, typer.Option(help=f"Placement profile: {', '.join(profile_names())}.")] = DEFAULT,
     seed: Annotated[int, typer.Option(help="Seed for the synthetic workload and random policies.")] = 0,
-    count: Annotated[int, typer.Option(help="How many synthetic pods to generate.")] = 300,
-    show: Annotated[int, typer.Option(help="How many decisions to print.")] = 10,
+    count: Annotated[int, typer.Option(min=1, help="How many synthetic pods to generate.")] = 300,
+    show: Annotated[int, typer.Option(min=0, help="How many decisions to print.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print every decision as a JSON line instead.")] = False,
 ) -> None:
     """Place pending pods one by one on a cluster and report where they went and why not."""

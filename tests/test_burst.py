@@ -238,3 +238,5 @@ def test_cli_checks_and_plans(tmp_path):
     bad.write_text("targets: [{name: a, type: eci, provider: x}]")
     result = runner.invoke(app, ["burst", "check", str(bad)])
     assert result.exit_code == 2 and "needs instance_types" in result.output
+    result = runner.invoke(app, ["burst", "plan", str(EXAMPLE), "--pod", str(pod), "--budget", "-5"])
+    assert result.exit_code == 2 and "Invalid value for '--budget'" in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from scheduler.cli import app
@@ -99,6 +100,12 @@ def test_place_reports_bad_input_without_a_traceback(tmp_path):
     assert result.exit_code == 2
     output = " ".join(result.output.split())  # the console wraps long paths at its width
     assert "item 0" in output and "cpu" in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize("args", [["--count", "-5"], ["--count", "0"], ["--show", "-1"]])
+def test_place_refuses_counts_below_their_range(args):
+    result = runner.invoke(app, ["place", *args])
+    assert result.exit_code == 2 and f"Invalid value for '{args[0]}'" in result.output
 
 
 def test_place_rejects_unknown_policy():

@@ -11,8 +11,11 @@ from urllib.parse import urlsplit
 
 import kubernetes_validate
 import pytest
+import typer
 import yaml
 
+from quota.config import config_from_yaml
+from scheduler import cli
 from scheduler.server.cache import ClusterCache
 from scheduler.server.extender import extender_router
 from scheduler.server.webhooks import webhook_router
@@ -79,7 +82,9 @@ def test_rbac_grants_exactly_what_slotwise_does():
     assert not any("*" in entry for entry in granted)
     assert granted == {("", "nodes", "get"), ("", "nodes", "list"), ("", "nodes", "watch"),
                        ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "pods", "patch"),
-                       ("", "pods/status", "patch"), ("", "pods/eviction", "create"), ("", "events", "create")}
+                       ("", "pods/status", "patch"), ("", "pods/eviction", "create"), ("", "events", "create")} | {
+        (group, "podgroups", verb) for group in ("scheduling.x-k8s.io", "scheduling.volcano.sh")
+        for verb in ("get", "list", "watch")}
     assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in one("ClusterRole")["rules"])
     binding = one("ClusterRoleBinding")
     assert binding["roleRef"]["name"] == one("ClusterRole")["metadata"]["name"]
@@ -108,16 +113,39 @@ def test_deployment_serves_https_with_health_probes_as_a_locked_down_non_root_po
     assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
 
 
-def test_the_database_and_tls_files_sit_on_volumes_the_read_only_root_allows():
+def serve_options() -> dict[str, Any]:
+    """The container's arguments as ``slotwise serve`` itself parses them (an unknown or
+    misspelt option fails here as it would in the pod)."""
+    c = container()
+    assert c["command"] == ["slotwise"] and c["args"][0] == "serve"
+    command = typer.main.get_command(cli.app).commands["serve"]  # type: ignore[attr-defined]
+    return command.make_context("serve", list(c["args"][1:])).params
+
+
+def test_the_container_runs_a_service_that_follows_the_cluster():
+    options = serve_options()
+    assert options["in_cluster"] and options["kubeconfig"] is None
+    assert options["nodes"] is None and options["pods"] is None  # no dry run
+    assert options["managed"] == "*"  # the webhooks' namespaceSelector is the opt-in
+    assert options["tls_cert"] and options["tls_key"]
+
+
+def test_the_database_tls_pools_and_token_sit_on_volumes_the_read_only_root_allows():
     volumes = {v["name"]: v for v in one("Deployment")["spec"]["template"]["spec"]["volumes"]}
     mounts = {m["mountPath"]: volumes[m["name"]] for m in container()["volumeMounts"]}
     [db] = [e["value"] for e in container()["env"] if e["name"] == "SLOTWISE_DB"]
     database = Path(db.removeprefix("sqlite:///"))
     assert "emptyDir" in mounts[str(database.parent)]
-    args = dict(a.removeprefix("--").split("=", 1) for a in container()["args"][1:])
-    tls = mounts[str(Path(args["tls-cert"]).parent)]
-    assert Path(args["tls-key"]).parent == Path(args["tls-cert"]).parent
+    options = serve_options()
+    tls = mounts[str(options["tls_cert"].parent)]
+    assert options["tls_key"].parent == options["tls_cert"].parent
     assert tls["secret"]["secretName"] == one("Certificate")["spec"]["secretName"]
+    pools = mounts[str(options["quota_config"].parent)]["configMap"]
+    assert pools["name"] == one("ConfigMap")["metadata"]["name"]
+    config_from_yaml(one("ConfigMap")["data"][options["quota_config"].name])  # the shipped pools import
+    token = mounts[str(options["admin_token_file"].parent)]["secret"]
+    assert options["admin_token_file"].name == "token" and token["secretName"] == "slotwise-admin-token"
+    assert not any(o["kind"] == "Secret" for o in OBJECTS)  # the admin creates the token; none ships
 
 
 def test_service_maps_443_to_the_https_port_of_the_pods():
@@ -156,9 +184,10 @@ def test_webhooks_admit_pod_creation_outside_system_namespaces(kind, path):
         assert webhook["reinvocationPolicy"] == "IfNeeded"  # the mutation only adds what is absent
     assert webhook["rules"] == [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
                                  "resources": ["pods"], "scope": "Namespaced"}]
-    [expression] = webhook["namespaceSelector"]["matchExpressions"]
-    assert expression["key"] == "kubernetes.io/metadata.name" and expression["operator"] == "NotIn"
-    assert set(expression["values"]) == SYSTEM_NAMESPACES
+    system, opt_in = webhook["namespaceSelector"]["matchExpressions"]
+    assert system["key"] == "kubernetes.io/metadata.name" and system["operator"] == "NotIn"
+    assert set(system["values"]) == SYSTEM_NAMESPACES
+    assert opt_in == {"key": "slotwise.io/managed", "operator": "In", "values": ["true"]}
 
 
 def test_webhook_and_extender_paths_are_the_service_routes():

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from quota.config import config_from_yaml
 from quota.store import Store
@@ -49,3 +52,46 @@ def test_serve_answers_recorded_extender_and_admission_calls(tmp_path):
         assert 'slotwise_decision_seconds_count{verb="mutate"} 1.0' in scraped  # kube-system is not decided
         assert 'slotwise_quota_guaranteed{pool="nlp",resource="nvidia.com/gpu"} 40.0' in scraped
         assert 'slotwise_burst_budget_used_ratio{pool="nlp"} 0.0' in scraped  # nlp has a budget, no burst yet
+
+
+def test_serve_without_a_cluster_to_follow_is_not_ready(tmp_path):
+    """Started with nothing to follow (no --in-cluster, --kubeconfig or recorded files), the
+    extender would fail every node: readiness says so instead of taking traffic."""
+    with serve_in_subprocess(f"sqlite:///{tmp_path / 'slotwise.db'}") as base, \
+            httpx.Client(base_url=base, timeout=10) as http:
+        ready = http.get("/readyz")
+        assert ready.status_code == 503
+        assert "--in-cluster" in ready.json()["status"]
+        assert http.get("/healthz").status_code == 200  # alive, so not restarted: just kept out of the Service
+
+
+def test_serve_seeds_pools_and_an_admin_token_from_mounted_files(tmp_path):
+    """In a cluster the pools come from a ConfigMap and the admin token from a Secret, mounted as
+    files: each start imports the one and keeps the other, replacing a rotated token."""
+    url = f"sqlite:///{tmp_path / 'slotwise.db'}"
+    token_file = tmp_path / "token"
+    first, second = "a" * 43, "b" * 43
+    options = ("--quota-config", str(EXAMPLES / "pools.yaml"), "--admin-token-file", str(token_file))
+    for token, stale in ((first, None), (second, first)):
+        token_file.write_text(token + "\n")  # kubectl create secret --from-file keeps a newline
+        with serve_in_subprocess(url, *options) as base, httpx.Client(base_url=base, timeout=10) as http:
+            pools = http.get("/quota/pools", headers={"Authorization": f"Bearer {token}"})
+            assert pools.status_code == 200, pools.text
+            assert {"research", "nlp", "vision"} <= {p["name"] for p in pools.json()}
+            if stale is not None:
+                assert http.get("/quota/pools", headers={"Authorization": f"Bearer {stale}"}).status_code == 401
+    store = Store(url)
+    actions = [e.action for e in store.audit(1000, subject="bootstrap")]
+    store.close()
+    assert sorted(actions) == ["token.create", "token.replace"]
+
+
+@pytest.mark.parametrize("token, problem", [("short", "fewer than 32"), (None, "No such file")])
+def test_serve_refuses_a_bad_admin_token_file_in_one_line(tmp_path, token, problem):
+    token_file = tmp_path / "token"
+    if token is not None:
+        token_file.write_text(token)
+    result = subprocess.run([sys.executable, "-m", "scheduler.cli", "serve", "--db", f"sqlite:///{tmp_path / 'db'}",
+                             "--admin-token-file", str(token_file)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert problem in result.stdout and "Traceback" not in result.stdout + result.stderr

@@ -113,6 +113,9 @@ def create_app(
                 connection.execute(text("SELECT 1"))
         except Exception as exc:  # noqa: BLE001 - any database failure means not ready
             return JSONResponse({"status": "database unavailable", "error": str(exc)}, status_code=503)
+        if cache is not None and cache.kube is None and not cache.synced:
+            return JSONResponse({"status": "no cluster to follow: start slotwise serve with --in-cluster, --kubeconfig, "
+                                           "or --nodes and --pods for a dry run"}, status_code=503)
         if cache is not None and not cache.synced:
             return JSONResponse({"status": "cluster cache not synced yet"}, status_code=503)
         return JSONResponse({"status": "ready"})
