@@ -4,25 +4,25 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from burst.decide import Overflow, decide_burst
-from burst.patch import burst_patch
-from burst.targets import ECI, BurstConfig, BurstConfigError, burst_from_yaml
-from quota.config import parse_duration
-from scheduler.model.k8s_json import ModelError, items, pod_from_k8s
+from scheduler.console import command_group, make_console
 
-app = typer.Typer(help="Overflow to virtual-kubelet and Alibaba Cloud ECI, within budgets.", no_args_is_help=True)
-console = Console()
+if TYPE_CHECKING:
+    from burst.targets import BurstConfig
+
+app = command_group("Overflow to virtual-kubelet and Alibaba Cloud ECI, within budgets.")
+console = make_console()
 
 Targets = Annotated[Path, typer.Argument(help="Burst configuration (YAML).")]
 
 
 def _load(path: Path) -> BurstConfig:
+    from burst.targets import BurstConfigError, burst_from_yaml
+
     try:
         return burst_from_yaml(path.read_text())
     except (BurstConfigError, OSError) as exc:
@@ -33,6 +33,8 @@ def _load(path: Path) -> BurstConfig:
 @app.command()
 def check(targets: Targets) -> None:
     """Validate a burst configuration and list its targets."""
+    from burst.targets import ECI
+
     config = _load(targets)
     console.print(f"overflow after {config.threshold_s / 60:g} min of waiting; kinds: {', '.join(sorted(config.kinds))}; "
                   f"runs at most {config.max_runtime_s / 3600:g} h", highlight=False)
@@ -55,6 +57,11 @@ def plan(
     budget: Annotated[float, typer.Option(min=0, help="Burst budget its project has left.")] = 100.0,
 ) -> None:
     """Decide overflow for a pod or gang and print the JSON Patch that would send it."""
+    from burst.decide import Overflow, decide_burst
+    from burst.patch import burst_patch
+    from quota.config import parse_duration
+    from scheduler.model.k8s_json import ModelError, items, pod_from_k8s
+
     config = _load(targets)
     try:
         objects = list(items(json.loads(pod.read_text())))

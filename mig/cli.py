@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
 from mig.catalog import CatalogError, GpuModel, model_for_product
 from mig.geometry import Instance, Layout, empty
-from mig.parted import CONFIG_LABEL, parted_configs, render
-from mig.planner import plan as make_plan
-from mig.report import NodeReport, error_text, node_report
-from mig.simulate import MODES, SEED_MIX, generate_jobs, random_mix, simulate as run_mode
+from scheduler.console import command_group, make_console
 
-app = typer.Typer(help="MIG: slot layouts, repartition plans, static vs dynamic what-ifs, the node agent.",
-                  no_args_is_help=True)
-console = Console()
+# Each command imports what it needs when it runs (numpy, pydantic's report models, the planner).
+if TYPE_CHECKING:
+    from mig.report import NodeReport
+
+#: What ``slotwise mig simulate`` compares (mig.simulate.MODES, which a test holds equal).
+MODES = ("whole", "static", "dynamic", "slots")
+
+app = command_group("MIG: slot layouts, repartition plans, static vs dynamic what-ifs, the node agent.")
+console = make_console()
 CELL = 12  # characters per memory slice in a slot diagram
 
 
@@ -36,6 +36,10 @@ def _fail(message: str) -> typer.Exit:
 
 def read_reports(path: Path) -> list[NodeReport]:
     """Node layout documents from a JSON file: one document, or a list of them."""
+    from pydantic import ValidationError
+
+    from mig.report import NodeReport, error_text
+
     try:
         document = json.loads(path.read_text())
     except OSError as exc:
@@ -58,6 +62,10 @@ def read_reports(path: Path) -> list[NodeReport]:
 
 def example_report(model: GpuModel, product: str, gpus: int, seed: int) -> NodeReport:
     """A node whose GPUs hold random valid instances, some in use."""
+    import numpy as np
+
+    from mig.report import node_report
+
     rng = np.random.default_rng(seed)
     layouts = []
     for _ in range(gpus):
@@ -98,6 +106,7 @@ def show(
     example: Annotated[str | None, typer.Option(help="Show a generated node of this GPU product instead (A100-SXM4-80GB).")] = None,
     gpus: Annotated[int, typer.Option(min=1, help="GPUs of the generated node.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the generated node.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the layouts as the agents report them (a list of node documents), for scripts.")] = False,
 ) -> None:
     """Show each GPU of a node as its memory slots; in-use instances are marked *."""
     try:
@@ -109,6 +118,9 @@ def show(
             reports = [example_report(model_for_product(example), example, gpus, seed)]
     except (InputError, CatalogError) as exc:
         raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps([r.model_dump() for r in reports], indent=1))
+        return
     for report in reports:
         console.print(f"[bold]{report.node}[/bold]")
         for index, lay in report.layouts().items():
@@ -152,6 +164,9 @@ def plan(
     driver: Annotated[int | None, typer.Option(help="Driver branch of the nodes (e.g. 470); default R510 or later.")] = None,
 ) -> None:
     """Plan new layouts for wholly free GPUs to serve pending demand; write mig-parted configs."""
+    from mig.parted import CONFIG_LABEL, parted_configs, render
+    from mig.planner import plan as make_plan
+
     try:
         wanted = parse_demand(demand)
         if layout is not None:
@@ -188,6 +203,8 @@ def plan(
 
 def parse_mix(text: str, seed: int) -> dict[str, float]:
     """``seed`` (2g/3g/4g), ``random`` (drawn from the seed) or ``2g=0.5,3g=0.5``."""
+    from mig.simulate import SEED_MIX, random_mix
+
     if text == "seed":
         return dict(SEED_MIX)
     if text == "random":
@@ -219,6 +236,8 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Seed of the workload (and of a random mix).")] = 1,
 ) -> None:
     """What if: the same generated MIG workload under whole GPUs, static and dynamic partitions."""
+    from mig.simulate import generate_jobs, simulate as run_mode
+
     try:
         gpu_model = model_for_product(model)
         shares = parse_mix(mix, seed)

@@ -21,8 +21,6 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ortools.sat.python import cp_model
-
 from mig.catalog import GpuModel
 from mig.geometry import Layout, NodeLayouts, indexed, maximal_layouts
 
@@ -129,6 +127,8 @@ def plan(layouts: NodeLayouts, demand: Mapping[str, int], *, time_limit: float =
 
 def _solve(groups: Sequence[_Group], demand: Mapping[str, int], supply: Counter[str], sizes: Mapping[str, int],
            time_limit: float) -> tuple[list[list[int]] | None, bool, float]:
+    from ortools.sat.python import cp_model  # half a second to import: only plans that solve pay it
+
     model = cp_model.CpModel()
     x = [[model.new_int_var(0, len(g.members), f"x{k}_{c}") for c in range(len(g.options))] for k, g in enumerate(groups)]
     for g, xs in zip(groups, x):

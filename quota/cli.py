@@ -8,32 +8,27 @@ from contextlib import contextmanager
 from dataclasses import replace
 from difflib import get_close_matches
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
-from sqlalchemy.exc import SQLAlchemyError
 
-from quota.config import (
-    LIMIT_FIELDS,
-    Pool,
-    QuotaConfig,
-    QuotaConfigError,
-    config_from_yaml,
-    config_to_yaml,
-    parse_amounts,
-)
-from quota.store import DEFAULT_URL, NotFound, Store, StoreError
-from quota.usage import PoolUsage, loans, pool_usage
-from quota.views import audit_json, pool_json, usage_json
+from quota.database import DEFAULT_URL
+from scheduler.console import command_group, make_console
 from scheduler.model.resources import format_quota_amount
 
-app = typer.Typer(help="Project resource pools: guaranteed, shareable and borrowed capacity.", no_args_is_help=True)
-tokens = typer.Typer(help="API tokens for the quota REST API.", no_args_is_help=True)
+# Each command imports what it needs when it runs: the store loads SQLAlchemy, the configuration
+# pydantic and the usage numpy, none of which --help needs.
+if TYPE_CHECKING:
+    from quota.config import Pool, QuotaConfig
+    from quota.store import Store
+    from quota.usage import PoolUsage
+
+app = command_group("Project resource pools: guaranteed, shareable and borrowed capacity.")
+tokens = command_group("API tokens for the quota REST API.")
 app.add_typer(tokens, name="token")
-console = Console()
+console = make_console()
 ACTOR = "cli"
 
 Db = Annotated[str, typer.Option("--db", envvar="SLOTWISE_DB", help="Database URL (sqlite:///file.db or postgresql://...).")]
@@ -43,6 +38,11 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON for scripts, in t
 @contextmanager
 def _store(url: str) -> Iterator[Store]:
     """The store, migrated; refusals and database errors end the command with exit code 2."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from quota.config import QuotaConfigError
+    from quota.store import Store, StoreError
+
     store: Store | None = None
     try:
         store = Store(url)
@@ -65,6 +65,8 @@ def _print_json(data: Any) -> None:
 
 def _pool(config: QuotaConfig, name: str) -> Pool:
     """The pool named ``name``, or :class:`NotFound` naming the pools it may have meant."""
+    from quota.store import NotFound
+
     try:
         return config.pool(name)
     except KeyError:
@@ -87,6 +89,8 @@ def _pool_line(p: Pool) -> str:
 @app.command("list")
 def list_pools(db: Db = DEFAULT_URL, json_: Json = False) -> None:
     """The pool tree with each pool's limits (--json: a list of pools, parents first, as GET /quota/pools)."""
+    from quota.views import pool_json
+
     with _store(db) as store:
         config = store.config()
     if json_:
@@ -110,6 +114,9 @@ def show(name: str, db: Db = DEFAULT_URL, audit: Annotated[int, typer.Option(hel
          json_: Json = False) -> None:
     """One pool: limits, usage, loans and its recent audit trail (--json: {"pool", "children",
     "usage", "audit"}, each as the REST API returns it)."""
+    from quota.usage import loans, pool_usage
+    from quota.views import audit_json, pool_json, usage_json
+
     with _store(db) as store:
         config = store.config()
         pool = _pool(config, name)
@@ -139,6 +146,8 @@ def _merge(current: dict[str, int], given: dict[str, int], cleared: set[str]) ->
 
 def _parse_pairs(name: str, kind: str, text: str | None, problems: list[str]) -> tuple[dict[str, int], set[str]]:
     """``cpu=64,nvidia.com/gpu=12``; ``cpu=`` clears cpu."""
+    from quota.config import parse_amounts
+
     if text is None:
         return {}, set()
     pairs: dict[str, str] = {}
@@ -167,6 +176,9 @@ def set_pool(
     create: Annotated[bool, typer.Option("--create", help="Create the pool; without it, a missing pool is an error.")] = False,
 ) -> None:
     """Change some fields of a pool, the others keeping their values; with --create, a new pool."""
+    from quota.config import LIMIT_FIELDS, Pool, QuotaConfigError
+    from quota.store import StoreError
+
     with _store(db) as store:
         config = store.config()
         # Explicit, so that a typo in a name is an error rather than a new pool.
@@ -203,6 +215,8 @@ def delete(name: str, db: Db = DEFAULT_URL) -> None:
 def import_(file: Annotated[Path, typer.Argument(help="YAML file (slotwise quota export writes one).")], db: Db = DEFAULT_URL) -> None:
     """Make a YAML file the whole configuration: pools not in it are removed. Importing what is
     already there changes nothing."""
+    from quota.config import config_from_yaml
+
     with _store(db) as store:
         changes = store.replace_config(config_from_yaml(file.read_text()), ACTOR)
     for action, subject, detail in changes:
@@ -213,6 +227,8 @@ def import_(file: Annotated[Path, typer.Argument(help="YAML file (slotwise quota
 @app.command()
 def export(db: Db = DEFAULT_URL, out: Annotated[Path | None, typer.Option(help="Write here instead of printing.")] = None) -> None:
     """The whole configuration as YAML, to keep in git."""
+    from quota.config import config_to_yaml
+
     with _store(db) as store:
         text = config_to_yaml(store.config())
     if out is None:
@@ -236,6 +252,9 @@ def _usage_table(rows: list[PoolUsage], title: str) -> Table:
 @app.command()
 def usage(db: Db = DEFAULT_URL, json_: Json = False) -> None:
     """Who uses what, and who borrows from whom (--json: {"pools", "loans"}, as GET /quota/usage)."""
+    from quota.usage import loans, pool_usage
+    from quota.views import usage_json
+
     with _store(db) as store:
         ledger = store.ledger()
     if json_:
@@ -252,6 +271,8 @@ def usage(db: Db = DEFAULT_URL, json_: Json = False) -> None:
 def audit(db: Db = DEFAULT_URL, limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,
           json_: Json = False) -> None:
     """The audit trail: configuration changes and admission decisions (--json: a list, as GET /quota/audit)."""
+    from quota.views import audit_json
+
     with _store(db) as store:
         entries = store.audit(limit)
     if json_:

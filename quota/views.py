@@ -4,13 +4,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from quota.config import Pool, document_amounts
 from quota.ledger import Ledger
-from quota.store import AuditEntry
 from quota.usage import loans, pool_usage
 from scheduler.model.resources import format_quota_amount
+
+if TYPE_CHECKING:  # the store loads SQLAlchemy, which the CLI's views need not
+    from quota.store import AuditEntry
 
 
 def pool_json(p: Pool) -> dict[str, Any]:

@@ -9,31 +9,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from burst.cli import app as burst_app
-from burst.targets import burst_from_yaml
 from mig.cli import app as mig_app
 from quota.cli import app as quota_app
-from scheduler.model import k8s_json
-from scheduler.model.resources import MILLI_PER_GPU
-from scheduler.model.snapshot import Snapshot
-from scheduler.model.sources import read_nodes, read_pods
-from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
-from scheduler.placement.decision import Placement
-from scheduler.placement.engine import Placer
-from scheduler.placement.profile import DEFAULT, build_profile, profile_names
-from scheduler.placement.workload import TargetWorkload
+from quota.database import DEFAULT_URL
+from scheduler.console import command_group, make_console
 from simulator.cli import simulate
-from simulator.generate import synthetic_cluster, synthetic_workload
 
-if TYPE_CHECKING:  # the service's modules load the Kubernetes client and FastAPI: only serve needs them
+# Each command imports what it needs when it runs: --help and the quick commands never load
+# numpy, SQLAlchemy, OR-Tools, matplotlib, the Kubernetes client or FastAPI.
+if TYPE_CHECKING:
     from quota.store import Store
     from scheduler.server.cache import ClusterCache
 
-app = typer.Typer(help="slotwise: placement, quota, MIG and overflow for Kubernetes ML platforms.", no_args_is_help=True)
-console = Console()
+app = command_group("slotwise: placement, quota, MIG and overflow for Kubernetes ML platforms.")
+console = make_console()
 app.command()(simulate)
 app.add_typer(quota_app, name="quota")
 app.add_typer(burst_app, name="burst")
@@ -43,6 +35,7 @@ app.add_typer(mig_app, name="mig")
 def _cache(nodes: Path | None, pods: Path | None, kubeconfig: Path | None, in_cluster: bool) -> ClusterCache:
     """The cluster the service decides on: a real one through the Kubernetes API (list and
     watch), or, for a dry run, the objects in ``kubectl get -o json`` files."""
+    from scheduler.model import k8s_json
     from scheduler.server.cache import ClusterCache
 
     if kubeconfig is not None or in_cluster:
@@ -85,7 +78,7 @@ def _seed(store: Store, quota_config: Path | None, admin_token_file: Path | None
 
 @app.command()
 def serve(
-    db: Annotated[str, typer.Option("--db", envvar="SLOTWISE_DB", help="Database URL (sqlite:///file.db or postgresql://...).")] = "sqlite:///slotwise.db",
+    db: Annotated[str, typer.Option("--db", envvar="SLOTWISE_DB", help="Database URL (sqlite:///file.db or postgresql://...).")] = DEFAULT_URL,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     nodes: Annotated[Path | None, typer.Option(help="Dry run: the cluster's nodes, as kubectl get nodes -o json prints them.")] = None,
@@ -109,8 +102,11 @@ def serve(
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
+    from burst.targets import burst_from_yaml
     from mig.store import MemoryLayoutStore, ReportedFleet
     from quota.store import Store
+    from scheduler.model import k8s_json
+    from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
     from scheduler.server.app import create_app
     from scheduler.server.metrics import ServiceMetrics
     from scheduler.server.tls import serving_tls
@@ -158,6 +154,8 @@ def serve(
 @app.command()
 def policies() -> None:
     """List the placement policies a profile can use."""
+    from scheduler.placement.profile import profile_names
+
     for name in profile_names():
         console.print(name)
 
@@ -166,13 +164,22 @@ def policies() -> None:
 def place(
     nodes: Annotated[Path | None, typer.Option(help="Nodes: kubectl JSON (NodeList) or openb CSV. Default: a synthetic cluster.")] = None,
     pods: Annotated[Path | None, typer.Option(help="Pods: kubectl JSON (PodList) or openb CSV. Default: a synthetic workload.")] = None,
-    policy: Annotated[str, typer.Option(help=f"Placement profile: {', '.join(profile_names())}.")] = DEFAULT,
+    policy: Annotated[str, typer.Option(help="Placement profile or policy (slotwise policies lists them).")] = "default",
     seed: Annotated[int, typer.Option(help="Seed for the synthetic workload and random policies.")] = 0,
     count: Annotated[int, typer.Option(min=1, help="How many synthetic pods to generate.")] = 300,
     show: Annotated[int, typer.Option(min=0, help="How many decisions to print.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print every decision as a JSON line instead.")] = False,
 ) -> None:
     """Place pending pods one by one on a cluster and report where they went and why not."""
+    from scheduler.model.resources import MILLI_PER_GPU
+    from scheduler.model.snapshot import Snapshot
+    from scheduler.model.sources import read_nodes, read_pods
+    from scheduler.placement.decision import Placement
+    from scheduler.placement.engine import Placer
+    from scheduler.placement.profile import build_profile
+    from scheduler.placement.workload import TargetWorkload
+    from simulator.generate import synthetic_cluster, synthetic_workload
+
     try:
         node_list = read_nodes(nodes) if nodes else synthetic_cluster()
         pod_list = read_pods(pods) if pods else synthetic_workload(count, seed)

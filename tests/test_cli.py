@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from scheduler.cli import app
@@ -12,6 +17,7 @@ from scheduler.model.sources import read_pods
 from scheduler.server.cache import ClusterCache
 
 runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_help_lists_subcommands():
@@ -112,3 +118,25 @@ def test_place_rejects_unknown_policy():
     result = runner.invoke(app, ["place", "--policy", "nope", "--count", "5"])
     assert result.exit_code == 2
     assert "unknown placement policy 'nope'" in result.output
+
+
+def test_output_to_a_pipe_is_never_cut(tmp_path):
+    """Rich lays out 80 columns when stdout is not a terminal; scripts piping slotwise must read
+    whole values (the quota usage table cut nvidia.com/gpu to nvidia.co…)."""
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"SLOTWISE_DB": f"sqlite:///{tmp_path / 'db'}"}
+    slotwise = [sys.executable, "-m", "scheduler.cli"]
+    subprocess.run([*slotwise, "quota", "import", str(ROOT / "docs" / "examples" / "pools.yaml")], env=env, check=True,
+                   capture_output=True)
+    usage = subprocess.run([*slotwise, "quota", "usage"], env=env, capture_output=True, text=True, timeout=60)
+    assert usage.returncode == 0, usage.stderr
+    assert "…" not in usage.stdout and usage.stdout.count("nvidia.com/gpu") >= 6
+    assert max(map(len, usage.stdout.splitlines())) > 80
+
+
+@pytest.mark.parametrize("command", ["place", "simulate"])
+def test_the_default_profile_is_the_engines(command):
+    """The commands name it without importing the placement engine, so a test holds them equal."""
+    from scheduler.placement.profile import DEFAULT
+
+    [policy] = [p for p in typer.main.get_command(app).commands[command].params if p.name == "policy"]
+    assert policy.default == DEFAULT

@@ -39,6 +39,17 @@ def test_show_draws_slots(layout_file):
     assert example.exit_code == 0 and example.output.count("A30-24GB") == 2
 
 
+def test_show_json_is_what_the_agents_report_and_reads_back(layout_file, tmp_path):
+    shown = runner.invoke(app, ["show", "--layout", str(layout_file), "--json"])
+    assert shown.exit_code == 0, shown.output
+    [report] = json.loads(shown.output)
+    assert report["node"] == "gpu-a1" and [i["profile"] for i in report["gpus"][0]["instances"]] == ["2g.20gb", "3g.40gb"]
+    example = runner.invoke(app, ["show", "--example", "A100-SXM4-80GB", "--gpus", "3", "--json"])
+    again = tmp_path / "again.json"
+    again.write_text(example.output)
+    assert runner.invoke(app, ["show", "--layout", str(again), "--json"]).output == example.output
+
+
 def test_plan_writes_mig_parted_yaml(tmp_path, layout_file):
     out = tmp_path / "plan.yaml"
     result = runner.invoke(app, ["plan", "--demand", "2g.20gb=6,3g.40gb=2", "--gpus", "8",
@@ -120,3 +131,10 @@ def test_the_agent_on_a_machine_without_nvml_stops_in_one_line(tmp_path):
     assert result.exit_code == 2
     [line] = result.output.splitlines()
     assert line.startswith("error: NVML cannot start (") and "NVIDIA driver" in line
+
+
+def test_the_modes_the_command_offers_are_the_simulators():
+    """The command names them without importing the simulator (numpy), so a test holds them equal."""
+    from mig import cli, simulate
+
+    assert cli.MODES == simulate.MODES

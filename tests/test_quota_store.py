@@ -7,8 +7,11 @@ import threading
 from dataclasses import replace
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, select, text
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +26,7 @@ from quota.config import (
     config_to_yaml,
     parse_document,
 )
-from quota.store import Principal, Store, StoreError
+from quota.store import SCHEMA_REVISION, Principal, Store, StoreError
 from quota.store.schema import Base, TokenRow, VersionRow, WorkloadRow
 from tests.quota_fixtures import ACTOR, db_state, gpu_request, scenario
 
@@ -42,6 +45,30 @@ def workloads(store: Store) -> dict[str, tuple[bool, dict]]:
     with store.engine.connect() as c:
         rows = c.execute(select(WorkloadRow.key, WorkloadRow.borrowed, WorkloadRow.charge)).all()
     return {key: (borrowed, json.loads(charge)) for key, borrowed, charge in rows}
+
+
+def test_the_schema_revision_the_store_checks_is_alembics_head():
+    config = AlembicConfig()
+    config.set_main_option("script_location", "quota.store:migrations")
+    assert ScriptDirectory.from_config(config).get_current_head() == SCHEMA_REVISION
+
+
+def test_an_older_schema_is_upgraded(database_url):
+    """Only a current schema skips Alembic: one a revision behind is brought up to date."""
+    store = Store(database_url)
+    try:
+        store.migrate()
+        config = AlembicConfig()
+        config.set_main_option("script_location", "quota.store:migrations")
+        with store.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "-1")
+        store.migrate()
+        with store.engine.connect() as connection:
+            assert MigrationContext.configure(connection).get_current_revision() == SCHEMA_REVISION
+        assert store.config() == QuotaConfig()
+    finally:
+        store.close()
 
 
 def test_migrate_from_empty_is_idempotent(database_url):

@@ -18,9 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, delete, event, func, make_url, select, update
+from sqlalchemy import Engine, create_engine, delete, event, func, inspect, make_url, select, text, update
 from sqlalchemy.exc import ArgumentError, DataError
 from sqlalchemy.orm import Session
 
@@ -37,6 +35,7 @@ from quota.config import (
     format_duration,
     to_document,
 )
+from quota.database import DEFAULT_URL, database_url
 from quota.ledger import Ledger, Workload
 from quota.store.schema import (
     AuditRow,
@@ -51,10 +50,11 @@ from quota.store.schema import (
 )
 from scheduler.model.resources import Resources
 
+#: The newest migration in quota/store/migrations/versions (a test holds them equal).
+SCHEMA_REVISION = "0003"
 ROLES = ("admin", "viewer")
 #: Tokens chosen outside slotwise must be at least this long (``token_urlsafe(32)`` gives 43).
 MIN_TOKEN_CHARS = 32
-DEFAULT_URL = "sqlite:///slotwise.db"
 
 
 class StoreError(ValueError):
@@ -93,11 +93,6 @@ class Spend:
     target: str
     started_at: datetime
     reserved: float
-
-
-def database_url(url: str) -> str:
-    """``postgresql://`` URLs use psycopg 3, the driver slotwise installs."""
-    return "postgresql+psycopg://" + url.removeprefix("postgresql://") if url.startswith("postgresql://") else url
 
 
 #: Execution option of the connections :meth:`Store._read` uses.
@@ -211,7 +206,15 @@ class Store:
         self._ledger: tuple[tuple[int, int, tuple[tuple[str, int], ...] | None], Ledger] | None = None
 
     def migrate(self) -> None:
-        """Bring the schema to the newest revision (Alembic)."""
+        """Bring the schema to the newest revision (Alembic). A schema already there costs one
+        query: Alembic takes longer to import than a command such as ``quota list`` to run."""
+        with self.engine.connect() as connection:
+            if inspect(connection).has_table("alembic_version"):
+                if connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [SCHEMA_REVISION]:
+                    return
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", "quota.store:migrations")
         with self.engine.begin() as connection:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-import networkx as nx
 import numpy as np
 
 from scheduler.model.snapshot import Snapshot
@@ -34,6 +33,8 @@ class Domain:
 
 class Topology:
     def __init__(self, snap: Snapshot, rack_label: str = DEFAULT_RACK_LABEL, zone_label: str = ZONE_LABEL):
+        import networkx as nx  # a quarter second to import: commands that plan no gang never pay it
+
         self.graph = nx.DiGraph()  # edges point from a domain to what it contains
         for i, node in enumerate(snap.nodes):
             zone = ("zone", node.labels.get(zone_label, ""))
