@@ -2,36 +2,33 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
-import numpy as np
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from burst.targets import BurstConfigError, burst_from_yaml
-from quota.config import QuotaConfigError, config_from_yaml
-from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
-from scheduler.model.sources import read_nodes
-from scheduler.placement.profile import DEFAULT, profile_names
-from simulator.gangs import GANG_MODES, compare_gang_modes
-from simulator.generate import gang_burst_arrivals, synthetic_arrivals, synthetic_cluster
-from simulator.report import means, write_report
-from simulator.results import Result, TimelineResult
-from simulator.sweep import Mode, Scenario, parse_seeds, sweep
-from simulator.traces import read_trace
-from simulator.whatif import add_nodes, parse_additions
+from scheduler.console import make_console
+from simulator.modes import Mode
 
-console = Console()
+# The command imports what it needs when it runs (numpy, pydantic, the placement engine, the
+# simulator, matplotlib), so that --help loads none of them.
+if TYPE_CHECKING:
+    from simulator.results import Result
+    from simulator.sweep import Scenario
+
+console = make_console()
 T = TypeVar("T")
 
 
 def _configs(files: str | None, load: Callable[[str], T]) -> tuple[tuple[str, T], ...]:
     """(file name, configuration) for each of ``a.yaml,b.yaml``; a bad file is named."""
+    from burst.targets import BurstConfigError
+    from quota.config import QuotaConfigError
+
     out = []
     for name in (f.strip() for f in (files or "").split(",") if f.strip()):
         try:
@@ -44,6 +41,15 @@ def _configs(files: str | None, load: Callable[[str], T]) -> tuple[tuple[str, T]
 def _scenario(trace: Path | None, nodes: Path | None, added: str | None, mode: Mode | None, inflation: float,
               count: int, seed: int, quota: str | None, burst: str | None = None,
               gang_burst: int | None = None, classes: Path | None = None) -> Scenario:
+    from burst.targets import burst_from_yaml
+    from quota.config import config_from_yaml
+    from scheduler.model.sources import read_nodes
+    from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
+    from simulator.generate import gang_burst_arrivals, synthetic_arrivals, synthetic_cluster
+    from simulator.sweep import Scenario
+    from simulator.traces import read_trace
+    from simulator.whatif import add_nodes, parse_additions
+
     node_list = read_nodes(nodes) if nodes else synthetic_cluster()
     if added:
         node_list = add_nodes(node_list, parse_additions(added))
@@ -66,12 +72,15 @@ def _scenario(trace: Path | None, nodes: Path | None, added: str | None, mode: M
                     mode or "timeline", inflation, quotas, bursts, kinds)
 
 
-def _mean(runs: list[dict[str, float | None]], key: str) -> float:
-    return float(np.mean([f[key] for f in runs if f[key] is not None] or [np.nan]))
+def _mean(runs: list[dict[str, float | None]], key: str) -> float | None:
+    values = [v for f in runs if (v := f[key]) is not None]
+    return sum(values) / len(values) if values else None
 
 
 def _projects_table(results: list[Result]) -> Table:
     """Per project, each run label's mean over seeds of wait p99, borrowed GPUs and preemptions."""
+    from simulator.results import TimelineResult, format_figure
+
     figures: dict[str, dict[str, list[dict[str, float | None]]]] = {}
     for r in results:
         if isinstance(r, TimelineResult):
@@ -87,37 +96,42 @@ def _projects_table(results: list[Result]) -> Table:
         cells = []
         for label in labels:
             runs = by_label.get(label, [])
-            cells.append(f"{_mean(runs, 'wait p99 s') / 60:,.0f} min / {_mean(runs, 'mean GPUs'):.1f} / "
-                         f"{_mean(runs, 'borrowed GPUs'):.1f} / {_mean(runs, 'preemptions'):.0f} / "
-                         f"{_mean(runs, 'burst cost'):,.0f}")
+            cells.append(" / ".join(format_figure(key, _mean(runs, key)) for key in
+                                    ("wait p99 s", "mean GPUs", "borrowed GPUs", "preemptions", "burst cost")))
         table.add_row(project, *cells)
     return table
 
 
 def _means_table(results: list[Result], title: str) -> Table:
     """One row per figure and one column per policy, so that policies compare side by side."""
+    from simulator.report import means
+    from simulator.results import figure_name, format_figure
+
     rows = means(results)
     table = Table(title=title)
     table.add_column("mean over seeds")
     for policy, n, _ in rows:
         table.add_column(f"{policy} ({n})", justify="right")
     for key in dict.fromkeys(k for _, _, m in rows for k in m):
-        table.add_row(key.removesuffix(" s"), *(_cell(key, m.get(key)) for _, _, m in rows))
+        table.add_row(figure_name(key), *(format_figure(key, m.get(key)) for _, _, m in rows))
     return table
 
 
-def _cell(key: str, value: float | None) -> str:
-    if value is None:
-        return ""
-    if "alloc" in key or key == "fragmentation":
-        return f"{value:.2%}"
-    if key.endswith(" s"):
-        return f"{value / 60:,.1f} min"
-    return f"{value:,.0f}" if value == int(value) else f"{value:,.1f}"
+def _check_numbers(inflation: float, count: int, workers: int | None, workload_seed: int,
+                   gang_burst: int | None) -> None:
+    """Refuse numeric options out of range, naming the option."""
+    if not (math.isfinite(inflation) and inflation > 0):
+        raise ValueError(f"--inflation must be a positive number (1.3: 130% of GPU capacity), got {inflation}")
+    for name, value, least in (("count", count, 1), ("workers", workers, 1), ("workload-seed", workload_seed, 0),
+                               ("gang-burst", gang_burst, 1)):
+        if value is not None and value < least:
+            raise ValueError(f"--{name} must be {least} or more, got {value}")
 
 
 def _gang_table(scenario: Scenario, policies: list[str], seed: int, modes: list[str]) -> Table:
     """Gang figures per policy and mode, side by side."""
+    from simulator.gangs import compare_gang_modes
+
     figures = {(p, m): f for p in policies
                for m, f in compare_gang_modes(scenario.nodes, scenario.arrivals, p, seed, modes, scenario.classes).items()}
     table = Table(title=f"Gangs in {scenario.name} (seed {seed})")
@@ -133,7 +147,7 @@ def simulate(
     trace: Annotated[Path | None, typer.Option(help="Pods: openb CSV, or slotwise's native CSV/JSONL trace. Default: a generated job/notebook/serving workload.")] = None,
     nodes: Annotated[Path | None, typer.Option(help="Nodes: openb CSV or kubectl JSON (NodeList). Default: a synthetic cluster.")] = None,
     add_nodes_: Annotated[str | None, typer.Option("--add-nodes", help="What if the cluster had more nodes: MODEL=COUNT,... copies of a node with that GPU model ('cpu': without GPUs).")] = None,
-    policy: Annotated[str, typer.Option(help=f"Profiles to compare, comma-separated: {', '.join(profile_names())}.")] = DEFAULT,
+    policy: Annotated[str, typer.Option(help="Profiles or policies to compare, comma-separated (slotwise policies lists them).")] = "default",
     seeds: Annotated[str, typer.Option(help="Seeds: 42, 1,2,5 or 42..51.")] = "42",
     mode: Annotated[Mode | None, typer.Option(help="fill (arrivals only, inflated; the FGD paper's method) or timeline (arrivals and departures). Default: fill for a trace, timeline for a generated workload.")] = None,
     inflation: Annotated[float, typer.Option(help="fill: grow the workload to this multiple of the cluster's GPU capacity.")] = 1.3,
@@ -142,13 +156,20 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Folder for the report, CSV, JSON and plots.")] = Path("slotwise-simulation"),
     workers: Annotated[int | None, typer.Option(help="Processes for a sweep (default: one per core; 1 runs here).")] = None,
     ray_address: Annotated[str | None, typer.Option(help="Run the sweep on this Ray cluster (e.g. ray://head:10001, or 'auto').")] = None,
-    quota: Annotated[str | None, typer.Option(help="Admit pods through project pools from this quota YAML; several (a.yaml,b.yaml) are compared on the same workload.")] = None,
-    burst: Annotated[str | None, typer.Option(help="Let waiting work overflow as this burst YAML says (budgets from --quota); several are compared.")] = None,
+    quota: Annotated[str | None, typer.Option(help="Admit pods through project pools from this quota YAML; several (a.yaml,b.yaml) are compared on the same workload, beside a run without pools.")] = None,
+    burst: Annotated[str | None, typer.Option(help="Let waiting work overflow as this burst YAML says (budgets from --quota); several are compared, beside a run without overflow.")] = None,
     classes: Annotated[Path | None, typer.Option(help="Workload class overrides (YAML, e.g. serving: {gpu_pack: true}).")] = None,
     gangs: Annotated[str | None, typer.Option(help="aware, unaware or aware,unaware: run the workload with gangs placed whole and/or member by member (gang-unaware), and print completed gangs and GPU-hours held idle, instead of the report.")] = None,
     gang_burst: Annotated[int | None, typer.Option(help="Instead of the generated workload: this many 4-worker 8-GPU training gangs submitted at once, members interleaved.")] = None,
 ) -> None:
     """Run what-if simulations through the live placement code and write a report."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from scheduler.placement.profile import profile_names
+    from simulator.gangs import GANG_MODES
+    from simulator.report import earlier_report, write_report
+    from simulator.sweep import compared, connect_ray, parse_seeds, sweep
+
     try:
         policies = [p.strip() for p in policy.split(",") if p.strip()]
         unknown = [p for p in policies if p not in profile_names()]
@@ -156,8 +177,8 @@ def simulate(
             raise ValueError(f"unknown placement policy {', '.join(map(repr, unknown)) or repr(policy)}; "
                              f"choose from {', '.join(profile_names())}")
         seed_list = parse_seeds(seeds)
-        if count <= 0:
-            raise ValueError("count must be positive")
+        _check_numbers(inflation=inflation, count=count, workers=workers, workload_seed=workload_seed,
+                       gang_burst=gang_burst)
         scenario = _scenario(trace, nodes, add_nodes_, mode, inflation, count, workload_seed, quota, burst, gang_burst,
                              classes)
         if not scenario.arrivals or not scenario.nodes:
@@ -167,6 +188,10 @@ def simulate(
             raise ValueError(f"--gangs takes {', '.join(GANG_MODES)} or both, comma-separated; got {gangs!r}")
         if gang_modes and (scenario.quotas or scenario.bursts):
             raise ValueError("--gangs compares placement alone; leave out --quota and --burst")
+        if not gang_modes:
+            earlier_report(out)  # refused now, before the runs, if --out holds anything else
+            if ray_address:
+                connect_ray(ray_address)
     except (ValueError, OSError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -178,14 +203,15 @@ def simulate(
             raise typer.Exit(2) from None
         return
 
-    runs = len(policies) * len(seed_list) * max(1, len(scenario.quotas)) * max(1, len(scenario.bursts))
+    quota_runs, burst_runs = compared(scenario)
+    runs = len(policies) * len(seed_list) * len(quota_runs) * len(burst_runs)
     console.print(f"{scenario.mode} run of {scenario.name}: {len(scenario.arrivals)} pods on {len(scenario.nodes)} nodes, "
                   f"{runs} run(s) ({', '.join(policies)} x seeds {seeds})", highlight=False)
     started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console, transient=True) as bar:
-            if runs == 1 or workers == 1:
+            if (runs == 1 or workers == 1) and not ray_address:
                 task = bar.add_task("pods", total=None)
                 results = sweep(scenario, policies, seed_list, workers=1, progress=lambda n: bar.advance(task, n))
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,33 @@ PERCENTILES = (50, 90, 99)
 #: The figures :meth:`TimelineResult.projects` gives each project, in order.
 PROJECT_FIGURES = ("pods", "started", "wait p50 s", "wait p99 s", "mean GPUs", "borrowed GPUs", "preemptions",
                    "burst pods", "burst cost")
+
+
+def is_ratio(key: str) -> bool:
+    return "alloc" in key or key == "fragmentation"
+
+
+def format_figure(key: str, value: float | None, spread: float | None = None) -> str:
+    """A summary figure as reports show it: ratios as percentages, durations (keys ending in
+    " s") in minutes, or hours from two hours up, other figures as counts; ``spread`` (in the
+    figure's unit) is shown after the value in the value's unit."""
+    if value is None or not math.isfinite(value):
+        return ""
+    if is_ratio(key):
+        scale, unit, digits = 0.01, "%", 1
+    elif key.endswith(" s"):
+        scale, unit, digits = (3600, " h", 1) if abs(value) >= 7200 else (60, " min", 1)
+    else:
+        scale, unit, digits = 1, "", 0 if value == int(value) and (spread or 0) == int(spread or 0) else 1
+    text = f"{value / scale:,.{digits}f}"
+    if spread is not None:
+        text += f" ± {spread / scale:,.{digits}f}"
+    return text + unit
+
+
+def figure_name(key: str) -> str:
+    """A figure's name without the unit suffix of its key (``wait p99 s`` is ``wait p99``)."""
+    return key.removesuffix(" s")
 
 
 def _round(value: float) -> float:
@@ -120,9 +148,10 @@ class TimelineResult:
     seed: int
     pods: tuple[PodRecord, ...]
     samples: tuple[Sample, ...]
-    #: The quota configuration the run admitted pods with (its file name), if any.
+    #: The quota configuration the run admitted pods with (its file name, or "no quota" for the
+    #: baseline beside compared files), if any.
     quota: str | None = None
-    #: The burst configuration (its file name), if any.
+    #: The burst configuration (its file name, or "no overflow" for the baseline), if any.
     burst: str | None = None
     #: Per project, GPU x seconds its pool held above its guarantee (runs with quota).
     borrowed_gpu_seconds: Mapping[str, float] = field(default_factory=dict)
@@ -196,6 +225,13 @@ class TimelineResult:
                 "burst cost": _round(sum(p.cost for p in pods)),
             }
         return out
+
+    def project_figures(self) -> tuple[str, ...]:
+        """The project figures this run gives meaning to: borrowing and preemptions need quota,
+        overflow needs burst."""
+        unused = (() if self.quota is not None else ("borrowed GPUs", "preemptions")) + \
+                 (() if self.burst is not None else ("burst pods", "burst cost"))
+        return tuple(k for k in PROJECT_FIGURES if k not in unused)
 
     def to_dict(self) -> dict[str, Any]:
         kinds = sorted({p.kind for p in self.pods})

@@ -27,6 +27,7 @@ def test_no_arguments_runs_a_generated_scenario_and_writes_its_report(tmp_path: 
     out = tmp_path / "slotwise-simulation"
     assert {p.name for p in out.iterdir()} == {
         "report.html", "results.json", "means.csv", "runs.csv", "failed.csv", "pods.csv", "utilisation.csv", "projects.csv", "timeline.png",
+        "waits.png",
     }
     document = json.loads((out / "results.json").read_text())
     assert document["config"]["mode"] == "timeline" and document["config"]["pods"] == 1000
@@ -34,7 +35,7 @@ def test_no_arguments_runs_a_generated_scenario_and_writes_its_report(tmp_path: 
     assert {"job", "notebook", "serving"} <= set(run["wait_s_by_kind"])
     assert 0 < run["summary"]["mean GPU alloc"] <= 1
     page = (out / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 1 and "Means over seeds" in page
+    assert page.count('src="data:image/png;base64,') == 2 and "<h2>Summary</h2>" in page
     assert "mean GPU alloc" in result.output
 
 
@@ -71,7 +72,7 @@ def test_native_trace_in_fill_mode(tmp_path: Path) -> None:
     [
         (["--policy", "fgd,nope"], "unknown placement policy 'nope'"),
         (["--seeds", "4..x"], "seeds: expected"),
-        (["--count", "0"], "count must be positive"),
+        (["--count", "0"], "--count must be 1 or more"),
         (["--trace", "missing.csv"], "missing.csv: no such file"),
     ],
 )
