@@ -113,7 +113,7 @@ def _plot_fill(results: Sequence[FillResult], path: Path) -> None:
 
 
 #: The timeline plot's panels: the sample's field and its axis label.
-_OVER_TIME = (("gpu_allocated", "GPU allocated (%)"), ("cpu_allocated", "cpu allocated (%)"),
+_OVER_TIME = (("gpu_allocated", "GPU allocated (%)"), ("cpu_allocated", "CPU allocated (%)"),
               ("fragmentation", "GPU stranded (% of capacity)"))
 
 
@@ -148,6 +148,8 @@ def _plot_waits(results: Sequence[TimelineResult], path: Path) -> None:
         values = np.sort(np.array(waits) / 60)
         ax.step(values, np.arange(1, len(values) + 1) / max(len(values), 1), where="post", label=policy)
     ax.set_xscale("symlog", linthresh=1)
+    longest = max((max(w) for w in by_policy.values() if w), default=0.0) / 60
+    ax.set_xlim(0, max(longest, 1.0))  # waits are never negative; all zero still draws a readable axis
     ax.set_xlabel("wait before start (min)")
     ax.set_ylabel("share of started pods")
     ax.grid(alpha=0.3)
@@ -331,7 +333,7 @@ def write_report(results: Sequence[Result], out: Path, title: str, config: dict[
                     for project, figures in r.projects().items()])
         _plot_timeline(timelines, out / "timeline.png")
         _plot_waits(timelines, out / "waits.png")
-        plots += [(out / "timeline.png", "GPU and cpu allocated, and GPU stranded (idle GPU the workload's pods are "
+        plots += [(out / "timeline.png", "GPU and CPU allocated, and GPU stranded (idle GPU the workload's pods are "
                                          "expected not to fit in), over time: each policy's first seed."),
                   (out / "waits.png", "How long started pods waited: every seed of each policy.")]
     (out / "report.html").write_text(_page(title, config, results, plots))

@@ -94,7 +94,7 @@ def test_cpu_allocation_and_fragmentation_are_plotted_over_time(seeded: Path) ->
     page = (seeded / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == 2
     caption = re.search(r'alt="timeline".*?<figcaption>(.*?)</figcaption>', page)
-    assert caption and "cpu allocated" in caption[1] and "GPU stranded" in caption[1]
+    assert caption and "CPU allocated" in caption[1] and "GPU stranded" in caption[1]
     timeline = (seeded / "timeline.png").read_bytes()
     height = int.from_bytes(timeline[20:24], "big")  # PNG IHDR: three panels stacked
     assert height >= 800 and (seeded / "waits.png").stat().st_size > 0
