@@ -4,6 +4,7 @@
 FROM python:3.12-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
+COPY slotwise slotwise
 COPY scheduler scheduler
 COPY quota quota
 COPY mig mig

@@ -65,7 +65,7 @@ def start_service(folder: Path, port: int, nodes: int) -> subprocess.Popen[bytes
     bound = [pod(f"run-{i}", int(rng.integers(1, 4)), 4, f"n{i}") for i in range(nodes) if i % 4 != 3]
     for kind, items in (("nodes", [node(i) for i in range(nodes)]), ("pods", bound)):
         (folder / f"{kind}.json").write_text(json.dumps({"kind": "List", "items": items}))
-    command = [sys.executable, "-m", "scheduler.cli", "serve", "--port", str(port), "--managed", "bench",
+    command = [sys.executable, "-m", "slotwise.cli", "serve", "--port", str(port), "--managed", "bench",
                "--db", f"sqlite:///{folder / 'slotwise.db'}", "--nodes", str(folder / "nodes.json"),
                "--pods", str(folder / "pods.json")]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -171,7 +171,7 @@ def serve_in_thread(app) -> Iterator[str]:
 def serve_in_subprocess(url: str, *options: str) -> Iterator[str]:
     """``slotwise serve`` with ``options`` in a process of its own, on the database at ``url``."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "serve", "--db", url, "--port", str(port), *options],
+    process = subprocess.Popen([sys.executable, "-m", "slotwise.cli", "serve", "--db", url, "--port", str(port), *options],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:

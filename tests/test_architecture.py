@@ -1,8 +1,11 @@
-"""The layering of design.md, enforced: model <- placement <- quota/mig/burst <- simulator <- cli,
-and no web, database or Kubernetes client imports in policy code (contracts in pyproject.toml)."""
+"""The layering of the README's architecture section, enforced by import-linter (contracts in
+pyproject.toml): packages form one line, scheduler <- mig, quota <- burst <- simulator <-
+slotwise, modules within them are layered, adapters live in slotwise, and policy code imports
+no web framework, database or Kubernetes client."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,12 +13,40 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("slotwise", "scheduler", "quota", "mig", "burst", "simulator")
 
 
-def test_import_contracts_hold():
+def lint_imports(tree: Path) -> subprocess.CompletedProcess[str]:
     lint = shutil.which("lint-imports")
     if lint is None:
         pytest.fail("lint-imports is missing: install the test extra, pip install -e '.[test]'")
-    result = subprocess.run([lint], cwd=ROOT, capture_output=True, text=True)
+    # The tree's own packages, not the installed (editable) ones: PYTHONPATH comes first.
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    return subprocess.run([lint, "--no-cache"], cwd=tree, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_import_contracts_hold():
+    result = lint_imports(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "0 broken" in result.stdout
+
+
+@pytest.mark.parametrize("module, arrow_back", [
+    ("scheduler/model/cluster.py", "import quota.config"),  # the floor reaching up a level
+    ("quota/ledger.py", "import mig.catalog"),  # between the two packages of one level
+    ("simulator/fill.py", "import slotwise.console"),  # the simulator reaching the product
+    ("burst/patch.py", "import typer"),  # an adapter's framework below slotwise
+])
+def test_an_arrow_back_between_packages_breaks_a_contract(tmp_path, module, arrow_back):
+    """A copy of the tree with one import added against the line must fail the linter."""
+    for name in (*PACKAGES, "pyproject.toml"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, tmp_path / name)
+    broken = tmp_path / module
+    broken.write_text(broken.read_text() + f"\n{arrow_back}  # against the layers\n")
+    result = lint_imports(tmp_path)
+    assert result.returncode != 0
+    assert "BROKEN" in result.stdout and module.removesuffix(".py").replace("/", ".") in result.stdout

@@ -22,7 +22,7 @@ from burst.targets import BurstConfigError, burst_from_yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from quota.config import Budget, Pool
 from quota.store import Store, StoreError
-from scheduler.cli import app
+from slotwise.cli import app
 from scheduler.model.k8s_json import pod_from_k8s
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "burst.yaml"

@@ -12,9 +12,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from scheduler.cli import app
+from slotwise.cli import app
 from scheduler.model.sources import read_pods
-from scheduler.server.cache import ClusterCache
+from slotwise.server.cache import ClusterCache
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +124,7 @@ def test_output_to_a_pipe_is_never_cut(tmp_path):
     """Rich lays out 80 columns when stdout is not a terminal; scripts piping slotwise must read
     whole values (the quota usage table cut nvidia.com/gpu to nvidia.co…)."""
     env = {k: v for k, v in os.environ.items() if k != "COLUMNS"} | {"SLOTWISE_DB": f"sqlite:///{tmp_path / 'db'}"}
-    slotwise = [sys.executable, "-m", "scheduler.cli"]
+    slotwise = [sys.executable, "-m", "slotwise.cli"]
     subprocess.run([*slotwise, "quota", "import", str(ROOT / "docs" / "examples" / "pools.yaml")], env=env, check=True,
                    capture_output=True)
     usage = subprocess.run([*slotwise, "quota", "usage"], env=env, capture_output=True, text=True, timeout=60)

@@ -14,7 +14,7 @@ HEAVY = ("numpy", "sqlalchemy", "alembic", "ortools", "matplotlib", "networkx", 
 
 LOADED = """
 import json, sys
-from scheduler.cli import app
+from slotwise.cli import app
 try:
     app(sys.argv[1:], prog_name="slotwise")
 except SystemExit:

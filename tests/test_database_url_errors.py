@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from quota.store import Store, StoreError
-from scheduler.cli import app
+from slotwise.cli import app
 
 
 @pytest.mark.parametrize("url, message", [
@@ -31,7 +31,7 @@ def test_quota_commands_name_a_bad_database_url_in_one_line():
 
 
 def test_serve_names_an_unreachable_database_in_one_line():
-    result = subprocess.run([sys.executable, "-m", "scheduler.cli", "serve", "--db", "postgresql://u:p@127.0.0.1:9/x"],
+    result = subprocess.run([sys.executable, "-m", "slotwise.cli", "serve", "--db", "postgresql://u:p@127.0.0.1:9/x"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "database error: OperationalError" in result.stdout and "Traceback" not in result.stdout + result.stderr

@@ -15,10 +15,10 @@ import typer
 import yaml
 
 from quota.config import config_from_yaml
-from scheduler import cli
-from scheduler.server.cache import ClusterCache
-from scheduler.server.extender import extender_router
-from scheduler.server.webhooks import webhook_router
+from slotwise import cli
+from slotwise.server.cache import ClusterCache
+from slotwise.server.extender import extender_router
+from slotwise.server.webhooks import webhook_router
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 #: The Kubernetes version the manifests are checked against (strict: unknown fields fail).

@@ -5,7 +5,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from conftest import build_node
-from scheduler.cli import app
+from slotwise.cli import app
 from simulator.gangs import compare_gang_modes
 from simulator.generate import gang_burst_arrivals, synthetic_arrivals, synthetic_cluster
 from simulator.timeline import run_timeline, units_of

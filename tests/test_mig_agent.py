@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from mig_fake_nvml import A30_PROFILES, FakeGpu, FakeInstance, FakeNvml
 
 from mig.agent import NvmlUnavailable, check_nvml, post, read_node, report_url, run
-from mig.api import mig_router
+from slotwise.server.mig_api import mig_router
 from mig.report import NodeReport
 from mig.store import MemoryLayoutStore
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from mig.cli import app
+from slotwise.commands.mig import app
 
 runner = CliRunner()
 
@@ -135,6 +135,7 @@ def test_the_agent_on_a_machine_without_nvml_stops_in_one_line(tmp_path):
 
 def test_the_modes_the_command_offers_are_the_simulators():
     """The command names them without importing the simulator (numpy), so a test holds them equal."""
-    from mig import cli, simulate
+    from mig import simulate
+    from slotwise.commands import mig
 
-    assert cli.MODES == simulate.MODES
+    assert mig.MODES == simulate.MODES

@@ -14,7 +14,7 @@ import yaml
 
 from quota.config import config_from_yaml
 from quota.store import Store
-from scheduler.server.app import create_app
+from slotwise.server.app import create_app
 from tests.quota_fixtures import ACTOR, EXAMPLE_POOLS, SCENARIO, db_state, serve_in_thread, without_research
 
 pytest_plugins = ["tests.quota_fixtures"]

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from quota.config import config_from_yaml, config_to_yaml
 from quota.store import Store
-from scheduler.cli import app
+from slotwise.cli import app
 from tests.quota_fixtures import EXAMPLE_POOLS, SCENARIO, db_state, gpu_request, without_research
 
 runner = CliRunner()

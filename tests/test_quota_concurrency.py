@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from quota.store import Store
 from quota.store.schema import WorkloadRow
-from scheduler.server.app import create_app
+from slotwise.server.app import create_app
 from tests.quota_fixtures import ACTOR, serve_in_subprocess, serve_in_thread
 
 pytest_plugins = ["tests.quota_fixtures"]

@@ -25,7 +25,7 @@ from quota.admission import request_for
 from quota.config import config_from_yaml
 from quota.store import Store
 from scheduler.model.k8s_json import pod_from_k8s
-from scheduler.server.admission_loop import (
+from slotwise.server.admission_loop import (
     AdmissionLoop,
     Burst,
     Evict,
@@ -33,9 +33,9 @@ from scheduler.server.admission_loop import (
     Pending,
     Ungate,
 )
-from scheduler.server.cache import ClusterCache
-from scheduler.server.kube import SCHEDULER_PLUGINS_POD_GROUPS, VOLCANO_POD_GROUPS, Kube
-from scheduler.server.metrics import ServiceMetrics
+from slotwise.server.cache import ClusterCache
+from slotwise.server.kube import SCHEDULER_PLUGINS_POD_GROUPS, VOLCANO_POD_GROUPS, Kube
+from slotwise.server.metrics import ServiceMetrics
 from tests.conftest import build_node, build_pod, build_snapshot
 
 RECORDED = Path(__file__).parent / "recorded"

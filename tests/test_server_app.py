@@ -91,7 +91,7 @@ def test_serve_refuses_a_bad_admin_token_file_in_one_line(tmp_path, token, probl
     token_file = tmp_path / "token"
     if token is not None:
         token_file.write_text(token)
-    result = subprocess.run([sys.executable, "-m", "scheduler.cli", "serve", "--db", f"sqlite:///{tmp_path / 'db'}",
+    result = subprocess.run([sys.executable, "-m", "slotwise.cli", "serve", "--db", f"sqlite:///{tmp_path / 'db'}",
                              "--admin-token-file", str(token_file)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert problem in result.stdout and "Traceback" not in result.stdout + result.stderr

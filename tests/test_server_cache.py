@@ -18,8 +18,8 @@ import pytest
 from kubernetes.client import ApiClient
 
 from scheduler.gang.groups import PodGroup
-from scheduler.server.cache import ClusterCache
-from scheduler.server.kube import Kube
+from slotwise.server.cache import ClusterCache
+from slotwise.server.kube import Kube
 
 RECORDED = Path(__file__).parent / "recorded"
 
@@ -125,7 +125,7 @@ def test_podgroups_are_listed_and_watched_through_the_custom_objects_api(api):
 
 def test_a_missing_podgroup_crd_is_reported_once_and_the_cache_works_without_it(api, caplog):
     StubApiServer.missing = {"scheduling.volcano.sh", "scheduling.x-k8s.io"}
-    caplog.set_level(logging.INFO, "scheduler.server.cache")
+    caplog.set_level(logging.INFO, "slotwise.server.cache")
     cache = ClusterCache(Kube.at(api), resync_s=0.1, watch_timeout_s=1, retry_s=0.05)
     cache.start()
     try:

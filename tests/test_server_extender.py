@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from scheduler.server.cache import ClusterCache
-from scheduler.server.extender import MAX_BODY_BYTES, _Recent, extender_router
+from slotwise.server.cache import ClusterCache
+from slotwise.server.extender import MAX_BODY_BYTES, _Recent, extender_router
 
 RECORDED = Path(__file__).parent / "recorded"
 A100 = "A100-SXM4-80GB"

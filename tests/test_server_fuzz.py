@@ -29,9 +29,9 @@ from schemathesis.checks import (
 
 from quota.store import Store
 from scheduler.model.cluster import PROJECT_LABEL
-from scheduler.server.app import create_app
-from scheduler.server.extender import MAX_BODY_BYTES
-from scheduler.server.webhooks import ADMISSION_GATE, API_VERSION
+from slotwise.server.app import create_app
+from slotwise.server.extender import MAX_BODY_BYTES
+from slotwise.server.webhooks import ADMISSION_GATE, API_VERSION
 from tests.quota_fixtures import ACTOR
 from tests.test_k8s_json import POD
 from tests.test_server_webhooks import job_pod, review

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from quota.config import config_from_yaml
 from quota.ledger import Ledger, Workload
 from scheduler.model.resources import Resources
-from scheduler.server.metrics import ServiceMetrics, metrics_router
+from slotwise.server.metrics import ServiceMetrics, metrics_router
 from tests.quota_fixtures import SCENARIO
 
 

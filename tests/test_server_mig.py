@@ -20,9 +20,9 @@ from mig.store import MemoryLayoutStore, ReportedFleet
 from quota.config import config_from_yaml
 from quota.store import Store
 from scheduler.model.k8s_json import pod_from_k8s
-from scheduler.server.admission_loop import AdmissionLoop, Gated, Pending, Ungate
-from scheduler.server.app import create_app
-from scheduler.server.cache import ClusterCache
+from slotwise.server.admission_loop import AdmissionLoop, Gated, Pending, Ungate
+from slotwise.server.app import create_app
+from slotwise.server.cache import ClusterCache
 from tests.quota_fixtures import serve_in_subprocess
 from tests.test_server_admission_loop import GATE, T0
 

@@ -19,8 +19,8 @@ import pytest
 import trustme
 from typer.testing import CliRunner
 
-from scheduler.cli import app
-from scheduler.server.tls import ReloadingContext
+from slotwise.cli import app
+from slotwise.server.tls import ReloadingContext
 from tests.processes import free_port, stop
 
 SERVICE = "slotwise.slotwise-system.svc"
@@ -78,7 +78,7 @@ def served(tmp_path, volume) -> Iterator[tuple[int, trustme.CA, trustme.LeafCert
     ca, cert = issue()
     write_secret(volume, cert, 1)
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "scheduler.cli", "serve", "--db", f"sqlite:///{tmp_path / 'q.db'}",
+    process = subprocess.Popen([sys.executable, "-m", "slotwise.cli", "serve", "--db", f"sqlite:///{tmp_path / 'q.db'}",
                                 "--port", str(port), "--tls-cert", str(volume / "tls.crt"), "--tls-key", str(volume / "tls.key")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -153,7 +153,7 @@ def test_a_half_written_pair_keeps_the_old_certificate_until_the_key_arrives(tmp
     assert handshake(tls.context) == handshake(tls.context, None) == der(old)
 
     write_pair(tmp_path, new, old)  # the new certificate is written, its key not yet
-    with caplog.at_level(logging.INFO, logger="scheduler.server.tls"):
+    with caplog.at_level(logging.INFO, logger="slotwise.server.tls"):
         for _ in range(3):
             clock.now += 5
             assert handshake(tls.context) == der(old)

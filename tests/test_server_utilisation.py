@@ -13,7 +13,7 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from scheduler.server.utilisation import (
+from slotwise.server.utilisation import (
     Series,
     cpu_usage,
     gpu_utilisation,

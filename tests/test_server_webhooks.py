@@ -16,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from quota.store import Store
-from scheduler.server.webhooks import ADMISSION_GATE, webhook_router
+from slotwise.server.webhooks import ADMISSION_GATE, webhook_router
 from quota.config import config_from_yaml
 from tests.processes import free_port
 from tests.quota_fixtures import ACTOR

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from scheduler.cli import app
+from slotwise.cli import app
 from simulator.generate import synthetic_arrivals, synthetic_cluster
 from simulator.sweep import Scenario, parse_seeds, sweep
 

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from burst.targets import burst_from_yaml
 from quota.config import config_from_yaml
-from scheduler.cli import app
+from slotwise.cli import app
 from simulator.report import MARKER, earlier_report
 from simulator.results import format_figure
 from simulator.sweep import NO_BURST, NO_QUOTA, Scenario, compared

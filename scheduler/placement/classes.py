@@ -2,7 +2,7 @@
 
 - **job**: gang-scheduled when its pods form a group, GPU-packed;
 - **notebook**: GPU-packed (idle GPU notebooks are flagged from utilisation by
-  :func:`scheduler.server.utilisation.idle_pods`);
+  :func:`slotwise.server.utilisation.idle_pods`);
 - **serving**: replicas of one deployment spread across nodes (``replica-spread``), and spread
   rather than packed.
 

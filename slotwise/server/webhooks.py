@@ -26,8 +26,8 @@ from scheduler.gang.groups import annotation_problem
 from scheduler.model.cluster import KIND_LABEL, PROJECT_LABEL, Pod
 from scheduler.model.json_patch import set_entries
 from scheduler.model.k8s_json import ModelError, pod_from_k8s
-from scheduler.server.extender import read_json
-from scheduler.server.metrics import ServiceMetrics
+from slotwise.server.extender import read_json
+from slotwise.server.metrics import ServiceMetrics
 
 ADMISSION_GATE = "slotwise.io/admission"
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})

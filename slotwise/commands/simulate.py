@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 import typer
 from rich.table import Table
 
-from scheduler.console import make_console
 from simulator.modes import Mode
+from slotwise.console import make_console
 
 # The command imports what it needs when it runs (numpy, pydantic, the placement engine, the
 # simulator, matplotlib), so that --help loads none of them.

@@ -18,7 +18,6 @@ from pydantic import ValidationError
 from mig.report import NodeReport, error_text
 from mig.store import LayoutStore
 
-
 #: Declares the bearer scheme in the OpenAPI schema; the token is checked below, with its own message.
 BEARER = HTTPBearer(scheme_name="MigToken", auto_error=False,
                     description="The node agents' token (`slotwise serve --mig-token-file`).")

@@ -29,7 +29,7 @@ from scheduler.gang.groups import SCHEDULER_PLUGINS, VOLCANO, PodGroup, PodGroup
 from scheduler.model.cluster import Node, Pod
 from scheduler.model.k8s_json import ModelError, finished, node_from_k8s, pod_from_k8s
 from scheduler.model.snapshot import Snapshot
-from scheduler.server.kube import (
+from slotwise.server.kube import (
     CUSTOM_LISTERS,
     LISTERS,
     SCHEDULER_PLUGINS_POD_GROUPS,

@@ -53,11 +53,11 @@ from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.placement.decision import Placement
 from scheduler.placement.engine import Placer
 from scheduler.placement.profile import build_profile
-from scheduler.server.cache import ClusterCache
-from scheduler.server.extender import PLANNED_NODES_ANNOTATION
-from scheduler.server.kube import Kube
-from scheduler.server.metrics import ServiceMetrics
-from scheduler.server.webhooks import ADMISSION_GATE
+from slotwise.server.cache import ClusterCache
+from slotwise.server.extender import PLANNED_NODES_ANNOTATION
+from slotwise.server.kube import Kube
+from slotwise.server.metrics import ServiceMetrics
+from slotwise.server.webhooks import ADMISSION_GATE
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from scheduler.console import command_group, make_console
+from slotwise.console import command_group, make_console
 
 if TYPE_CHECKING:
     from burst.targets import BurstConfig

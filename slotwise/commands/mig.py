@@ -11,7 +11,7 @@ from rich.table import Table
 
 from mig.catalog import CatalogError, GpuModel, model_for_product
 from mig.geometry import Instance, Layout, empty
-from scheduler.console import command_group, make_console
+from slotwise.console import command_group, make_console
 
 # Each command imports what it needs when it runs (numpy, pydantic's report models, the planner).
 if TYPE_CHECKING:
@@ -236,7 +236,8 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Seed of the workload (and of a random mix).")] = 1,
 ) -> None:
     """What if: the same generated MIG workload under whole GPUs, static and dynamic partitions."""
-    from mig.simulate import generate_jobs, simulate as run_mode
+    from mig.simulate import generate_jobs
+    from mig.simulate import simulate as run_mode
 
     try:
         gpu_model = model_for_product(model)

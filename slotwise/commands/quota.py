@@ -15,8 +15,8 @@ from rich.table import Table
 from rich.tree import Tree
 
 from quota.database import DEFAULT_URL
-from scheduler.console import command_group, make_console
 from scheduler.model.resources import format_quota_amount
+from slotwise.console import command_group, make_console
 
 # Each command imports what it needs when it runs: the store loads SQLAlchemy, the configuration
 # pydantic and the usage numpy, none of which --help needs.
@@ -89,7 +89,7 @@ def _pool_line(p: Pool) -> str:
 @app.command("list")
 def list_pools(db: Db = DEFAULT_URL, json_: Json = False) -> None:
     """The pool tree with each pool's limits (--json: a list of pools, parents first, as GET /quota/pools)."""
-    from quota.views import pool_json
+    from slotwise.quota_views import pool_json
 
     with _store(db) as store:
         config = store.config()
@@ -115,7 +115,7 @@ def show(name: str, db: Db = DEFAULT_URL, audit: Annotated[int, typer.Option(hel
     """One pool: limits, usage, loans and its recent audit trail (--json: {"pool", "children",
     "usage", "audit"}, each as the REST API returns it)."""
     from quota.usage import loans, pool_usage
-    from quota.views import audit_json, pool_json, usage_json
+    from slotwise.quota_views import audit_json, pool_json, usage_json
 
     with _store(db) as store:
         config = store.config()
@@ -253,7 +253,7 @@ def _usage_table(rows: list[PoolUsage], title: str) -> Table:
 def usage(db: Db = DEFAULT_URL, json_: Json = False) -> None:
     """Who uses what, and who borrows from whom (--json: {"pools", "loans"}, as GET /quota/usage)."""
     from quota.usage import loans, pool_usage
-    from quota.views import usage_json
+    from slotwise.quota_views import usage_json
 
     with _store(db) as store:
         ledger = store.ledger()
@@ -271,7 +271,7 @@ def usage(db: Db = DEFAULT_URL, json_: Json = False) -> None:
 def audit(db: Db = DEFAULT_URL, limit: Annotated[int, typer.Option(help="How many entries, newest first.")] = 50,
           json_: Json = False) -> None:
     """The audit trail: configuration changes and admission decisions (--json: a list, as GET /quota/audit)."""
-    from quota.views import audit_json
+    from slotwise.quota_views import audit_json
 
     with _store(db) as store:
         entries = store.audit(limit)

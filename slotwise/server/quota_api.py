@@ -33,9 +33,9 @@ from quota.config import (
     to_document,
 )
 from quota.store import NotFound, Principal, Store, StoreError
-from quota.views import audit_json, pool_json, usage_json
 from scheduler.model.k8s_json import ModelError, pod_from_k8s
 from scheduler.model.resources import Resources
+from slotwise.quota_views import audit_json, pool_json, usage_json
 
 Clock = Callable[[], float]
 #: More values than a configuration of thousands of pools holds. YAML aliases repeat a value

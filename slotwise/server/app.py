@@ -15,16 +15,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from mig.api import mig_router
 from mig.store import MemoryLayoutStore, ReportedFleet
-from quota.api import MAX_DOCUMENT_VALUES, Clock, quota_router
 from quota.store import Store
 from scheduler.model.cluster import WorkloadKind
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
-from scheduler.server.cache import ClusterCache
-from scheduler.server.extender import MAX_BODY_BYTES, extender_router
-from scheduler.server.metrics import ServiceMetrics, metrics_router
-from scheduler.server.webhooks import webhook_router
+from slotwise.server.cache import ClusterCache
+from slotwise.server.extender import MAX_BODY_BYTES, extender_router
+from slotwise.server.metrics import ServiceMetrics, metrics_router
+from slotwise.server.mig_api import mig_router
+from slotwise.server.quota_api import MAX_DOCUMENT_VALUES, Clock, quota_router
+from slotwise.server.webhooks import webhook_router
 
 
 class Refusal(BaseModel):

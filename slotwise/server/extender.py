@@ -43,8 +43,8 @@ from scheduler.placement.filters import (
     TaintToleration,
 )
 from scheduler.placement.profile import build_profile
-from scheduler.server.cache import ClusterCache
-from scheduler.server.metrics import ServiceMetrics
+from slotwise.server.cache import ClusterCache
+from slotwise.server.metrics import ServiceMetrics
 
 #: Set by the admission loop on gang members: the nodes of the gang's placement plan.
 PLANNED_NODES_ANNOTATION = "slotwise.io/planned-nodes"

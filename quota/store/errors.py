@@ -1,0 +1,28 @@
+"""What the store refuses: a change against its rules, a missing object, a value the database
+cannot hold. Whatever was refused left the database as it was."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.exc import DataError
+
+
+class StoreError(ValueError):
+    """A change the store refuses; nothing was written."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+@contextmanager
+def refused_values() -> Iterator[None]:
+    """A value the database cannot hold, even to compare with (PostgreSQL: a NUL character, a
+    name longer than its column), is a :class:`StoreError`: the transaction was rolled back."""
+    try:
+        yield
+    except DataError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
+        raise StoreError(f"the database refused a value: {reason}") from None

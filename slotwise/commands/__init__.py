@@ -1,0 +1,1 @@
+"""The ``slotwise`` command's commands and groups, one module each."""
