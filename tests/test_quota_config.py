@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -306,15 +305,13 @@ def test_hand_built_pool_limits_in_order():
     assert [name for name, _ in pool.limits()] == ["guaranteed", "max", "shareable", "borrow_limit"]
 
 
-def test_thousands_of_pools_of_one_name_are_checked_in_linear_time():
-    """What a few hundred bytes of YAML aliases expand to: each pool's children were looked for
-    among all pools (minutes), and the repeated name was reported once per repeat."""
+def test_thousands_of_pools_of_one_name_are_refused_once():
+    """What a few hundred bytes of YAML aliases expand to: the repeated name is reported once,
+    not once per repeat (the check's time is in benchmarks/quota_decisions.py)."""
     document = parse_document({"pools": [{"name": "a", "pools": [{"name": "a"}] * 20_000}]})
-    started = time.perf_counter()
     with pytest.raises(QuotaConfigError) as refused:
         compile_document(document)
     assert refused.value.problems == ["pool a: the name is used twice"]
-    assert time.perf_counter() - started < 5
 
 
 def test_duplicate_name_of_an_ancestor_is_refused():

@@ -7,7 +7,6 @@ import csv
 import json
 import re
 import socket
-import time
 from pathlib import Path
 
 import numpy as np
@@ -188,14 +187,14 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("form", ["127.0.0.1:{}", "ray://127.0.0.1:{}", "auto"])
 def test_a_ray_address_without_a_cluster_is_refused_quickly(tmp_path: Path, monkeypatch, form: str) -> None:
-    pytest.importorskip("ray")
+    """Refused before Ray starts: ray.init retries a dead address for minutes."""
+    ray = pytest.importorskip("ray")
     port = closed_port()
     if form == "auto":  # Ray reads the variable first; a stray cluster on this machine must not answer
         monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
-    started = time.perf_counter()
+    monkeypatch.setattr(ray, "init", lambda **_: pytest.fail("Ray was started for an address nothing listens at"))
     result = simulate("--count", "50", "--seeds", "1..2", "--ray-address", form.format(port), "--out",
                       str(tmp_path / "o"))
-    assert time.perf_counter() - started < 10
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert f"no Ray cluster at '{form.format(port) if form != 'auto' else f'127.0.0.1:{port}'}'" in result.output
