@@ -325,6 +325,141 @@ def test_plan_reclaim_returns_nothing_without_a_capacity_shortfall():
     assert plan_reclaim(ledger, pool, vec, now=10_000, min_loan_s=0) == ()  # beyond the guarantee
 
 
+# Victims are borrowers only ------------------------------------------------------------------
+# owner lends its 4 GPUs while idle; x has no guarantee and borrows; neighbour lends too, but
+# works within its own guarantee: it holds no loan, so its work is never a reclaim's victim.
+NEIGHBOURS = """
+reclaim: {min_loan: 0s}
+pools:
+- {name: owner, guaranteed: {nvidia.com/gpu: 4}, shareable: {nvidia.com/gpu: 4}}
+- {name: x}
+- {name: neighbour, guaranteed: {nvidia.com/gpu: 4}, shareable: {nvidia.com/gpu: 4}}
+"""
+
+
+def test_reclaim_never_takes_a_neighbour_working_within_its_guarantee():
+    ledger = ledger_of(NEIGHBOURS)
+    run(ledger, "x1", "x", 2, priority=5, at=0)
+    run(ledger, "nb1", "neighbour", 4, priority=0, at=100)  # the cheapest and newest: first if it were a loan
+    # capacity 8; claims x 2 + neighbour 4 + owner's 4 = 10: 2 short, and only x1 is a loan
+    decision = decide(ledger, ask("owner", 4), now=10_000)
+    assert isinstance(decision, Reclaim)
+    assert victims(decision) == ["x1"]
+
+
+def test_owner_waits_rather_than_take_a_neighbours_work_when_borrowers_free_too_little():
+    ledger = ledger_of(NEIGHBOURS, capacity={GPU: 6000})  # a node is down: 6 GPUs for 8 guaranteed
+    run(ledger, "x1", "x", 2, priority=5, at=0)
+    run(ledger, "nb1", "neighbour", 4, priority=0, at=100)
+    # claims x 2 + neighbour 4 + owner's 4 = 10 on 6: 4 short; the only loan, x1, frees 2
+    decision = decide(ledger, ask("owner", 4), now=10_000)
+    assert isinstance(decision, Wait)
+
+
+def test_reclaim_in_a_shared_parent_takes_only_the_sibling_that_borrows():
+    ledger = ledger_of("""
+reclaim: {min_loan: 0s}
+pools:
+- name: team
+  pools:
+  - {name: owner, guaranteed: {cpu: 4}, shareable: {cpu: 4}}
+  - {name: borrower}
+  - {name: neighbour, guaranteed: {cpu: 4}, shareable: {cpu: 4}}
+""")
+    run(ledger, "b1", "borrower", cpu=2000, priority=5, at=0)
+    run(ledger, "nb1", "neighbour", cpu=3000, priority=0, at=100)
+    run(ledger, "nb2", "neighbour", cpu=1000, priority=1, at=50)
+    # team holds 8 cpu; claims borrower 2 + neighbour 4 + owner's 4 = 10: 2 short
+    decision = decide(ledger, ask("owner", cpu=4000), now=10_000)
+    assert isinstance(decision, Reclaim)
+    assert victims(decision) == ["b1"]
+
+
+def test_a_pool_back_within_its_guarantee_holds_no_more_loans():
+    ledger = ledger_of("""
+reclaim: {min_loan: 0s}
+pools:
+- {name: owner, guaranteed: {nvidia.com/gpu: 4}, shareable: {nvidia.com/gpu: 4}}
+- {name: x, guaranteed: {nvidia.com/gpu: 2}, shareable: {nvidia.com/gpu: 2}}
+- {name: y}
+""")
+    run(ledger, "x1", "x", 2, priority=0, at=100)
+    run(ledger, "x2", "x", 2, priority=0, at=0)  # x holds 4 on a guarantee of 2: one 2-GPU loan
+    run(ledger, "y1", "y", 2, priority=5, at=0)
+    # capacity 6; claims 6 + owner's 4: 4 short. Order: x1, x2, y1. Once x1 goes, x is at its
+    # guarantee and x2 is no loan any more: y1 goes next, and both are needed.
+    decision = decide(ledger, ask("owner", 4), now=10_000)
+    assert isinstance(decision, Reclaim)
+    assert victims(decision) == ["x1", "y1"]
+
+
+# Each row: two 2-GPU borrowers, "keep" and "take", beside a 4-GPU filler of priority 9 in y;
+# the loans fill owner's 8 lent GPUs, and steady keeps its private 2, so the cluster's 10 are
+# all claimed and owner asking 2 is 2 short: exactly one 2-GPU victim, the first in order.
+@pytest.mark.parametrize("keep, take", [
+    pytest.param(("x", 1, 0), ("x", 0, 0), id="same pool: lower priority first"),
+    pytest.param(("x", 0, 0), ("x", 0, 100), id="same pool: newer first"),
+    pytest.param(("x", 1, 100), ("x", 0, 0), id="same pool: priority before age"),
+    pytest.param(("x", 1, 0), ("y", 0, 0), id="across pools: lower priority first"),
+    pytest.param(("x", 0, 0), ("y", 0, 100), id="across pools: newer first"),
+    pytest.param(("y", 1, 100), ("x", 0, 0), id="across pools: priority before age"),
+    pytest.param(("x", 0, 9_700), ("y", 5, 0), id="mature loans before cheaper young ones"),
+])
+def test_reclaim_order_of_victims(keep, take):
+    (keep_pool, keep_priority, keep_at), (take_pool, take_priority, take_at) = keep, take
+    ledger = lending(("filler", "y", 4, 9, 0), ("keep", keep_pool, 2, keep_priority, keep_at),
+                     ("take", take_pool, 2, take_priority, take_at))
+    assert victims(reclaim(ledger, 2)) == ["take"]  # now 10_000, min_loan 10m: young after 9_400
+    ledger = lending(("filler", "y", 4, 9, 0), ("take", take_pool, 2, take_priority, take_at),
+                     ("keep", keep_pool, 2, keep_priority, keep_at))  # charged the other way round
+    assert victims(reclaim(ledger, 2)) == ["take"]
+
+
+@pytest.mark.parametrize("cheap_at, first", [
+    (9_400.0, "cheap"),  # exactly min_loan (600s) old at 10_000: not younger, so a mature loan, the cheapest
+    (9_400.5, "dear"),  # 599.5s old: younger, reclaimed only if the mature loans cannot free enough; dear can
+])
+def test_min_loan_boundary(cheap_at, first):
+    ledger = lending(("filler", "y", 4, 9, 0), ("cheap", "x", 2, 0, cheap_at), ("dear", "y", 2, 5, 0))
+    assert victims(reclaim(ledger, 2, now=10_000.0)) == [first]  # 2 short: one 2-GPU victim
+
+
+# Fairness --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("pools, capacity, usage, shares, fair_order", [
+    pytest.param("""
+pools:
+- {name: a, weight: 1, guaranteed: {cpu: 1, nvidia.com/gpu: 1}}
+- {name: b, weight: 4, guaranteed: {cpu: 1, nvidia.com/gpu: 1}}
+""", {CPU: 10_000, GPU: 4000}, {"a": {CPU: 3000, GPU: 1000}, "b": {CPU: 2000, GPU: 2000}},
+        # a: cpu 3/10 = 0.3, GPU 1/4 = 0.25 -> 0.3 (cpu) / weight 1 = 0.3
+        # b: cpu 2/10 = 0.2, GPU 2/4 = 0.5  -> 0.5 (GPU) / weight 4 = 0.125: below a, though unweighted above
+        {"a": 0.3, "b": 0.125}, ["b", "a"], id="two pools, cpu and GPU"),
+    pytest.param("""
+pools:
+- name: ai
+  weight: 1.5
+  pools:
+  - {name: nlp, weight: 2, guaranteed: {cpu: 1, memory: 1Gi, nvidia.com/gpu: 1}}
+  - {name: vision, guaranteed: {cpu: 1, memory: 1Gi, nvidia.com/gpu: 1}}
+- {name: speech, weight: 0.5, guaranteed: {cpu: 1, memory: 1Gi, nvidia.com/gpu: 1}}
+""", {CPU: 16_000, MEMORY: 64 * GiB, GPU: 8000},
+        {"nlp": {CPU: 4000, MEMORY: 8 * GiB, GPU: 4000}, "vision": {CPU: 8000, MEMORY: 16 * GiB, GPU: 1000},
+         "speech": {CPU: 2000, MEMORY: 24 * GiB}},
+        # nlp:    cpu 4/16 = 0.25, memory 8/64 = 0.125, GPU 4/8 = 0.5   -> 0.5 (GPU) / 2 = 0.25
+        # vision: cpu 8/16 = 0.5,  memory 16/64 = 0.25, GPU 1/8 = 0.125 -> 0.5 (cpu) / 1 = 0.5
+        # speech: cpu 2/16 = 0.125, memory 24/64 = 0.375, GPU 0         -> 0.375 (memory) / 0.5 = 0.75
+        # ai (its subtree): cpu 12/16 = 0.75, memory 24/64 = 0.375, GPU 5/8 = 0.625 -> 0.75 / 1.5 = 0.5
+        {"nlp": 0.25, "vision": 0.5, "speech": 0.75, "ai": 0.5}, ["nlp", "vision", "speech"], id="three pools and a parent, cpu, memory, GPU"),
+])
+def test_weighted_dominant_share(pools, capacity, usage, shares, fair_order):
+    ledger = ledger_of(pools, capacity)
+    for pool, charge in usage.items():
+        ledger.add(Workload(f"{pool}-work", pool, Resources(charge)), force=True)
+    assert {name: ledger.dominant_share(ledger.row[name]) for name in shares} == pytest.approx(shares)
+    # the pool with the lowest weighted dominant share gets idle capacity first
+    assert sorted(usage, key=lambda name: ledger.dominant_share(ledger.row[name])) == fair_order
+
+
 # GPU models ------------------------------------------------------------------------------------
 MODELS = """
 pools:

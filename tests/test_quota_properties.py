@@ -9,14 +9,17 @@ every decision must have been honest about the ledger it read.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from quota.admission import Admit, Deny, Reclaim, Request, Wait, decide, plan_reclaim, with_model
 from quota.config import (
+    Pool,
     QuotaConfig,
+    ReclaimSettings,
     children_by_parent,
     compile_document,
     config_from_yaml,
@@ -356,3 +359,76 @@ def test_a_copy_has_the_same_charges_and_changes_apart_from_its_original(ledger,
     for workload in reversed(taken):
         copied.add(workload)
     assert_same(copied, before)
+
+
+# Victims are borrowers only: a targeted neighbourhood ------------------------------------------
+@dataclass(frozen=True)
+class Neighbourhood:
+    """A lender, a borrower holding ``loan`` of the lender's idle guarantee, and a neighbour
+    working within its whole, shareable guarantee, in one of three layouts: all top-level
+    ("flat"), all children of one parent ("siblings"), or lender and neighbour under a parent and
+    the borrower outside it ("apart"). Amounts in whole units of ``resource``."""
+
+    layout: str
+    resource: str
+    lender: int  # its guarantee, all shareable, all idle and lent
+    loan: int  # 1..lender: what the borrower takes above its own guarantee
+    borrower: int  # its guarantee, all used
+    neighbour: tuple[int, ...]  # its workloads; their sum is its guarantee
+    short: int  # 1..min(loan, neighbour's guarantee): how far the lender's request is from fitting
+    pieces: tuple[tuple[int, int, int], ...]  # the borrower's workloads: (units, priority 1..3, time)
+    min_loan_s: float
+
+    def config(self) -> QuotaConfig:
+        r = self.resource
+        parent = {"flat": (None, None, None), "siblings": ("team", "team", "team"), "apart": ("team", None, "team")}
+        lender_parent, borrower_parent, neighbour_parent = parent[self.layout]
+        lent = {r: 1000 * (self.lender + sum(self.neighbour))}  # what team lends outside itself, when apart
+        pools = [Pool("team", shareable=lent)] if self.layout != "flat" else []
+        pools += [Pool("lender", lender_parent, guaranteed={r: 1000 * self.lender}, shareable={r: 1000 * self.lender}),
+                  Pool("borrower", borrower_parent, guaranteed={r: 1000 * self.borrower}),
+                  Pool("neighbour", neighbour_parent, guaranteed={r: 1000 * sum(self.neighbour)},
+                       shareable={r: 1000 * sum(self.neighbour)})]
+        return QuotaConfig(tuple(pools), ReclaimSettings(min_loan_s=self.min_loan_s))
+
+
+@st.composite
+def neighbourhoods(draw) -> Neighbourhood:
+    lender = draw(st.integers(1, 6))
+    loan = draw(st.integers(1, lender))
+    neighbour = tuple(draw(st.lists(st.integers(1, 3), min_size=1, max_size=2)))
+    borrower = draw(st.integers(0, 3))
+    units = draw(st.lists(st.integers(1, 3), min_size=1, max_size=3))
+    units[-1] += max(borrower + loan - sum(units), 0)  # the pieces hold borrower + loan exactly
+    while sum(units) > borrower + loan:
+        units[units.index(max(units))] -= 1
+    pieces = tuple((u, draw(st.integers(1, 3)), draw(st.integers(0, 100))) for u in units if u)
+    return Neighbourhood(draw(st.sampled_from(["flat", "siblings", "apart"])), draw(st.sampled_from([CPU, GPU])),
+                         lender, loan, borrower, neighbour, draw(st.integers(1, min(loan, sum(neighbour)))), pieces,
+                         draw(st.sampled_from([0.0, 600.0])))
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(neighbourhoods())
+@example(Neighbourhood("siblings", GPU, lender=4, loan=2, borrower=0, neighbour=(4,), short=2,
+                       pieces=((2, 1, 0),), min_loan_s=0.0))
+@example(Neighbourhood("apart", CPU, lender=3, loan=3, borrower=1, neighbour=(1, 2), short=3,
+                       pieces=((2, 3, 50), (2, 1, 0)), min_loan_s=600.0))
+def test_reclaim_takes_only_borrowers_never_the_cheaper_neighbour(hood):
+    """The neighbour's work is the cheapest to evict (priority 0, the newest, mature) and would
+    free enough on its own; the reclaim must take the borrower's work all the same."""
+    ledger = Ledger(hood.config())
+    now = 1000.0  # every workload is older than min_loan
+    for k, (units, priority, at) in enumerate(hood.pieces):
+        ledger.add(Workload(f"b{k}", "borrower", Resources({hood.resource: 1000 * units}), priority, float(at)))
+    for k, units in enumerate(hood.neighbour):
+        ledger.add(Workload(f"n{k}", "neighbour", Resources({hood.resource: 1000 * units}), 0, 200.0))
+    # capacity lender + borrower + neighbour; claims borrower + loan + neighbour: lender - loan idle,
+    # so asking lender - loan + short is short by ``short``, which the neighbour alone could free
+    request = Request("back", "lender", Resources({hood.resource: 1000 * (hood.lender - hood.loan + hood.short)}))
+    before = snapshot(ledger)
+    decision = decide(ledger, request, now)
+    assert_same(ledger, before)
+    assert isinstance(decision, Reclaim), decision
+    assert {v.pool for v in decision.victims} == {"borrower"}, [v.key for v in decision.victims]
+    check_reclaim(ledger, ledger.row["lender"], ledger.vector(request.charge), decision.victims)

@@ -7,6 +7,7 @@ fits on the node: what is measured is the quota's behaviour, not fragmentation.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -85,3 +86,38 @@ def test_guaranteed_capacity_is_back_within_the_grace_period(scenario):
                 assert first is not None and first - p.arrival <= grace + 1e-9, (
                     f"{p.name} in {pool.name} (guaranteed {guaranteed}) waited "
                     f"{'forever' if first is None else first - p.arrival} with grace {grace}")
+
+
+# Fairness: which waiting pool gets freed capacity first ----------------------------------------
+def fair_arrivals() -> list[Arrival]:
+    """One node of 8 cpu and 32Gi, full at t=0; at t=100 the blocker (a's) leaves and frees 2 cpu
+    and 8Gi, room for one of the 2-cpu, 8Gi pods that a, b and c queued at t=1, 2 and 3 (in that
+    order). Each runs 10s, so the next in the queue starts when it leaves."""
+    def pod(name, pool, cpu, gib, at, duration):
+        p = build_pod(name, cpu=1000 * cpu, memory=gib * GiB, namespace=pool, project=pool,
+                      labels={PROJECT_LABEL: pool})
+        return Arrival(p, float(at), float(duration))
+    return [pod("a-hold", "a", 2, 4, 0, 1000), pod("b-hold", "b", 1, 12, 0, 1000), pod("c-hold", "c", 3, 8, 0, 1000),
+            pod("blocker", "a", 2, 8, 0, 100),
+            pod("a-next", "a", 2, 8, 1, 10), pod("b-next", "b", 2, 8, 2, 10), pod("c-next", "c", 2, 8, 3, 10)]
+
+
+# While the queue waits, each pool holds only its *-hold pod (of 8 cpu, 32Gi):
+#   a: cpu 2/8 = 0.25,  memory 4/32 = 0.125  -> dominant 0.25  (cpu)
+#   b: cpu 1/8 = 0.125, memory 12/32 = 0.375 -> dominant 0.375 (memory)
+#   c: cpu 3/8 = 0.375, memory 8/32 = 0.25   -> dominant 0.375 (cpu)
+# divided by each pool's weight; the lowest starts first (at 100), then 110, then 120.
+@pytest.mark.parametrize("weights, starts", [
+    # 0.25, 0.375, 0.375: a first; b and c tie and go in arrival order
+    pytest.param((1, 1, 1), {"a-next": 100, "b-next": 110, "c-next": 120}, id="equal weights"),
+    # 0.25 / 1 = 0.25, 0.375 / 2 = 0.1875, 0.375 / 4 = 0.09375: c, b, a, against arrival order
+    pytest.param((1, 2, 4), {"c-next": 100, "b-next": 110, "a-next": 120}, id="weights 1, 2, 4"),
+    # 0.25 / 4 = 0.0625, 0.375 / 1 = 0.375, 0.375 / 2 = 0.1875: a, c, b
+    pytest.param((4, 1, 2), {"a-next": 100, "c-next": 110, "b-next": 120}, id="weights 4, 1, 2"),
+])
+def test_the_lowest_weighted_dominant_share_is_served_first(weights, starts):
+    limits = {"cpu": 8000, "memory": 32 * GiB}  # names the governed resources; no guarantee, no reclaim
+    config = QuotaConfig(tuple(Pool(name, max=limits, weight=w) for name, w in zip("abc", weights)), ReclaimSettings())
+    node = build_node("node", cpu=8000, memory=32 * GiB)
+    pods = run_timeline([node], fair_arrivals(), "default", 0, quota=config).pods
+    assert {p.name.split("/")[1]: p.start for p in pods if p.name.endswith("-next")} == starts  # names: pool/pod
