@@ -11,8 +11,10 @@ from typing import Any
 
 import jsonpatch
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from burst.decide import Overflow, Stay, after_stock_out, blockers, decide_burst
@@ -22,6 +24,8 @@ from burst.targets import BurstConfigError, burst_from_yaml
 from prometheus_client import CollectorRegistry, generate_latest
 from quota.config import Budget, Pool
 from quota.store import Store, StoreError
+from quota.store.engine import stored_utc
+from quota.store.schema import SpendRow
 from slotwise.cli import app
 from scheduler.model.k8s_json import pod_from_k8s
 
@@ -193,20 +197,47 @@ def store(tmp_path_factory):
     s.close()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(per_day=st.floats(1, 100), per_month=st.floats(1, 300),
-       requests=st.lists(st.tuples(st.integers(0, 40), st.floats(0.5, 60), st.floats(0, 1)), min_size=1, max_size=25))
+def recorded(store: Store, pool: str) -> list[tuple[datetime, float]]:
+    """The pool's bursts as the store keeps them: when each started (UTC) and what it counts
+    against the budget (its cost once settled, else what it reserved)."""
+    with Session(store.engine) as s:
+        return [(stored_utc(r.started_at), r.reserved if r.spent is None else r.spent)
+                for r in s.scalars(select(SpendRow).where(SpendRow.pool == pool))]
+
+
+def left_by_records(records: list[tuple[datetime, float]], budget: Budget, at: datetime) -> float:
+    """What the store's own records leave on the UTC day and calendar month of ``at``."""
+    lefts = [limit - sum(v for t, v in records if window(t) == window(at))
+             for limit, window in ((budget.per_day, lambda t: t.date()), (budget.per_month, lambda t: (t.year, t.month)))
+             if limit is not None]
+    return max(min(lefts), 0.0)
+
+
+#: Seconds into a UTC day: midnight, just after it, noon and the day's last second.
+TIMES_OF_DAY = (0, 1, 43_200, 86_399)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(per_day=st.none() | st.floats(1, 100), per_month=st.floats(1, 300),
+       requests=st.lists(st.tuples(st.integers(0, 45), st.sampled_from(TIMES_OF_DAY), st.floats(0.5, 60), st.floats(0, 1)),
+                         min_size=1, max_size=12))
+# A monthly limit of 100: 60 on 20 and 60 on 21 December would pass it if the month were counted from today.
+@example(per_day=None, per_month=100.0, requests=[(0, 43_200, 60.0, 1.0), (1, 43_200, 60.0, 1.0)])
+# The 31st of December and the 1st of January; the 1st of January and the 31st.
+@example(per_day=80.0, per_month=100.0, requests=[(11, 86_399, 70.0, 1.0), (12, 0, 70.0, 1.0), (42, 86_399, 50.0, 1.0)])
 def test_budgets_are_never_exceeded(store, per_day, per_month, requests):
     """Bursts reserve through the store (as the admission loop does) and settle at most what
-    they reserved: whatever the sequence, spend per day and per month stays within budget."""
+    they reserved. Before each, what the store says is left equals its budget less what its own
+    records hold for that UTC day and month; whatever the sequence, the records stay within budget."""
     pool = f"team{next(_ids)}"
-    store.set_pool(Pool(pool, budget=Budget(per_day, per_month)), "test")
-    start = datetime(2026, 11, 3, tzinfo=UTC)
-    spent: list[tuple[datetime, float]] = []
-    for k, (day, reserve, used) in enumerate(requests):
-        at = start + timedelta(days=day)
+    budget = Budget(per_day, per_month)
+    store.set_pool(Pool(pool, budget=budget), "test")
+    start = datetime(2026, 12, 20, tzinfo=UTC)  # to 3 February: a month of 31 days, the year's end, January
+    for k, (day, second, reserve, used) in enumerate(requests):
+        at = start + timedelta(days=day, seconds=second)
         left = store.budget_left(pool, at)
         assert left is not None
+        assert left[0] == pytest.approx(left_by_records(recorded(store, pool), budget, at), abs=1e-6)
         try:
             store.reserve_spend(pool, f"{pool}/w{k}", "eci", reserve, at, "test")
         except StoreError:
@@ -214,11 +245,11 @@ def test_budgets_are_never_exceeded(store, per_day, per_month, requests):
             continue
         assert reserve <= left[0] + 1e-9
         store.settle_spend(f"{pool}/w{k}", reserve * used * 2, "test")  # asks for up to twice: capped
-        spent.append((at, min(reserve * used * 2, reserve)))
-    for at, _ in spent:
-        day = sum(v for t, v in spent if t.date() == at.date())
-        month = sum(v for t, v in spent if (t.year, t.month) == (at.year, at.month))
-        assert day <= per_day + 1e-6 and month <= per_month + 1e-6
+    records = recorded(store, pool)
+    for at, _ in records:
+        day = sum(v for t, v in records if t.date() == at.date())
+        month = sum(v for t, v in records if (t.year, t.month) == (at.year, at.month))
+        assert month <= per_month + 1e-6 and (per_day is None or day <= per_day + 1e-6)
 
 
 def test_budget_gauge_reports_the_share_used():

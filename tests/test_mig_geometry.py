@@ -23,6 +23,14 @@ def test_reference_consequences():
     assert "4 x 2g.20gb" in " ".join(Layout.parse(A100, [("2g.20gb", s) for s in (0, 2, 4, 4)]).problems())
 
 
+def test_4g_beside_3g_needs_driver_r510_itself_or_later():
+    both = layout(("4g.40gb", 0), ("3g.40gb", 4))
+    assert both.problems(driver=510) == []
+    assert both.problems(driver=509) == ["4g together with 3g needs driver R510 or later, this node has R509"]
+    assert layout(("4g.40gb", 0)).free_starts(A100.profile("3g.40gb"), driver=510) == (4,)
+    assert layout(("4g.40gb", 0)).free_starts(A100.profile("3g.40gb"), driver=509) == ()
+
+
 def test_free_starts_respect_slots_and_occupancy():
     assert empty(A100).free_starts(A100.profile("2g.20gb")) == (0, 2, 4)
     assert layout(("3g.40gb", 4)).free_starts(A100.profile("2g.20gb")) == (0, 2)

@@ -11,7 +11,7 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from scheduler.model.quantity import (
@@ -696,10 +696,50 @@ def test_canonical_string_round_trips(text: str) -> None:
     assert re.fullmatch(r"0|-?[1-9][0-9]*(?:[numkMGTPE]|[KMGTPE]i|e-?[1-9][0-9]*)?", canonical), canonical
 
 
+def reference_text(amount: Fraction, fmt: str) -> str:
+    """An independent model of Quantity.String(), in Fractions: a whole mantissa with the largest
+    binary suffix (whole amounts from 1024 up, else decimal), or the largest power of ten that is a
+    multiple of three, spelled n..E or as an exponent."""
+    if not amount:
+        return "0"
+    sign, magnitude = ("-" if amount < 0 else ""), abs(amount)
+    if fmt == BIN and magnitude.denominator == 1 and magnitude >= 1024:
+        mantissa, power = magnitude.numerator, 0
+        while power < 6 and mantissa % 1024 == 0:
+            mantissa, power = mantissa // 1024, power + 1
+        return sign + str(mantissa) + ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"][power]
+    exponent = -3 * 10  # well below any nano-rounded amount
+    while (magnitude / Fraction(10) ** (exponent + 3)).denominator == 1:
+        exponent += 3
+    mantissa = magnitude / Fraction(10) ** exponent
+    suffixes = {-9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G", 12: "T", 15: "P", 18: "E"}
+    if fmt != EXP and exponent in suffixes:
+        return sign + str(mantissa.numerator) + suffixes[exponent]
+    return sign + str(mantissa.numerator) + (f"e{exponent}" if exponent else "")
+
+
+@pytest.mark.parametrize(("amount", "fmt", "expect"), [
+    (Fraction(1024), BIN, "1Ki"), (Fraction(1023), BIN, "1023"), (Fraction(3, 2), BIN, "1500m"),
+    (Fraction(1536 * 2**20), BIN, "1536Mi"), (Fraction(2**70), BIN, "1024Ei"), (Fraction(-5, 10**9), DEC, "-5n"),
+    (Fraction(1500), DEC, "1500"), (Fraction(10**21), DEC, "1e21"), (Fraction(3000), EXP, "3e3"),
+    (Fraction(1, 10), EXP, "100e-3"),
+])
+def test_reference_text_model(amount: Fraction, fmt: str, expect: str) -> None:
+    assert reference_text(amount, fmt) == expect
+
+
+@example("1Ki")
+@example("1023Ki")
+@example("0.5Ki")
+@example("1500m")
+@example("1e21")
+@example("-0.1e-1")
 @given(quantity_texts())
-def test_format_quantity_agrees_with_str(text: str) -> None:
+def test_format_quantity_matches_the_reference_model(text: str) -> None:
     q = parse_quantity(text)
-    assert format_quantity(q.amount, q.format) == str(q)
+    amount, fmt = reference(text)
+    assert format_quantity(q.amount, q.format) == reference_text(amount, fmt)
+    assert str(q) == reference_text(amount, fmt)
 
 
 @given(quantity_texts(), quantity_texts())

@@ -294,10 +294,21 @@ def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "1d", "m", "-1s", True, float("inf"), "nan"])
-def test_parse_duration_refuses(text):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("text, message", [
+    ("", "expected a duration such as 30s, 10m or 1h, got ''"),
+    ("1d", "expected a duration such as 30s, 10m or 1h, got '1d'"),
+    ("m", "expected a duration such as 30s, 10m or 1h, got 'm'"),
+    ("-1s", "expected a duration such as 30s, 10m or 1h, got '-1s'"),
+    (True, "expected a duration such as 30s, 10m or 1h, got True"),
+    (float("inf"), "a duration must be zero or more seconds, got inf"),
+    ("nan", "a duration must be zero or more seconds, got 'nan'"),
+    ("-5", "a duration must be zero or more seconds, got '-5'"),
+    (-5, "a duration must be zero or more seconds, got -5"),
+])
+def test_parse_duration_refuses(text, message):
+    with pytest.raises(ValueError) as refused:
         parse_duration(text)
+    assert str(refused.value) == message
 
 
 def test_hand_built_pool_limits_in_order():

@@ -4,14 +4,14 @@ started afresh reads to settle the bursts reserved before it."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import text
 
-from quota.config import Budget
+from quota.config import Budget, Pool
 from quota.store import NotFound, Spend, Store, StoreError
 from tests.quota_fixtures import ACTOR, scenario
 
@@ -70,3 +70,62 @@ def test_reservations_made_under_revision_0002_survive_the_upgrade(database_url)
         assert [s.workload for s in store.open_spend()] == ["nlp/job"]
     finally:
         store.close()
+
+
+# Budget windows: the UTC calendar day and month of a time ----------------------------------------
+PLUS_TWO = timezone(timedelta(hours=2))
+
+
+def utc(*fields: int) -> datetime:
+    return datetime(*fields, tzinfo=UTC)
+
+
+#: (budget, bursts reserved (start, amount), when the budget is read, what the store says is left)
+WINDOWS = [
+    # A month of 31 days: a burst on its first second still counts on its last.
+    (Budget(per_month=100.0), [(utc(2026, 12, 1), 60.0)], utc(2026, 12, 31, 23, 59, 59), (40.0, 100.0)),
+    (Budget(per_month=100.0), [(utc(2026, 12, 1), 60.0), (utc(2026, 12, 17, 8), 25.0)], utc(2026, 12, 31), (15.0, 100.0)),
+    # The last second of a month is not the next month's; nor is the next month's the last month's.
+    (Budget(per_month=100.0), [(utc(2026, 11, 30, 23, 59, 59), 70.0)], utc(2026, 12, 1), (100.0, 100.0)),
+    (Budget(per_month=100.0), [(utc(2026, 12, 1), 70.0)], utc(2026, 11, 30, 23, 59, 59), (100.0, 100.0)),
+    (Budget(per_month=100.0), [(utc(2026, 11, 30, 23, 59, 59), 70.0)], utc(2026, 11, 1), (30.0, 100.0)),
+    # Year end: December's spend is December's, January starts afresh.
+    (Budget(per_month=100.0), [(utc(2026, 12, 15), 60.0)], utc(2026, 12, 31, 23, 59, 59), (40.0, 100.0)),
+    (Budget(per_month=100.0), [(utc(2026, 12, 31, 23, 59, 59), 60.0)], utc(2027, 1, 1), (100.0, 100.0)),
+    # per_day resets at midnight UTC while the month keeps counting; the tighter limit is reported.
+    (Budget(50.0, 100.0), [(utc(2026, 11, 30, 23), 40.0)], utc(2026, 11, 30, 23, 59, 59), (10.0, 50.0)),
+    (Budget(50.0, 100.0), [(utc(2026, 11, 30, 23), 40.0)], utc(2026, 12, 1), (50.0, 50.0)),
+    (Budget(50.0, 100.0), [(utc(2026, 12, 1, 10), 50.0), (utc(2026, 12, 2, 10), 40.0)], utc(2026, 12, 3), (10.0, 100.0)),
+    (Budget(50.0, 100.0), [(utc(2026, 12, 1, 10), 50.0), (utc(2026, 12, 2, 10), 40.0)], utc(2026, 12, 2, 23), (10.0, 50.0)),
+    # A time given in another zone falls in its UTC day: 00:30 on 1 December at +02:00 is 30 November.
+    (Budget(per_month=100.0), [(datetime(2026, 12, 1, 0, 30, tzinfo=PLUS_TWO), 70.0)], utc(2026, 12, 1, 1), (100.0, 100.0)),
+    (Budget(per_month=100.0), [(datetime(2026, 12, 1, 0, 30, tzinfo=PLUS_TWO), 70.0)], utc(2026, 11, 30), (30.0, 100.0)),
+    (Budget(per_month=100.0), [(utc(2026, 11, 30, 22, 30), 70.0)], datetime(2026, 12, 1, 0, 30, tzinfo=PLUS_TWO),
+     (30.0, 100.0)),
+]
+
+
+def test_budget_windows_are_the_utc_calendar_day_and_month(loaded):
+    for case, (budget, spends, at, left) in enumerate(WINDOWS):  # a pool of its own per case: one store for all
+        loaded.set_pool(Pool(f"case{case}", budget=budget), ACTOR)
+        for k, (started, amount) in enumerate(spends):
+            loaded.reserve_spend(f"case{case}", f"case{case}/w{k}", "eci", amount, started, ACTOR)
+        assert (case, loaded.budget_left(f"case{case}", at)) == (case, left)
+
+
+def test_a_monthly_budget_refuses_what_earlier_days_of_the_month_used(loaded):
+    """60 reserved on the 1st and settled at 50, 30 on the 20th: 20 of 100 are left on the 31st,
+    so 21 is refused there while the first of the next month starts afresh."""
+    loaded.set_pool(replace(loaded.config().pool("nlp"), budget=Budget(per_day=80.0, per_month=100.0)), ACTOR)
+    loaded.reserve_spend("nlp", "nlp/a", "eci", 60.0, utc(2026, 12, 1), ACTOR)
+    loaded.settle_spend("nlp/a", 50.0, ACTOR)
+    loaded.reserve_spend("nlp", "nlp/b", "eci", 30.0, utc(2026, 12, 20, 12), ACTOR)
+    last = utc(2026, 12, 31, 23, 59, 59)
+    assert loaded.budget_left("nlp", last) == (20.0, 100.0)
+    with pytest.raises(StoreError, match=r"overflow needs 21.00, 20.00 of budget left"):
+        loaded.reserve_spend("nlp", "nlp/c", "eci", 21.0, last, ACTOR)
+    loaded.reserve_spend("nlp", "nlp/c", "eci", 20.0, last, ACTOR)
+    assert loaded.budget_left("nlp", last) == (0.0, 100.0)
+    assert loaded.budget_left("nlp", utc(2027, 1, 1)) == (80.0, 80.0)
+    assert [(s.workload, s.started_at, s.reserved) for s in loaded.open_spend()] == [
+        ("nlp/b", utc(2026, 12, 20, 12), 30.0), ("nlp/c", last, 20.0)]

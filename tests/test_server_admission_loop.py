@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import jsonpatch
+import numpy as np
 import pytest
 from kubernetes.client import ApiException
 from prometheus_client import generate_latest
@@ -24,7 +25,12 @@ from burst.targets import burst_from_yaml
 from quota.admission import request_for
 from quota.config import config_from_yaml
 from quota.store import Store
+from scheduler.gang.groups import Gang
+from scheduler.gang.planner import GangPlan
+from scheduler.gang.queue import GangQueue, TimedOut
 from scheduler.model.k8s_json import pod_from_k8s
+from scheduler.placement.engine import Placer
+from scheduler.placement.profile import build_profile
 from slotwise.server.admission_loop import (
     AdmissionLoop,
     Burst,
@@ -206,6 +212,37 @@ def test_work_that_waited_past_the_threshold_bursts_with_the_patch(store):
     assert store.budget_left("nlp", datetime.fromtimestamp(T0, UTC))[0] < 500
 
 
+def test_pods_that_may_never_overflow_are_never_patched_however_long_they_wait(store):
+    """An hour gated in a cluster without GPUs, with budget left: the eligible pod bursts, and
+    each pod tied to the cluster is told why it stays; none of them is patched or reserves spend."""
+    tied: dict[str, tuple[dict[str, Any], str]] = {
+        "hostpath": ({"volumes": [{"name": "logs", "hostPath": {"path": "/var/log"}}]}, "hostPath volume logs"),
+        "hostnet": ({"hostNetwork": True}, "hostNetwork"),
+        "priv": ({"initContainers": [{"name": "setup", "image": "x", "securityContext": {"privileged": True}}]},
+                 "privileged container setup"),
+        "daemon": ({}, "owned by a DaemonSet"),
+        "notebook": ({}, "notebook work may not overflow"),
+    }
+    objs = [pod_json("ok")]
+    for name, (spec, _) in tied.items():
+        obj = pod_json(name)
+        obj["spec"].update(spec)
+        objs.append(obj)
+    objs[4]["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "ds", "uid": "u"}]
+    objs[5]["metadata"]["labels"]["slotwise.io/workload-kind"] = "notebook"
+    kube = FakeKube()
+    admission = AdmissionLoop(cache_of(*objs, gpus=(0,)), kube, store, burst=BURST,  # type: ignore[arg-type]
+                              clock=lambda: T0 + 3600)
+    actions = admission.run_once()
+    assert [a.pod_key for a in actions if isinstance(a, Burst)] == ["nlp/ok"]
+    assert [key for kind, key, _ in kube.calls if kind == "patch"] == ["nlp/ok"]
+    assert [s.workload for s in store.open_spend()] == ["nlp/ok"]
+    stayed = {a.pod_key: a.reason for a in actions if isinstance(a, Pending)}
+    assert sorted(stayed) == sorted(f"nlp/{name}" for name in tied)
+    for name, (_, blocker) in tied.items():
+        assert f"no overflow: cannot run on a virtual node: {name}: {blocker}" in stayed[f"nlp/{name}"]
+
+
 def test_finished_workloads_are_released(store):
     for name in ("gone", "alive", "away"):
         pod = build_pod(name, namespace="nlp", project="nlp", gpus=1)
@@ -339,6 +376,25 @@ def test_an_incomplete_gang_times_out_as_annotated_and_its_pods_are_told_not_del
     admission.run_once()
     assert len(kube.calls) == calls  # told once
     assert {kind for kind, _, _ in kube.calls} == {"event", "condition"}  # nothing patched, evicted or deleted
+
+
+def test_the_gang_queue_the_loop_mirrors_gives_up_at_the_timeout_and_not_a_second_before():
+    """GangQueue keeps the same timeout as the loop: a reservation whose members have not bound
+    is released at exactly its timeout (60 s), a gang that cannot be placed gives up at exactly
+    its own (90 s); one second earlier, neither."""
+    def gang(name: str, members: int, timeout_s: float) -> Gang:
+        return Gang(f"default/{name}", tuple(build_pod(f"{name}-w{k}", gpus=4) for k in range(members)), members, timeout_s)
+
+    queue = GangQueue(Placer(build_profile("default", rng=np.random.default_rng(0))),
+                      build_snapshot([build_node("n1", gpus=4)]))  # room for one 4-GPU member
+    queue.submit([gang("fits", 1, 60.0), gang("big", 2, 90.0)], now=0)
+    assert [(type(d), d.gang) for d in queue.schedule(now=0)] == [(GangPlan, "default/fits")]
+    assert queue.schedule(now=59) == []
+    assert queue.schedule(now=60) == [TimedOut("default/fits", "gang default/fits: members did not bind within 60 s",
+                                               ("default/fits-w0",))]
+    assert queue.schedule(now=89) == []
+    [big] = queue.schedule(now=90)
+    assert big.gang == "default/big" and big.reason.endswith("; gave up after 90 s") and big.released == ()
 
 
 def pod_group(name: str, min_member: int, timeout: int | None = None, volcano: bool = False) -> dict[str, Any]:

@@ -95,5 +95,15 @@ def test_decision_latency_lands_in_sub_millisecond_buckets(metrics):
 
 
 def test_registries_are_separate_per_service():
-    ServiceMetrics()
-    ServiceMetrics()  # a second one on the default would raise "Duplicated timeseries"
+    first = ServiceMetrics()
+    second = ServiceMetrics()  # a second one on the default would raise "Duplicated timeseries"
+    first.set_burst_spend("nlp", 12.5)
+    first.set_pending({"quota": 3})
+    second.set_burst_spend("nlp", 4.0)
+    second.set_burst_spend("nlp", 2.0)  # a gauge: the latest value, not a sum
+    mine, theirs = scrape(first), scrape(second)
+    assert mine["slotwise_burst_spend_reserved", frozenset({("pool", "nlp")})] == 12.5
+    assert theirs["slotwise_burst_spend_reserved", frozenset({("pool", "nlp")})] == 2.0
+    assert mine["slotwise_pending_pods", frozenset({("reason", "quota")})] == 3
+    assert not any(name == "slotwise_pending_pods" for name, _ in theirs)
+    assert theirs["slotwise_decision_seconds_count", frozenset({("verb", "filter")})] == 0

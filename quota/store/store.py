@@ -15,7 +15,7 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, inspect, select, text, update
@@ -335,11 +335,13 @@ class Store:
         if row is None or (row.per_day is None and row.per_month is None):
             return None
         day = at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        month = day.replace(day=1)
+        next_month = (month + timedelta(days=32)).replace(day=1)
         tightest: tuple[float, float] | None = None
-        for limit, since in ((row.per_day, day), (row.per_month, day.replace(day=1))):
+        for limit, since, until in ((row.per_day, day, day + timedelta(days=1)), (row.per_month, month, next_month)):
             if limit is not None:
                 used = s.scalar(select(func.coalesce(func.sum(func.coalesce(SpendRow.spent, SpendRow.reserved)), 0.0))
-                                .where(SpendRow.pool == pool, SpendRow.started_at >= since))
+                                .where(SpendRow.pool == pool, SpendRow.started_at >= since, SpendRow.started_at < until))
                 left = max(limit - float(used), 0.0)
                 if tightest is None or left < tightest[0]:
                     tightest = (left, limit)
@@ -354,7 +356,8 @@ class Store:
                                  + ("no burst budget is set" if budget is None else f"{budget[0]:.2f} of budget left"))
             if s.scalars(select(SpendRow.id).where(SpendRow.workload == workload, SpendRow.spent.is_(None))).first():
                 raise StoreError(f"{workload} already has an open overflow reservation")
-            s.add(SpendRow(pool=pool, workload=workload, target=target, started_at=at, reserved=reserved))
+            # Stored in UTC: SQLite keeps the wall-clock time written and drops the zone.
+            s.add(SpendRow(pool=pool, workload=workload, target=target, started_at=at.astimezone(UTC), reserved=reserved))
             self._audit(s, actor, "burst", workload, {"pool": pool, "target": target, "reserved": round(reserved, 6)})
 
     def open_spend(self) -> list[Spend]:
