@@ -108,3 +108,35 @@ def test_evicting_one_member_evicts_the_gang():
     assert sorted(queue.evict("default/g-w1")) == ["default/g-w0", "default/g-w1", "default/g-w2"]
     assert not snap.assignments
     assert whole_gangs(["x", "m1"], {"m1": "g"}, {"g": ("m0", "m1")}) == ["x", "m0", "m1"]
+
+
+def test_a_gang_with_one_member_that_fits_nowhere_places_none_of_them():
+    # The 4-GPU member fits either A100 node; the H100-only member fits neither: no plan at all.
+    snap = build_snapshot([build_node(f"n{i}", gpus=8, model="A100", labels=rack("r0")) for i in range(2)])
+    members = (build_pod("g-w0", gpus=4, cpu=4000), build_pod("g-w1", gpus=1, cpu=4000, models="H100"))
+    decision = plan_gang(placer(), snap, Gang("default/g", members, 2, 600.0), Topology(snap))
+    assert isinstance(decision, GangUnplaceable)
+    assert not snap.assignments and (snap.gpu_free == 1000).all()
+
+
+def test_members_of_different_shapes_each_go_where_their_constraints_allow():
+    # n0: 8 A100 in pool a; n1: 4 H100 in pool b. The 4-GPU member (biggest) goes first, onto the
+    # node with room for most like it (n0); the pool-a 1-GPU member joins it; the H100-only share
+    # can only go to n1.
+    snap = build_snapshot([build_node("n0", gpus=8, model="A100", labels={**rack("r0"), "pool": "a"}),
+                           build_node("n1", gpus=4, model="H100", labels={**rack("r0"), "pool": "b"})])
+    members = (build_pod("g-w0", gpus=4), build_pod("g-w1", share=500, models="H100"),
+               build_pod("g-w2", gpus=1, node_selector={"pool": "a"}))
+    plan = plan_gang(placer(), snap, Gang("default/g", members, 3, 600.0), Topology(snap))
+    assert isinstance(plan, GangPlan) and plan.level == Level.RACK
+    assert {a.pod.name: (snap.names[a.node], a.gpus) for a in plan.assignments} == {
+        "g-w0": ("n0", (0, 1, 2, 3)), "g-w2": ("n0", (4,)), "g-w1": ("n1", (0,))}
+
+
+def test_an_elastic_gang_of_mixed_members_starts_with_its_minimum_when_one_cannot_fit():
+    # Three members, at least two: the H100-only one has no H100 to go to, so the other two start.
+    snap = build_snapshot([build_node("n0", gpus=8, model="A100", labels=rack("r0"))])
+    members = (build_pod("g-w0", gpus=4), build_pod("g-w1", gpus=2), build_pod("g-w2", gpus=1, models="H100"))
+    plan = plan_gang(placer(), snap, Gang("default/g", members, 2, 600.0), Topology(snap))
+    assert isinstance(plan, GangPlan)
+    assert sorted(a.pod.name for a in plan.assignments) == ["g-w0", "g-w1"]

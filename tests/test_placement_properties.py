@@ -3,6 +3,8 @@
 After every step the snapshot's arrays must agree with what the assignments add up to; every
 decision must be one the filters (and a brute-force check through ``Snapshot.assign``) allow; a
 decision must not touch the snapshot; equal inputs and seed must give identical decisions.
+``Snapshot.assign`` given explicit GPU lists must take exactly what fits and refuse the rest
+(overcommitted or repeated GPUs, shares that do not fit, indices out of range) unchanged.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,10 +53,17 @@ pod_st = st.one_of(
     st.fixed_dictionaries({**common, "gpus": st.integers(1, 4), "models": models_st}),
 )
 among_st = st.one_of(st.none(), st.lists(st.integers(0, MAX_NODES - 1), unique=True))
+# Explicit GPU lists for ``Snapshot.assign``, made against the node's state when applied: the
+# default choice (valid when the pod fits), that choice with one GPU swapped for the node's
+# fullest GPU (an overcommit, or a share that does not fit, unless it has room), with a repeated
+# index, with an index past the node's GPUs or negative; or a list as drawn.
+RECIPES = ("default", "default", "fullest", "fullest", "repeat", "past-end", "negative")
+gpus_st = st.one_of(st.sampled_from(RECIPES), st.lists(st.integers(-1, 8), max_size=4))
 ops_st = st.lists(
     st.one_of(
         st.tuples(st.just("place"), pod_st, st.sampled_from(POLICIES), among_st),
         st.tuples(st.just("place"), pod_st, st.sampled_from(POLICIES), st.none()),
+        st.tuples(st.just("assign"), pod_st, st.integers(0, MAX_NODES - 1), gpus_st),
         st.tuples(st.just("release"), st.integers(0, 50)),
     ),
     min_size=2, max_size=16,
@@ -105,6 +115,62 @@ def check_decision(snap: Snapshot, pod, decision, subset) -> None:
         assert decision.message.startswith(f"0/{len(considered)} nodes are available")
 
 
+def assign_allowed(snap: Snapshot, pod, i: int, gpus: list[int]) -> bool:
+    """Brute force from the assignments alone: the node has the pod's scalars free, and ``gpus``
+    are ``count`` distinct GPUs of the node, each with the pod's share still free."""
+    demand = snap.demand(pod)
+    used = np.zeros(len(snap.columns), dtype=np.int64)
+    gpu_used = Counter()
+    for a in snap.assignments.values():
+        if a.node == i:
+            d = snap.demand(a.pod)
+            used[d.columns] += d.amounts
+            gpu_used.update({g: a.pod.gpu.milli for g in a.gpus})
+    if demand.unknown or (demand.amounts > (snap.allocatable[:, i] - used)[demand.columns]).any():
+        return False
+    if pod.gpu is None:
+        return not gpus
+    return (len(gpus) == pod.gpu.count and len(set(gpus)) == len(gpus)
+            and all(0 <= g < snap.nodes[i].gpu_count and MILLI_PER_GPU - gpu_used[g] >= pod.gpu.milli for g in gpus))
+
+
+def explicit_gpus(snap: Snapshot, pod, i: int, recipe: str | list[int]) -> list[int]:
+    """The GPU list a recipe (see ``RECIPES``) makes for ``pod`` on node ``i`` now."""
+    if not isinstance(recipe, str):
+        return recipe
+    if pod.gpu is None and recipe == "default":
+        return []
+    count = pod.gpu.count if pod.gpu is not None else 1
+    gpus = list(snap.default_gpus(pod, i)) or list(range(count))
+    real = snap.gpu_free[i, : snap.gpu_count[i]]
+    swap = {"fullest": int(np.argmin(real)) if len(real) else 0, "repeat": gpus[0],
+            "past-end": int(snap.gpu_count[i]), "negative": -1}.get(recipe)
+    if swap is not None:
+        gpus[-1] = swap
+        if recipe == "repeat" and len(gpus) == 1:
+            gpus.append(swap)
+    return gpus
+
+
+def check_assign(snap: Snapshot, pod, i: int, gpus: list[int]) -> None:
+    """``assign`` with explicit GPUs takes exactly what the pod asks where that fits, else
+    refuses with a ValueError and changes nothing."""
+    before, keys = state(snap, ("version",)), dict(snap.assignments)
+    if not assign_allowed(snap, pod, i, gpus):
+        with pytest.raises(ValueError):
+            snap.assign(pod, i, gpus)
+        assert same(state(snap, ("version",)), before) and dict(snap.assignments) == keys
+        return
+    snap.assign(pod, i, gpus)
+    demand = snap.demand(pod)
+    expected_free = before["free"].copy()
+    expected_free[demand.columns, i] -= demand.amounts
+    expected_gpu = before["gpu_free"].copy()
+    expected_gpu[i, gpus] -= pod.gpu.milli if pod.gpu else 0
+    assert np.array_equal(snap.free, expected_free) and np.array_equal(snap.gpu_free, expected_gpu)
+    assert snap.assignments[pod.key].gpus == tuple(gpus) and snap.version[i] == before["version"][i] + 1
+
+
 def check_invariants(snap: Snapshot) -> None:
     assert (snap.free >= 0).all() and (snap.free <= snap.allocatable).all()
     g = snap.gpu_free
@@ -149,7 +215,7 @@ def describe(decision) -> str:
 
 
 def simulate(nodes, ops, seed, make_pod, check: bool) -> tuple[Snapshot, list[str]]:
-    pods = {k: make_pod(f"p{k}", **op[1]) for k, op in enumerate(ops) if op[0] == "place"}
+    pods = {k: make_pod(f"p{k}", **op[1]) for k, op in enumerate(ops) if op[0] in ("place", "assign")}
     workload = TargetWorkload.from_pods(list(pods.values()) or [make_pod(gpus=1)])
     placers: dict[str, Placer] = {}
     snap = Snapshot(nodes)
@@ -172,6 +238,19 @@ def simulate(nodes, ops, seed, make_pod, check: bool) -> tuple[Snapshot, list[st
             if isinstance(decision, Placement):
                 snap.assign(pod, decision.node_index, decision.gpus)
                 placed.append(pod.key)
+        elif op[0] == "assign":
+            pod, i = pods[k], op[2] % len(nodes)
+            gpus = explicit_gpus(snap, pod, i, op[3])
+            if check:
+                check_assign(snap, pod, i, gpus)
+            else:
+                try:
+                    snap.assign(pod, i, gpus)
+                except ValueError:
+                    pass
+            if pod.key in snap.assignments:
+                placed.append(pod.key)
+            record.append(f"assign {pod.key} {pod.key in snap.assignments}")
         elif placed:
             key = placed.pop(op[1] % len(placed))
             snap.release(key)
@@ -182,7 +261,8 @@ def simulate(nodes, ops, seed, make_pod, check: bool) -> tuple[Snapshot, list[st
     return snap, record
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(cluster=nodes_st, ops=ops_st, seed=st.integers(0, 2**16))
 def test_operations_keep_the_snapshot_exact(make_node, make_pod, cluster, ops, seed):
     nodes = [make_node(f"n{i}", **spec) for i, spec in enumerate(cluster)]
