@@ -1,0 +1,324 @@
+"""A real Kubernetes control plane on loopback, with slotwise deployed as deploy/ describes it.
+
+etcd (Debian's ``etcd-server``), kube-apiserver, kube-controller-manager and kube-scheduler (built
+from Go modules by ``e2e/build.sh``), kwok playing the kubelets, and ``slotwise serve`` running
+with the token of the ServiceAccount deploy/ creates, so its least-privilege RBAC is what the
+API server enforces. The webhook configurations and kube-scheduler's extender stanza are the
+ones in deploy/, with the Service's address rewritten to loopback and nothing else changed.
+
+    python3 -m e2e.cluster up       # start everything; prints how to reach it; Ctrl-C stops it
+
+The end-to-end tests start one per session (tests/e2e/conftest.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trustme
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+NAMESPACE = "slotwise-system"
+#: Nodes kwok plays carry this annotation; kwok manages no other node.
+KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+START_TIMEOUT_S = 120.0
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be built or started; the message says which part and where its log is."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def build() -> Path:
+    """The folder holding kube-apiserver, kube-controller-manager, kube-scheduler and kwok, built
+    (once per version) by e2e/build.sh."""
+    result = subprocess.run(["bash", str(ROOT / "e2e" / "build.sh")], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise ClusterError(f"e2e/build.sh failed:\n{result.stderr[-4000:]}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def _etcd() -> str:
+    found = shutil.which("etcd")
+    if found is None:
+        raise ClusterError("etcd is not installed: apt-get install etcd-server")
+    return found
+
+
+@dataclass
+class Cluster:
+    """Everything runs under ``workdir``: certificates, kubeconfigs, each component's log."""
+
+    workdir: Path
+    bin: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    # Certificates and kubeconfigs -------------------------------------------------------------
+    def _pki(self) -> None:
+        self.ca = trustme.CA()
+        self.ca.cert_pem.write_to_path(str(self.path("ca.crt")))
+        serving = self.ca.issue_cert("127.0.0.1", "localhost", "kubernetes.default.svc")
+        serving.private_key_pem.write_to_path(str(self.path("serving.key")))
+        serving.cert_chain_pems[0].write_to_path(str(self.path("serving.crt")))
+        admin = self.ca.issue_cert("admin", common_name="admin", organization_name="system:masters")
+        admin.private_key_pem.write_to_path(str(self.path("admin.key")))
+        admin.cert_chain_pems[0].write_to_path(str(self.path("admin.crt")))
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.path("sa.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                          serialization.NoEncryption()))
+        self.path("sa.pub").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+
+    def kubeconfig(self, name: str, user: Mapping[str, str]) -> Path:
+        path = self.path(f"{name}.kubeconfig")
+        path.write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
+            "clusters": [{"name": "e2e", "cluster": {"server": self.server,
+                                                     "certificate-authority": str(self.path("ca.crt"))}}],
+            "users": [{"name": name, "user": dict(user)}],
+            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": name}}],
+        }))
+        return path
+
+    def path(self, name: str) -> Path:
+        return self.workdir / name
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    @property
+    def admin(self) -> Path:
+        return self.path("admin.kubeconfig")
+
+    # Processes -----------------------------------------------------------------------------------
+    def _start(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> None:
+        log = self.path(f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                                env={**os.environ, **(env or {})}, start_new_session=True)
+
+    def _wait(self, name: str, ready: Any, timeout: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            process = self.processes.get(name)
+            if process is not None and process.poll() is not None:
+                raise ClusterError(f"{name} exited ({process.returncode}); its log: {self.path(name + '.log')}\n"
+                                   + self.path(f"{name}.log").read_text(errors="replace")[-3000:])
+            with contextlib.suppress(Exception):
+                if ready():
+                    return
+            time.sleep(0.2)
+        raise ClusterError(f"{name} not ready within {timeout:.0f} s; its log: {self.path(name + '.log')}")
+
+    def _get(self, url: str, *, admin: bool = True) -> int:
+        context = ssl.create_default_context(cafile=str(self.path("ca.crt")))
+        if admin:
+            context.load_cert_chain(self.path("admin.crt"), self.path("admin.key"))
+        with urllib.request.urlopen(url, context=context, timeout=2) as reply:
+            return reply.status
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        result = subprocess.run(["kubectl", "--kubeconfig", str(self.admin), *args], input=input,
+                                capture_output=True, text=True, timeout=60)
+        if check and result.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
+    def apply(self, objects: list[dict[str, Any]] | dict[str, Any]) -> None:
+        items = objects if isinstance(objects, list) else [objects]
+        self.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+    def start(self) -> None:
+        self._pki()
+        for name in ("etcd", "etcd-peer", "apiserver", "scheduler", "slotwise"):
+            self.ports[name] = free_port()
+        self._start("etcd", [_etcd(), "--data-dir", str(self.path("etcd")), "--listen-client-urls",
+                             f"http://127.0.0.1:{self.ports['etcd']}", "--advertise-client-urls",
+                             f"http://127.0.0.1:{self.ports['etcd']}", "--listen-peer-urls",
+                             f"http://127.0.0.1:{self.ports['etcd-peer']}"], env={"ETCD_UNSUPPORTED_ARCH": "amd64"})
+        self._start("kube-apiserver", [
+            str(self.bin / "kube-apiserver"), f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={self.ports['apiserver']}",
+            f"--tls-cert-file={self.path('serving.crt')}", f"--tls-private-key-file={self.path('serving.key')}",
+            f"--client-ca-file={self.path('ca.crt')}", f"--service-account-key-file={self.path('sa.pub')}",
+            f"--service-account-signing-key-file={self.path('sa.key')}",
+            "--service-account-issuer=https://kubernetes.default.svc", "--service-cluster-ip-range=10.96.0.0/16",
+            "--authorization-mode=Node,RBAC", "--allow-privileged=true",
+            "--endpoint-reconciler-type=none"])  # the kubernetes Service may not point at loopback
+        self.kubeconfig("admin", {"client-certificate": str(self.path("admin.crt")),
+                                  "client-key": str(self.path("admin.key"))})
+        self._wait("kube-apiserver", lambda: self._get(f"{self.server}/readyz") == 200)
+        self._start("kube-controller-manager", [
+            str(self.bin / "kube-controller-manager"), f"--kubeconfig={self.admin}", "--leader-elect=false",
+            f"--service-account-private-key-file={self.path('sa.key')}", f"--root-ca-file={self.path('ca.crt')}",
+            "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--controllers=*"])
+        # The default ServiceAccount appears once the controller manager runs.
+        self._wait("kube-controller-manager",
+                   lambda: "default" in self.kubectl("get", "serviceaccount", "default", "-o", "name", check=False))
+        self._start("kwok", [
+            str(self.bin / "kwok"), f"--kubeconfig={self.admin}", "--manage-all-nodes=false",
+            f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION[0]}={KWOK_ANNOTATION[1]}",
+            "--cidr=10.0.0.1/16", "--node-ip=10.0.0.1", f"--config={self.bin / 'kwok-stages.yaml'}"])
+        self.add_node("kwok-probe", {"cpu": "1", "memory": "1Gi"})  # kwok plays nodes: one turns Ready
+        self._wait("kwok", lambda: self.node_ready("kwok-probe"))
+        self.kubectl("delete", "node", "kwok-probe")
+        self._deploy_slotwise()
+        self._start("kube-scheduler", [str(self.bin / "kube-scheduler"), f"--config={self._scheduler_config()}",
+                                       "--bind-address=127.0.0.1", f"--secure-port={self.ports['scheduler']}"])
+        self._wait("kube-scheduler", self._healthy_scheduler)
+
+    def _healthy_scheduler(self) -> bool:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # its own self-signed serving cert
+        with urllib.request.urlopen(f"https://127.0.0.1:{self.ports['scheduler']}/healthz", context=context,
+                                    timeout=2) as reply:
+            return reply.status == 200
+
+    # slotwise, as deploy/ describes it ---------------------------------------------------------
+    def _manifests(self, name: str) -> list[dict[str, Any]]:
+        return [doc for doc in yaml.safe_load_all((DEPLOY / name).read_text()) if doc]
+
+    def _deploy_slotwise(self) -> None:
+        for name in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
+            self.apply(self._manifests(name))
+        token = self.kubectl("create", "token", "slotwise", "-n", NAMESPACE, "--duration=24h").strip()
+        kubeconfig = self.kubeconfig("slotwise", {"token": token})
+        slotwise_tls = self.ca.issue_cert("127.0.0.1")
+        slotwise_tls.private_key_pem.write_to_path(str(self.path("slotwise.key")))
+        slotwise_tls.cert_chain_pems[0].write_to_path(str(self.path("slotwise.crt")))
+        self.path("pools.yaml").write_text(self._manifests("pools.yaml")[0]["data"]["pools.yaml"])
+        self.start_slotwise(kubeconfig)
+        ca_bundle = self.ca.cert_pem.bytes()
+        webhooks = copy.deepcopy(self._manifests("webhooks.yaml"))
+        for configuration in webhooks:
+            configuration["metadata"].pop("annotations", None)  # cert-manager's CA injection: done here
+            for webhook in configuration["webhooks"]:
+                path = webhook["clientConfig"]["service"]["path"]
+                webhook["clientConfig"] = {"url": f"{self.slotwise_url}{path}",
+                                           "caBundle": base64.b64encode(ca_bundle).decode()}
+        self.apply(webhooks)
+
+    @property
+    def slotwise_url(self) -> str:
+        return f"https://127.0.0.1:{self.ports['slotwise']}"
+
+    def start_slotwise(self, kubeconfig: Path | None = None, *extra: str) -> None:
+        """``slotwise serve`` as the Deployment runs it, with its ServiceAccount's kubeconfig in
+        place of --in-cluster; started again after :meth:`kill_slotwise` on the same database."""
+        kubeconfig = kubeconfig or self.path("slotwise.kubeconfig")
+        args = [sys.executable, "-m", "slotwise.cli", "serve", "--host=127.0.0.1", f"--port={self.ports['slotwise']}",
+                f"--kubeconfig={kubeconfig}", "--managed=*", f"--tls-cert={self.path('slotwise.crt')}",
+                f"--tls-key={self.path('slotwise.key')}", f"--quota-config={self.path('pools.yaml')}",
+                f"--db=sqlite:///{self.path('slotwise.db')}", *extra]
+        self._start("slotwise", args)
+        self._wait("slotwise", lambda: self._get(f"{self.slotwise_url}/readyz", admin=False) == 200)
+
+    def use_pools(self, document: str) -> None:
+        """Restart slotwise with this quota configuration, as an edited ConfigMap and a rollout would."""
+        self.path("pools.yaml").write_text(document)
+        self.kill_slotwise()
+        self.start_slotwise()
+
+    def kill_slotwise(self) -> None:
+        process = self.processes.pop("slotwise")
+        process.kill()
+        process.wait(timeout=10)
+
+    def _scheduler_config(self) -> Path:
+        config = yaml.safe_load((DEPLOY / "scheduler" / "kube-scheduler-config.yaml").read_text())
+        [extender] = config["extenders"]
+        extender["urlPrefix"] = f"{self.slotwise_url}/extender"
+        extender["tlsConfig"] = {"caFile": str(self.path("ca.crt"))}
+        config["clientConnection"] = {"kubeconfig": str(self.admin)}
+        config["leaderElection"] = {"leaderElect": False}
+        path = self.path("kube-scheduler-config.yaml")
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    # Nodes --------------------------------------------------------------------------------------
+    def add_node(self, name: str, allocatable: Mapping[str, str], labels: Mapping[str, str] | None = None,
+                 taints: list[dict[str, str]] | None = None) -> None:
+        """A node kwok plays: it heartbeats, and its pods run once bound."""
+        capacity = {"pods": "110", **allocatable}
+        self.apply({"apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": name, "annotations": {KWOK_ANNOTATION[0]: KWOK_ANNOTATION[1]},
+                                 "labels": {"kubernetes.io/hostname": name, "type": "kwok", **(labels or {})}},
+                    "spec": {"taints": taints or []},
+                    "status": {"capacity": capacity, "allocatable": capacity}})
+
+    def node_ready(self, name: str) -> bool:
+        status = self.kubectl("get", "node", name, "-o", "jsonpath={.status.conditions[?(@.type=='Ready')].status}",
+                              check=False)
+        return status.strip() == "True"
+
+    def stop(self) -> None:
+        for name in reversed(list(self.processes)):
+            process = self.processes[name]
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+        self.processes.clear()
+
+
+@contextlib.contextmanager
+def running(workdir: Path | None = None) -> Iterator[Cluster]:
+    """A started cluster, stopped (and its folder removed, unless given) on exit."""
+    binaries = build()
+    own = workdir is None
+    folder = Path(tempfile.mkdtemp(prefix="slotwise-e2e-")) if own else workdir
+    cluster = Cluster(folder, binaries)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        if own:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    if sys.argv[1:] != ["up"]:
+        sys.exit("usage: python3 -m e2e.cluster up")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the components too, as Ctrl-C does
+    folder = Path(tempfile.mkdtemp(prefix="slotwise-e2e-"))
+    with running(folder) as cluster:
+        print(f"cluster up: export KUBECONFIG={cluster.admin}\nslotwise: {cluster.slotwise_url}\nlogs: {folder}")
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+
+
+if __name__ == "__main__":
+    main()

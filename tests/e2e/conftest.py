@@ -1,0 +1,105 @@
+"""One real control plane per test session (e2e/cluster.py), with kwok nodes and slotwise
+deployed as deploy/ describes it. Without Go or etcd these tests skip with the reason, except in
+CI (CI=true), where a cluster that cannot start is a failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from e2e.cluster import Cluster, ClusterError, running
+
+WAIT_S = 90.0
+#: One pool per managed namespace the scenarios use (a pod whose project has no pool waits, denied).
+POOLS = """
+pools:
+  - name: placement
+    guaranteed: {cpu: "256", memory: 2Ti, nvidia.com/gpu: "32"}
+  - name: gangs
+    guaranteed: {cpu: "512", memory: 4Ti, nvidia.com/gpu: "64"}
+"""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in item.nodeid:
+            item.add_marker(pytest.mark.e2e)
+
+#: scheduler-plugins' PodGroup, only the fields slotwise reads (the real CRD validates more).
+POD_GROUP_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "podgroups.scheduling.x-k8s.io"},
+    "spec": {"group": "scheduling.x-k8s.io", "scope": "Namespaced",
+             "names": {"kind": "PodGroup", "plural": "podgroups", "singular": "podgroup", "shortNames": ["pg"]},
+             "versions": [{"name": "v1alpha1", "served": True, "storage": True, "schema": {"openAPIV3Schema": {
+                 "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                     "minMember": {"type": "integer", "format": "int32"},
+                     "scheduleTimeoutSeconds": {"type": "integer", "format": "int32"}}},
+                     "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]}}
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    try:
+        with running() as started:
+            started.apply(POD_GROUP_CRD)  # before slotwise's restart below, which lists PodGroups
+            wait_for("the PodGroup CRD established", lambda: "podgroups" in started.kubectl(
+                "api-resources", "--api-group=scheduling.x-k8s.io", "-o", "name", check=False))
+            started.use_pools(POOLS)
+            yield started
+    except ClusterError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"the end-to-end cluster did not start: {exc}")
+        pytest.skip(f"no end-to-end cluster here: {exc}")
+
+
+def pod(name: str, namespace: str, *, cpu: str = "1", memory: str = "1Gi", gpus: int = 0,
+        labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
+        extra: dict[str, str] | None = None) -> dict[str, Any]:
+    requests = {"cpu": cpu, "memory": memory, **({"nvidia.com/gpu": str(gpus)} if gpus else {}), **(extra or {})}
+    limits = {r: q for r, q in requests.items() if r not in ("cpu", "memory")}
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels or {}, "annotations": annotations or {}},
+            "spec": {"containers": [{"name": "main", "image": "registry.example/train:1",
+                                     "resources": {"requests": requests, **({"limits": limits} if limits else {})}}],
+                     "terminationGracePeriodSeconds": 0}}
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
+    """``check()``'s first truthy value, polled; a clear failure after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def pods(cluster: Cluster, namespace: str) -> dict[str, dict[str, Any]]:
+    listed = json.loads(cluster.kubectl("get", "pods", "-n", namespace, "-o", "json"))
+    return {p["metadata"]["name"]: p for p in listed["items"]}
+
+
+def namespace(cluster: Cluster, name: str, *, managed: bool) -> str:
+    labels = {"slotwise.io/managed": "true"} if managed else {}
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}})
+    wait_for(f"the default ServiceAccount of {name}",
+             lambda: "default" in cluster.kubectl("get", "serviceaccount", "-n", name, "-o", "name", check=False))
+    return name
+
+
+def bound(cluster: Cluster, ns: str, names: list[str], timeout: float = WAIT_S) -> dict[str, str]:
+    """The node each of ``names`` is bound to, once all are."""
+    def all_bound() -> dict[str, str] | None:
+        found = pods(cluster, ns)
+        nodes = {n: found[n]["spec"].get("nodeName") for n in names if n in found}
+        return nodes if len(nodes) == len(names) and all(nodes.values()) else None
+
+    return wait_for(f"{', '.join(names)} bound", all_bound, timeout)

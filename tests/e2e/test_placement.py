@@ -1,0 +1,67 @@
+"""Placement through the real kube-scheduler with slotwise as its extender and admission loop:
+what kubectl shows once the pods are bound (or why they are not)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from e2e.cluster import Cluster
+from tests.e2e.conftest import bound, namespace, pod, wait_for
+
+FLEET = {"e2e/fleet": "placement"}
+A100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": "81920",
+        "nvidia.com/gpu.count": "8", **FLEET}
+
+
+@pytest.fixture(scope="module")
+def nodes(cluster: Cluster) -> Cluster:
+    for name in ("gpu-a", "gpu-b"):
+        cluster.add_node(name, {"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "8"}, A100)
+    for name in ("cpu-a", "cpu-b"):
+        cluster.add_node(name, {"cpu": "32", "memory": "128Gi"}, FLEET)
+    wait_for("four ready nodes", lambda: all(cluster.node_ready(n) for n in ("gpu-a", "gpu-b", "cpu-a", "cpu-b")))
+    return cluster
+
+
+def placed(name: str, ns: str, **kw: object) -> dict:
+    spec = pod(name, ns, **kw)  # type: ignore[arg-type]
+    spec["spec"]["nodeSelector"] = FLEET
+    return spec
+
+
+def test_gpu_pods_pack_and_cpu_pods_spread_as_slotwise_plans_them(nodes: Cluster):
+    """In a managed namespace the admission loop plans each gated pod, seeing the ones before."""
+    ns = namespace(nodes, "placement", managed=True)
+    nodes.apply([placed(f"train-{k}", ns, cpu="4", gpus=2) for k in range(3)])
+    gpu = bound(nodes, ns, ["train-0", "train-1", "train-2"])
+    assert len(set(gpu.values())) == 1 and set(gpu.values()) <= {"gpu-a", "gpu-b"}, gpu  # packed on one node
+
+    nodes.apply([placed(f"web-{k}", ns, cpu="8", memory="8Gi") for k in range(2)])
+    cpu = bound(nodes, ns, ["web-0", "web-1"])
+    assert len(set(cpu.values())) == 2 and set(cpu.values()) <= {"cpu-a", "cpu-b"}, cpu  # spread, off GPU hosts
+
+
+def test_the_extender_alone_packs_gpu_pods_created_one_at_a_time(cluster: Cluster):
+    """Unmanaged namespace: kube-scheduler decides, and slotwise's extender scores the nodes."""
+    fleet = {"e2e/fleet": "extender"}
+    for name in ("infer-a", "infer-b"):
+        cluster.add_node(name, {"cpu": "32", "memory": "128Gi", "nvidia.com/gpu": "4"}, fleet)
+    wait_for("two ready nodes", lambda: cluster.node_ready("infer-a") and cluster.node_ready("infer-b"))
+    ns = namespace(cluster, "extender-only", managed=False)
+    homes = []
+    for k in range(3):
+        spec = pod(f"infer-{k}", ns, cpu="2", gpus=1)
+        spec["spec"]["nodeSelector"] = fleet
+        cluster.apply(spec)
+        homes.append(bound(cluster, ns, [f"infer-{k}"])[f"infer-{k}"])
+    assert len(set(homes)) == 1, homes
+
+
+def test_an_unplaceable_gpu_pod_says_why_with_numbers(nodes: Cluster):
+    ns = namespace(nodes, "too-big", managed=False)
+    nodes.apply(placed("huge", ns, gpus=16))
+    described = wait_for("a FailedScheduling event", lambda: "FailedScheduling" in (
+        text := nodes.kubectl("describe", "pod", "huge", "-n", ns)) and text)
+    assert re.search(r"0/\d+ nodes are available: .*4 Insufficient nvidia.com/gpu", described), described
