@@ -8,6 +8,7 @@ import json
 from e2e.cluster import Cluster
 from tests.e2e.conftest import bound, namespace, pod, pods, wait_for
 
+
 def gang_node(cluster: Cluster, name: str) -> None:
     cluster.add_node(name, {"cpu": "64", "memory": "512Gi", "nvidia.com/gpu": "8"},
                      {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "e2e/fleet": "gangs"})
