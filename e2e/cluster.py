@@ -8,7 +8,7 @@ ones in deploy/, with the Service's address rewritten to loopback and nothing el
 
     python3 -m e2e.cluster up       # start everything; prints how to reach it; Ctrl-C stops it
 
-The end-to-end tests start one per session (tests/e2e/conftest.py).
+The end-to-end tests start one per session (tests/e2e_cluster.py).
 """
 
 from __future__ import annotations

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from e2e.cluster import Cluster
-from tests.e2e.conftest import bound, namespace, pod, pods, wait_for
+from tests.e2e_cluster import bound, namespace, pod, pods, wait_for
+
+pytest_plugins = ["tests.e2e_cluster"]
+pytestmark = pytest.mark.e2e
 
 
 def gang_node(cluster: Cluster, name: str) -> None:

@@ -8,7 +8,10 @@ import re
 import pytest
 
 from e2e.cluster import Cluster
-from tests.e2e.conftest import bound, namespace, pod, wait_for
+from tests.e2e_cluster import bound, namespace, pod, wait_for
+
+pytest_plugins = ["tests.e2e_cluster"]
+pytestmark = pytest.mark.e2e
 
 FLEET = {"e2e/fleet": "placement"}
 A100 = {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB", "nvidia.com/gpu.memory": "81920",

@@ -1,6 +1,7 @@
-"""One real control plane per test session (e2e/cluster.py), with kwok nodes and slotwise
-deployed as deploy/ describes it. Without Go or etcd these tests skip with the reason, except in
-CI (CI=true), where a cluster that cannot start is a failure."""
+"""The end-to-end tests' plugin (``pytest_plugins = ["tests.e2e_cluster"]``): one real control plane
+per test session (e2e/cluster.py), with kwok nodes and slotwise deployed as deploy/ describes it,
+and helpers to read what kubectl shows. Without Go or etcd these tests skip with the reason,
+except in CI (CI=true), where a cluster that cannot start is a failure."""
 
 from __future__ import annotations
 
@@ -24,11 +25,6 @@ pools:
     guaranteed: {cpu: "512", memory: 4Ti, nvidia.com/gpu: "64"}
 """
 
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/e2e/" in item.nodeid:
-            item.add_marker(pytest.mark.e2e)
 
 #: scheduler-plugins' PodGroup, only the fields slotwise reads (the real CRD validates more).
 POD_GROUP_CRD = {
