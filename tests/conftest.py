@@ -18,6 +18,9 @@ from scheduler.model.snapshot import Snapshot
 
 GiB = 2**30
 
+# The end-to-end tests import their plugin's helpers before pytest loads it as a plugin.
+pytest.register_assert_rewrite("tests.e2e_cluster")
+
 # Schemathesis' pytest plugin, loaded before this file, swaps Hypothesis' printer for one that
 # prints nothing (a speed-up for its own runs on large schemas): put it back, or every falsifying
 # example in this suite would be reported with its arguments left blank.
