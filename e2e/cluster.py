@@ -79,6 +79,8 @@ class Cluster:
     bin: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    #: What ``slotwise serve`` is started with besides what deploy/ gives it (kept across restarts).
+    serve_options: list[str] = field(default_factory=list)
 
     # Certificates and kubeconfigs -------------------------------------------------------------
     def _pki(self) -> None:
@@ -178,7 +180,10 @@ class Cluster:
         self._start("kube-controller-manager", [
             str(self.bin / "kube-controller-manager"), f"--kubeconfig={self.admin}", "--leader-elect=false",
             f"--service-account-private-key-file={self.path('sa.key')}", f"--root-ca-file={self.path('ca.crt')}",
-            "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--controllers=*"])
+            "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--controllers=*",
+            # kwok's heartbeat comes every 20 to 45 s; on a busy 2-core machine a late one would
+            # taint its node unreachable mid-test (the default grace is 50 s).
+            "--node-monitor-grace-period=5m"])
         # The default ServiceAccount appears once the controller manager runs.
         self._wait("kube-controller-manager",
                    lambda: "default" in self.kubectl("get", "serviceaccount", "default", "-o", "name", check=False))
@@ -229,14 +234,15 @@ class Cluster:
     def slotwise_url(self) -> str:
         return f"https://127.0.0.1:{self.ports['slotwise']}"
 
-    def start_slotwise(self, kubeconfig: Path | None = None, *extra: str) -> None:
+    def start_slotwise(self, kubeconfig: Path | None = None) -> None:
         """``slotwise serve`` as the Deployment runs it, with its ServiceAccount's kubeconfig in
-        place of --in-cluster; started again after :meth:`kill_slotwise` on the same database."""
+        place of --in-cluster, and :attr:`serve_options`; started again after
+        :meth:`kill_slotwise` on the same database."""
         kubeconfig = kubeconfig or self.path("slotwise.kubeconfig")
         args = [sys.executable, "-m", "slotwise.cli", "serve", "--host=127.0.0.1", f"--port={self.ports['slotwise']}",
                 f"--kubeconfig={kubeconfig}", "--managed=*", f"--tls-cert={self.path('slotwise.crt')}",
                 f"--tls-key={self.path('slotwise.key')}", f"--quota-config={self.path('pools.yaml')}",
-                f"--db=sqlite:///{self.path('slotwise.db')}", *extra]
+                f"--db=sqlite:///{self.path('slotwise.db')}", *self.serve_options]
         self._start("slotwise", args)
         self._wait("slotwise", lambda: self._get(f"{self.slotwise_url}/readyz", admin=False) == 200)
 

@@ -23,7 +23,11 @@ pools:
     guaranteed: {cpu: "256", memory: 2Ti, nvidia.com/gpu: "32"}
   - name: gangs
     guaranteed: {cpu: "512", memory: 4Ti, nvidia.com/gpu: "64"}
+  - name: mig
+    guaranteed: {cpu: "64", memory: 512Gi, nvidia.com/mig-3g.40gb: "8"}
 """
+#: The bearer token the MIG node agents report with (slotwise serve --mig-token-file).
+MIG_TOKEN = "e2e-mig-agents-" + "x" * 24
 
 
 #: scheduler-plugins' PodGroup, only the fields slotwise reads (the real CRD validates more).
@@ -46,6 +50,8 @@ def cluster() -> Iterator[Cluster]:
             started.apply(POD_GROUP_CRD)  # before slotwise's restart below, which lists PodGroups
             wait_for("the PodGroup CRD established", lambda: "podgroups" in started.kubectl(
                 "api-resources", "--api-group=scheduling.x-k8s.io", "-o", "name", check=False))
+            started.path("mig-token").write_text(MIG_TOKEN)
+            started.serve_options.append(f"--mig-token-file={started.path('mig-token')}")
             started.use_pools(POOLS)
             yield started
     except ClusterError as exc:
