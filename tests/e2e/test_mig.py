@@ -4,6 +4,8 @@ free, it waits and says why."""
 
 from __future__ import annotations
 
+import ssl
+
 import httpx
 import pytest
 
@@ -28,7 +30,7 @@ def test_a_mig_pod_lands_where_the_agent_reported_a_free_instance(cluster: Clust
     for name in ("mig-busy", "mig-free"):
         cluster.add_node(name, {"cpu": "32", "memory": "256Gi", "nvidia.com/mig-3g.40gb": "2"},
                          {"nvidia.com/gpu.product": f"{PRODUCT}-MIG-3g.40gb", **fleet})
-    with httpx.Client(base_url=cluster.slotwise_url, verify=str(cluster.path("ca.crt")),
+    with httpx.Client(base_url=cluster.slotwise_url, verify=ssl.create_default_context(cafile=cluster.path("ca.crt")),
                       headers={"Authorization": f"Bearer {MIG_TOKEN}"}) as agent:
         for node, in_use in (("mig-busy", True), ("mig-free", False)):
             agent.post(f"/mig/nodes/{node}", json=report(node, in_use)).raise_for_status()
