@@ -139,8 +139,12 @@ class Cluster:
             time.sleep(0.2)
         raise ClusterError(f"{name} not ready within {timeout:.0f} s; its log: {self.path(name + '.log')}")
 
-    def _get(self, url: str, *, admin: bool = True) -> int:
+    def _get(self, url: str, *, admin: bool = True, verify: bool = True) -> int:
+        """The status of a GET against a component: checked against the cluster's CA (``verify``
+        False: kube-scheduler's own self-signed serving cert), as admin or anonymously."""
         context = ssl.create_default_context(cafile=str(self.path("ca.crt")))
+        if not verify:
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
         if admin:
             context.load_cert_chain(self.path("admin.crt"), self.path("admin.key"))
         with urllib.request.urlopen(url, context=context, timeout=2) as reply:
@@ -197,14 +201,8 @@ class Cluster:
         self._deploy_slotwise()
         self._start("kube-scheduler", [str(self.bin / "kube-scheduler"), f"--config={self._scheduler_config()}",
                                        "--bind-address=127.0.0.1", f"--secure-port={self.ports['scheduler']}"])
-        self._wait("kube-scheduler", self._healthy_scheduler)
-
-    def _healthy_scheduler(self) -> bool:
-        context = ssl.create_default_context()
-        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # its own self-signed serving cert
-        with urllib.request.urlopen(f"https://127.0.0.1:{self.ports['scheduler']}/healthz", context=context,
-                                    timeout=2) as reply:
-            return reply.status == 200
+        self._wait("kube-scheduler", lambda: self._get(f"https://127.0.0.1:{self.ports['scheduler']}/healthz",
+                                                       admin=False, verify=False) == 200)
 
     # slotwise, as deploy/ describes it ---------------------------------------------------------
     def _manifests(self, name: str) -> list[dict[str, Any]]:

@@ -105,3 +105,10 @@ def bound(cluster: Cluster, ns: str, names: list[str], timeout: float = WAIT_S) 
         return nodes if len(nodes) == len(names) and all(nodes.values()) else None
 
     return wait_for(f"{', '.join(names)} bound", all_bound, timeout)
+
+
+def waiting_reason(pod_object: dict[str, Any]) -> str | None:
+    """Why slotwise keeps a pod gated (its ``SlotwiseAdmitted=False`` condition), or None."""
+    conditions = pod_object.get("status", {}).get("conditions", [])
+    admitted = next((c for c in conditions if c["type"] == "SlotwiseAdmitted"), None)
+    return admitted["message"] if admitted is not None and admitted["status"] == "False" else None

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from e2e.cluster import Cluster
-from tests.e2e_cluster import bound, namespace, pod, pods, wait_for
+from tests.e2e_cluster import bound, namespace, pod, pods, wait_for, waiting_reason
 
 pytest_plugins = ["tests.e2e_cluster"]
 pytestmark = pytest.mark.e2e
@@ -35,14 +35,8 @@ def test_a_gang_that_does_not_fit_binds_nothing_until_it_all_fits(cluster: Clust
 
     def waiting_with_reason() -> dict[str, str] | None:
         found = pods(cluster, ns)
-        reasons = {}
-        for n in names:
-            conditions = {c["type"]: c for c in found.get(n, {}).get("status", {}).get("conditions", [])}
-            admitted = conditions.get("SlotwiseAdmitted")
-            if admitted is None or admitted["status"] != "False":
-                return None
-            reasons[n] = admitted["message"]
-        return reasons
+        reasons = {n: waiting_reason(found.get(n, {})) for n in names}
+        return reasons if all(reasons.values()) else None  # type: ignore[return-value]
 
     reasons = wait_for("every member gated with a reason", waiting_with_reason)
     assert all(not p["spec"].get("nodeName") for p in pods(cluster, ns).values())

@@ -10,7 +10,15 @@ import httpx
 import pytest
 
 from e2e.cluster import Cluster
-from tests.e2e_cluster import MIG_TOKEN, bound, namespace, pod, pods, wait_for
+from tests.e2e_cluster import (
+    MIG_TOKEN,
+    bound,
+    namespace,
+    pod,
+    pods,
+    wait_for,
+    waiting_reason,
+)
 
 pytest_plugins = ["tests.e2e_cluster"]
 pytestmark = pytest.mark.e2e
@@ -42,12 +50,7 @@ def test_a_mig_pod_lands_where_the_agent_reported_a_free_instance(cluster: Clust
         if k < 2:  # one at a time: which two start is then decided
             assert bound(cluster, ns, [f"slice-{k}"]) == {f"slice-{k}": "mig-free"}
 
-    def waiting(name: str) -> str | None:
-        conditions = pods(cluster, ns)[name].get("status", {}).get("conditions", [])
-        admitted = next((c for c in conditions if c["type"] == "SlotwiseAdmitted"), None)
-        return admitted["message"] if admitted and admitted["status"] == "False" else None
-
     # mig-busy advertises two slices, but its agent reported both in use: the third waits.
-    message = wait_for("the third slice gated with a reason", lambda: waiting("slice-2"))
+    message = wait_for("the third slice gated with a reason", lambda: waiting_reason(pods(cluster, ns)["slice-2"]))
     assert "1 no free valid MIG slot for 3g.40gb" in message, message
     assert not pods(cluster, ns)["slice-2"]["spec"].get("nodeName")
