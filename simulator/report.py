@@ -32,14 +32,10 @@ REPORT_FILES = frozenset({"report.html", "results.json", "means.csv", "runs.csv"
 
 def means(results: Sequence[Result]) -> list[tuple[str, int, dict[str, float]]]:
     """Per policy (in first-seen order): how many runs, and the mean of each summary figure."""
-    by_policy: dict[str, list[dict[str, float]]] = {}
-    for r in results:
-        by_policy.setdefault(r.policy, []).append(r.summary())
     out = []
-    for policy, summaries in by_policy.items():
-        keys = list(dict.fromkeys(k for s in summaries for k in s))
-        out.append((policy, len(summaries), {k: round(float(np.mean([s[k] for s in summaries if k in s])), 6)
-                                             for k in keys}))
+    for policy, runs in _by_policy(results).items():
+        stats = mean_and_spread([r.summary() for r in runs])
+        out.append((policy, len(runs), {k: round(mean, 6) for k, (mean, _) in stats.items()}))
     return out
 
 
@@ -177,7 +173,7 @@ def _image_html(path: Path, caption: str) -> str:
             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
-def _stats(figures: Sequence[Mapping[str, float | None]]) -> dict[str, tuple[float, float | None]]:
+def mean_and_spread(figures: Sequence[Mapping[str, float | None]]) -> dict[str, tuple[float, float | None]]:
     """Per key, the mean over runs and, where runs differ, the standard deviation (runs without
     the figure are left out)."""
     out: dict[str, tuple[float, float | None]] = {}
@@ -205,7 +201,7 @@ def _summary_html(groups: Mapping[str, Sequence[Result]]) -> str:
     counts = sorted({len(runs) for runs in groups.values()})
     caption = (f"mean ± standard deviation over {'/'.join(map(str, counts))} seeds; a figure without ± is the "
                "same in every seed" if counts[-1] > 1 else "one seed")
-    stats = {policy: _stats([r.summary() for r in runs]) for policy, runs in groups.items()}
+    stats = {policy: mean_and_spread([r.summary() for r in runs]) for policy, runs in groups.items()}
     keys = dict.fromkeys(k for s in stats.values() for k in s)
     rows = [[figure_name(k), *(_cell(k, s.get(k)) for s in stats.values())] for k in keys]
     return _table_html(["", *groups], rows, caption)
@@ -217,7 +213,7 @@ def _by_kind_html(groups: Mapping[str, Sequence[TimelineResult]]) -> str:
     for policy, runs in groups.items():
         documents = [r.to_dict() for r in runs]
         for kind in dict.fromkeys(k for d in documents for k in d["wait_s_by_kind"]):
-            stats = _stats([{f"{what} {p} s": v for what in ("wait", "completion")
+            stats = mean_and_spread([{f"{what} {p} s": v for what in ("wait", "completion")
                              for p, v in d[f"{what}_s_by_kind"].get(kind, {}).items()} for d in documents])
             rows.append([policy, kind, *(_cell(k, stats.get(k)) for k in keys)])
     return _table_html(["policy", "kind", *map(figure_name, keys)], rows, labels=2)
@@ -230,7 +226,7 @@ def _by_project_html(groups: Mapping[str, Sequence[TimelineResult]]) -> str:
     for policy, runs in groups.items():
         per_run = [r.projects() for r in runs]
         for project in dict.fromkeys(p for figures in per_run for p in figures):
-            stats = _stats([figures[project] for figures in per_run if project in figures])
+            stats = mean_and_spread([figures[project] for figures in per_run if project in figures])
             rows.append([policy, project, *(_cell(k, stats.get(k)) for k in keys)])
     return _table_html(["policy", "project", *map(figure_name, keys)], rows, labels=2)
 
@@ -241,7 +237,7 @@ def _failed_html(groups: Mapping[str, Sequence[Result]]) -> str:
     reasons = dict.fromkeys(reason for runs in groups.values() for r in runs for reason in r.failed)
     if not reasons:
         return "<p>None.</p>"
-    stats = {policy: _stats([{reason: float(r.failed.get(reason, 0)) for reason in reasons} for r in runs])
+    stats = {policy: mean_and_spread([{reason: float(r.failed.get(reason, 0)) for reason in reasons} for r in runs])
              for policy, runs in groups.items()}
     return _table_html(["reason", *groups], [[reason, *(_cell("pods", s.get(reason)) for s in stats.values())]
                                              for reason in reasons])

@@ -72,13 +72,9 @@ def _scenario(trace: Path | None, nodes: Path | None, added: str | None, mode: M
                     mode or "timeline", inflation, quotas, bursts, kinds)
 
 
-def _mean(runs: list[dict[str, float | None]], key: str) -> float | None:
-    values = [v for f in runs if (v := f[key]) is not None]
-    return sum(values) / len(values) if values else None
-
-
 def _projects_table(results: list[Result]) -> Table:
     """Per project, each run label's mean over seeds of wait p99, borrowed GPUs and preemptions."""
+    from simulator.report import mean_and_spread
     from simulator.results import TimelineResult, format_figure
 
     figures: dict[str, dict[str, list[dict[str, float | None]]]] = {}
@@ -95,8 +91,8 @@ def _projects_table(results: list[Result]) -> Table:
     for project, by_label in figures.items():
         cells = []
         for label in labels:
-            runs = by_label.get(label, [])
-            cells.append(" / ".join(format_figure(key, _mean(runs, key)) for key in
+            stats = mean_and_spread(by_label.get(label, []))
+            cells.append(" / ".join(format_figure(key, stats[key][0] if key in stats else None) for key in
                                     ("wait p99 s", "mean GPUs", "borrowed GPUs", "preemptions", "burst cost")))
         table.add_row(project, *cells)
     return table
