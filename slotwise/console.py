@@ -20,3 +20,10 @@ def command_group(help: str) -> typer.Typer:
     """A group of commands with plain help and one-line usage errors: typer's rich help loads
     rich's Markdown renderer (0.15 s before every --help) and draws errors as boxed panels."""
     return typer.Typer(help=help, no_args_is_help=True, rich_markup_mode=None)
+
+
+def failure(console: Console, problem: object) -> typer.Exit:
+    """Print ``error: <problem>`` on one line, however long its paths, and return the exit (code
+    2: the input cannot be used) for the command to raise."""
+    console.print(f"[red]error:[/red] {problem}", highlight=False, soft_wrap=True)
+    return typer.Exit(2)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from slotwise.console import command_group, make_console
+from slotwise.console import command_group, failure, make_console
 
 if TYPE_CHECKING:
     from burst.targets import BurstConfig
@@ -26,8 +26,7 @@ def _load(path: Path) -> BurstConfig:
     try:
         return burst_from_yaml(path.read_text())
     except (BurstConfigError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        raise failure(console, exc) from None
 
 
 @app.command()
@@ -68,11 +67,9 @@ def plan(
         pods = [pod_from_k8s(o) for o in objects]
         waited_s = parse_duration(waited)
     except (OSError, json.JSONDecodeError, ModelError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        raise failure(console, exc) from None
     if not pods:
-        console.print("[red]error:[/red] no pod in the file")
-        raise typer.Exit(2)
+        raise failure(console, "no pod in the file")
     decision = decide_burst(config, pods[0].key, pods, waited_s, None, budget)
     console.print(f"{decision.__class__.__name__.lower()}: {decision.reason}", highlight=False)
     if isinstance(decision, Overflow):

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from mig.catalog import CatalogError, GpuModel, model_for_product
 from mig.geometry import Instance, Layout, empty
-from slotwise.console import command_group, make_console
+from slotwise.console import command_group, failure, make_console
 
 # Each command imports what it needs when it runs (numpy, pydantic's report models, the planner).
 if TYPE_CHECKING:
@@ -27,11 +27,6 @@ CELL = 12  # characters per memory slice in a slot diagram
 
 class InputError(ValueError):
     """Input the command cannot use; printed, and the command exits 2."""
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
 
 
 def read_reports(path: Path) -> list[NodeReport]:
@@ -117,7 +112,7 @@ def show(
         else:
             reports = [example_report(model_for_product(example), example, gpus, seed)]
     except (InputError, CatalogError) as exc:
-        raise _fail(str(exc)) from None
+        raise failure(console, exc) from None
     if as_json:
         typer.echo(json.dumps([r.model_dump() for r in reports], indent=1))
         return
@@ -182,7 +177,7 @@ def plan(
         _check_offered(wanted, models)
         result = make_plan(layouts, wanted, time_limit=time_limit, driver=driver, solver="greedy" if greedy else "cp-sat")
     except (InputError, CatalogError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+        raise failure(console, exc) from None
     for note in result.notes:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     table = Table(title=f"Plan ({result.solver}{', optimal' if result.optimal else ''}): "
@@ -250,7 +245,7 @@ def simulate(
         outcomes = [run_mode(m, stream, gpu_model, nodes=nodes, gpus_per_node=gpus_per_node, mix=shares,
                              reconfigure_s=reconfigure_s) for m in chosen]
     except (InputError, CatalogError) as exc:
-        raise _fail(str(exc)) from None
+        raise failure(console, exc) from None
     described = ", ".join(f"{k} {v:.0%}" for k, v in sorted(shares.items()))
     table = Table(title=f"{jobs} jobs ({described}) on {nodes} x {gpus_per_node} {gpu_model.name}, load {load:g}, seed {seed}")
     for column in ("mode", "jobs served", "mean wait (h)", "slice utilisation", "repartitions"):
@@ -275,8 +270,8 @@ def agent(
         token = token_file.read_text().strip()
         check_nvml()
     except OSError as exc:
-        raise _fail(f"{token_file}: {exc.strerror}") from None
+        raise failure(console, f"{token_file}: {exc.strerror}") from None
     except NvmlUnavailable as exc:
-        raise _fail(str(exc)) from None
+        raise failure(console, exc) from None
     run(node, control_plane, token, interval, rounds=1 if once else None,
         log=lambda line: console.print(line, highlight=False))

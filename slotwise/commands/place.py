@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from slotwise.console import make_console
+from slotwise.console import failure, make_console
 
 console = make_console()
 
@@ -50,8 +50,7 @@ def place(
         pending = [p for p in pod_list if p.node_name is None]
         placer = Placer(build_profile(policy, seed=seed, workload=TargetWorkload.from_pods(pod_list) if pod_list else None))
     except (ValueError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise failure(console, exc) from None
 
     decisions, started = [], time.perf_counter()
     for pod in pending:

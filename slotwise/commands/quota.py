@@ -16,7 +16,7 @@ from rich.tree import Tree
 
 from quota.database import DEFAULT_URL
 from scheduler.model.resources import format_quota_amount
-from slotwise.console import command_group, make_console
+from slotwise.console import command_group, failure, make_console
 
 # Each command imports what it needs when it runs: the store loads SQLAlchemy, the configuration
 # pydantic and the usage numpy, none of which --help needs.
@@ -49,8 +49,7 @@ def _store(url: str) -> Iterator[Store]:
         store.migrate()
         yield store
     except (QuotaConfigError, StoreError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        raise failure(console, exc) from None
     except SQLAlchemyError as exc:
         console.print(f"[red]database error:[/red] {exc.__class__.__name__}: {str(exc).splitlines()[0]}", highlight=False)
         raise typer.Exit(2) from None

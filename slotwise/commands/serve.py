@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from quota.database import DEFAULT_URL
-from slotwise.console import make_console
+from slotwise.console import failure, make_console
 
 # serve imports the service (FastAPI, the Kubernetes client, SQLAlchemy) when it runs.
 if TYPE_CHECKING:
@@ -107,8 +107,7 @@ def serve(
         burst_config = burst_from_yaml(burst.read_text()) if burst else None
         workload_classes = classes_from_yaml(classes.read_text()) if classes else DEFAULT_CLASSES
     except (ValueError, OSError, k8s_json.ModelError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)  # one line, however long the paths
-        raise typer.Exit(2) from None
+        raise failure(console, exc) from None
     except SQLAlchemyError as exc:  # the database cannot be reached or migrated
         console.print(f"[red]database error:[/red] {exc.__class__.__name__}: {str(exc).splitlines()[0]}",
                       highlight=False, soft_wrap=True)

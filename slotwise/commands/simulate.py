@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 
 from simulator.modes import Mode
-from slotwise.console import make_console
+from slotwise.console import failure, make_console
 
 # The command imports what it needs when it runs (numpy, pydantic, the placement engine, the
 # simulator, matplotlib), so that --help loads none of them.
@@ -45,7 +45,11 @@ def _scenario(trace: Path | None, nodes: Path | None, added: str | None, mode: M
     from quota.config import config_from_yaml
     from scheduler.model.sources import read_nodes
     from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
-    from simulator.generate import gang_burst_arrivals, synthetic_arrivals, synthetic_cluster
+    from simulator.generate import (
+        gang_burst_arrivals,
+        synthetic_arrivals,
+        synthetic_cluster,
+    )
     from simulator.sweep import Scenario
     from simulator.traces import read_trace
     from simulator.whatif import add_nodes, parse_additions
@@ -159,7 +163,13 @@ def simulate(
     gang_burst: Annotated[int | None, typer.Option(help="Instead of the generated workload: this many 4-worker 8-GPU training gangs submitted at once, members interleaved.")] = None,
 ) -> None:
     """Run what-if simulations through the live placement code and write a report."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from scheduler.placement.profile import profile_names
     from simulator.gangs import GANG_MODES
@@ -189,14 +199,12 @@ def simulate(
             if ray_address:
                 connect_ray(ray_address)
     except (ValueError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise failure(console, exc) from None
     if gang_modes:
         try:
             console.print(_gang_table(scenario, policies, seed_list[0], gang_modes))
         except ValueError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+            raise failure(console, exc) from None
         return
 
     quota_runs, burst_runs = compared(scenario)
@@ -214,8 +222,7 @@ def simulate(
                 task = bar.add_task("runs", total=runs)
                 results = sweep(scenario, policies, seed_list, workers, ray_address, on_result=lambda _: bar.advance(task))
     except ValueError as exc:  # a trace without times asked for a timeline, and the like
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        raise failure(console, exc) from None
     elapsed = time.perf_counter() - started
 
     config = {"scenario": scenario.name, "mode": scenario.mode, "pods": len(scenario.arrivals),
