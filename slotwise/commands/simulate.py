@@ -45,11 +45,7 @@ def _scenario(trace: Path | None, nodes: Path | None, added: str | None, mode: M
     from quota.config import config_from_yaml
     from scheduler.model.sources import read_nodes
     from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
-    from simulator.generate import (
-        gang_burst_arrivals,
-        synthetic_arrivals,
-        synthetic_cluster,
-    )
+    from simulator.generate import gang_burst_arrivals, synthetic_arrivals, synthetic_cluster
     from simulator.sweep import Scenario
     from simulator.traces import read_trace
     from simulator.whatif import add_nodes, parse_additions
@@ -163,13 +159,7 @@ def simulate(
     gang_burst: Annotated[int | None, typer.Option(help="Instead of the generated workload: this many 4-worker 8-GPU training gangs submitted at once, members interleaved.")] = None,
 ) -> None:
     """Run what-if simulations through the live placement code and write a report."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from scheduler.placement.profile import profile_names
     from simulator.gangs import GANG_MODES
