@@ -300,6 +300,7 @@ class Cluster:
 @contextlib.contextmanager
 def running(workdir: Path | None = None) -> Iterator[Cluster]:
     """A started cluster, stopped (and its folder removed, unless given) on exit."""
+    _etcd()  # missing etcd is said before a build of minutes that could not be used
     binaries = build()
     own = workdir is None
     folder = Path(tempfile.mkdtemp(prefix="slotwise-e2e-")) if own else workdir
