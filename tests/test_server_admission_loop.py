@@ -269,6 +269,20 @@ def test_the_loop_reads_gated_pods_from_the_cache_and_lifts_a_gate_once(store):
     assert cache.gated(GATE) == [] and admission.run_once() == []
 
 
+def test_members_still_gated_after_a_restart_mid_gang_are_placed_on_the_standing_charge(store):
+    """slotwise stopped after lifting one gate of a gang: back up, it places the other members one
+    by one under the gang's charge: none left gated, nothing admitted twice."""
+    members = [gang_json(f"w-{i}", "g", gpus=1) for i in range(3)]
+    assert store.admit(request_for("nlp/g", [pod_from_k8s(m) for m in members]), T0, "test").kind == "admit"
+    kube = FakeKube()
+    cache = cache_of(bound(members[0], "n0"), *members[1:])
+    actions = AdmissionLoop(cache, kube, store, clock=lambda: T0).run_once()  # type: ignore[arg-type]
+    assert sorted(a.pod_key for a in actions if isinstance(a, Ungate)) == ["nlp/w-1", "nlp/w-2"]
+    assert sorted(key for kind, key, _ in kube.calls if kind == "patch") == ["nlp/w-1", "nlp/w-2"]
+    assert [e.action for e in store.audit(subject="nlp/g")] == ["admit"]
+    assert [w.key for w in store.ledger().charged()] == ["nlp/g"]
+
+
 def test_refused_evictions_are_retried_until_the_victim_goes(store):
     victims = {n: bound(pod_json(n), "n0") for n in ("v1", "v2", "v3")}
     kube = FakeKube()

@@ -250,10 +250,15 @@ class AdmissionLoop:
         trial = self._trial(snapshot, gangs)
         for unit in sorted(units, key=lambda u: u.order):
             if unit.gang is not None and unit.key in running:
-                continue  # members already run: not all-or-nothing any more, leave the rest to the scheduler
+                # Members run already (gates lifted before a restart, a member recreated): the gang
+                # is past all-or-nothing and its charge stands; the rest are placed one by one.
+                for g in unit.members:
+                    actions += self._decide(trial, _Unit(unit.key, (g,), None), admitted, now, config, snapshot,
+                                            config.reclaim.grace_s)
+                continue
             timed_out = self._timed_out.get(unit.key) or _timed_out_before(unit)
             if timed_out is None:
-                decided = self._decide(trial, unit, admitted, now, config, snapshot, ledger.config.reclaim.grace_s)
+                decided = self._decide(trial, unit, admitted, now, config, snapshot, config.reclaim.grace_s)
                 timed_out = self._give_up(unit, decided, admitted, now)
                 if timed_out is not None:
                     self.store.record(ACTOR, "gang.timeout", unit.key, {"reason": timed_out.reason})
@@ -475,11 +480,13 @@ class AdmissionLoop:
             namespace, name = action.pod_key.split("/", 1)
             try:
                 if isinstance(action, Ungate | Burst):
+                    # Recorded before the patch: a crash between the two leaves a decision taken
+                    # again after the restart, never a pod placed with no trace in the trail.
+                    if isinstance(action, Ungate):  # a burst is in the trail already, as its spend
+                        self.store.record(ACTOR, "place", action.pod_key, {"node": action.node})
                     self.kube.patch_pod(namespace, name, action.patch)
                     self._told.pop(action.pod_key, None)
                     self._lifted.add(action.uid)
-                    if isinstance(action, Ungate):  # a burst is in the trail already, as its spend
-                        self.store.record(ACTOR, "place", action.pod_key, {"node": action.node})
                 elif isinstance(action, Evict):
                     self._evict(namespace, name, action)
                 elif self._told.get(action.pod_key) != action.reason:  # write a reason once, not every cycle
