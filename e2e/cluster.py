@@ -241,12 +241,17 @@ class Cluster:
                 f"--kubeconfig={kubeconfig}", "--managed=*", f"--tls-cert={self.path('slotwise.crt')}",
                 f"--tls-key={self.path('slotwise.key')}", f"--quota-config={self.path('pools.yaml')}",
                 f"--db=sqlite:///{self.path('slotwise.db')}", *self.serve_options]
-        self._start("slotwise", args)
+        # The tree under test, whatever copy of slotwise is installed (the CLI runs from the workdir).
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        self._start("slotwise", args, env={"PYTHONPATH": path})
         self._wait("slotwise", lambda: self._get(f"{self.slotwise_url}/readyz", admin=False) == 200)
 
     def use_pools(self, document: str) -> None:
         """Restart slotwise with this quota configuration, as an edited ConfigMap and a rollout would."""
         self.path("pools.yaml").write_text(document)
+        self.restart_slotwise()
+
+    def restart_slotwise(self) -> None:
         self.kill_slotwise()
         self.start_slotwise()
 

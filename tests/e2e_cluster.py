@@ -5,6 +5,7 @@ except in CI (CI=true), where a cluster that cannot start is a failure."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -14,10 +15,12 @@ from typing import Any
 import pytest
 
 from e2e.cluster import Cluster, ClusterError, running
+from quota.store import Store
 
 WAIT_S = 90.0
 #: One pool per managed namespace the scenarios use (a pod whose project has no pool waits, denied).
 POOLS = """
+reclaim: {grace: 2s}   # kwok deletes an evicted pod when its grace period ends
 pools:
   - name: placement
     guaranteed: {cpu: "256", memory: 2Ti, nvidia.com/gpu: "32"}
@@ -25,6 +28,17 @@ pools:
     guaranteed: {cpu: "512", memory: 4Ti, nvidia.com/gpu: "64"}
   - name: mig
     guaranteed: {cpu: "64", memory: 512Gi, nvidia.com/mig-3g.40gb: "8"}
+  - name: owner
+    guaranteed: {cpu: "64", memory: 512Gi, nvidia.com/gpu: "8"}
+    shareable: {nvidia.com/gpu: "8"}
+  - name: borrower
+    guaranteed: {cpu: "64", memory: 512Gi}
+    max: {nvidia.com/gpu: "8"}
+  - name: burst
+    guaranteed: {cpu: "1024", memory: 4Ti}
+    budget: {per_day: 20}
+  - name: crash
+    guaranteed: {cpu: "64", memory: 256Gi}
 """
 #: The bearer token the MIG node agents report with (slotwise serve --mig-token-file).
 MIG_TOKEN = "e2e-mig-agents-" + "x" * 24
@@ -60,16 +74,29 @@ def cluster() -> Iterator[Cluster]:
         pytest.skip(f"no end-to-end cluster here: {exc}")
 
 
+@contextlib.contextmanager
+def serving_with(cluster: Cluster, *options: str) -> Iterator[Cluster]:
+    """slotwise restarted with ``options`` added, and restarted without them afterwards."""
+    cluster.serve_options += options
+    cluster.restart_slotwise()
+    try:
+        yield cluster
+    finally:
+        for option in options:
+            cluster.serve_options.remove(option)
+        cluster.restart_slotwise()
+
+
 def pod(name: str, namespace: str, *, cpu: str = "1", memory: str = "1Gi", gpus: int = 0,
         labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
-        extra: dict[str, str] | None = None) -> dict[str, Any]:
+        extra: dict[str, str] | None = None, node_selector: dict[str, str] | None = None) -> dict[str, Any]:
     requests = {"cpu": cpu, "memory": memory, **({"nvidia.com/gpu": str(gpus)} if gpus else {}), **(extra or {})}
     limits = {r: q for r, q in requests.items() if r not in ("cpu", "memory")}
     return {"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": labels or {}, "annotations": annotations or {}},
             "spec": {"containers": [{"name": "main", "image": "registry.example/train:1",
                                      "resources": {"requests": requests, **({"limits": limits} if limits else {})}}],
-                     "terminationGracePeriodSeconds": 0}}
+                     "terminationGracePeriodSeconds": 0, **({"nodeSelector": node_selector} if node_selector else {})}}
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = WAIT_S) -> Any:
@@ -112,3 +139,8 @@ def waiting_reason(pod_object: dict[str, Any]) -> str | None:
     conditions = pod_object.get("status", {}).get("conditions", [])
     admitted = next((c for c in conditions if c["type"] == "SlotwiseAdmitted"), None)
     return admitted["message"] if admitted is not None and admitted["status"] == "False" else None
+
+
+def store(cluster: Cluster) -> Store:
+    """slotwise's own database, read beside the running service (SQLite allows it)."""
+    return Store(f"sqlite:///{cluster.path('slotwise.db')}")

@@ -23,9 +23,7 @@ def test_while_slotwise_is_down_only_managed_pod_creation_is_refused(cluster: Cl
     cluster.kill_slotwise()
     try:
         for ns, name in ((unmanaged, "batch"), ("kube-system", "system-agent")):
-            spec = pod(name, ns, cpu="1")
-            spec["spec"]["nodeSelector"] = fleet
-            cluster.apply(spec)
+            cluster.apply(pod(name, ns, cpu="1", node_selector=fleet))
             assert bound(cluster, ns, [name])[name] == "down-cpu"
         refused = subprocess.run(["kubectl", "--kubeconfig", str(cluster.admin), "create", "-f", "-"],
                                  input=json.dumps(pod("gated", managed)), capture_output=True,

@@ -20,10 +20,8 @@ def gang_node(cluster: Cluster, name: str) -> None:
 
 
 def worker(name: str, ns: str, gang: str, **annotations: str) -> dict:
-    spec = pod(name, ns, cpu="8", memory="64Gi", gpus=8,
+    return pod(name, ns, cpu="8", memory="64Gi", gpus=8, node_selector={"e2e/fleet": "gangs"},
                annotations={"slotwise.io/gang": gang, "slotwise.io/gang-min-members": "4", **annotations})
-    spec["spec"]["nodeSelector"] = {"e2e/fleet": "gangs"}
-    return spec
 
 
 def test_a_gang_that_does_not_fit_binds_nothing_until_it_all_fits(cluster: Cluster):
@@ -58,12 +56,8 @@ def test_a_pod_groups_min_member_is_honoured(cluster: Cluster):
     cluster.apply({"apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup",
                    "metadata": {"name": "elastic", "namespace": ns}, "spec": {"minMember": 2}})
     names = [f"elastic-{k}" for k in range(3)]
-    members = []
-    for name in names:
-        spec = pod(name, ns, cpu="8", memory="64Gi", gpus=8, labels={"scheduling.x-k8s.io/pod-group": "elastic"})
-        spec["spec"]["nodeSelector"] = fleet
-        members.append(spec)
-    cluster.apply(members)
+    cluster.apply([pod(name, ns, cpu="8", memory="64Gi", gpus=8, labels={"scheduling.x-k8s.io/pod-group": "elastic"},
+                       node_selector=fleet) for name in names])
 
     def two_bound() -> dict[str, str] | None:
         found = pods(cluster, ns)

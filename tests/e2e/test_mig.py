@@ -44,9 +44,7 @@ def test_a_mig_pod_lands_where_the_agent_reported_a_free_instance(cluster: Clust
             agent.post(f"/mig/nodes/{node}", json=report(node, in_use)).raise_for_status()
     ns = namespace(cluster, "mig", managed=True)
     for k in range(3):
-        spec = pod(f"slice-{k}", ns, cpu="4", extra={"nvidia.com/mig-3g.40gb": "1"})
-        spec["spec"]["nodeSelector"] = fleet
-        cluster.apply(spec)
+        cluster.apply(pod(f"slice-{k}", ns, cpu="4", extra={"nvidia.com/mig-3g.40gb": "1"}, node_selector=fleet))
         if k < 2:  # one at a time: which two start is then decided
             assert bound(cluster, ns, [f"slice-{k}"]) == {f"slice-{k}": "mig-free"}
 

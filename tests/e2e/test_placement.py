@@ -28,20 +28,14 @@ def nodes(cluster: Cluster) -> Cluster:
     return cluster
 
 
-def placed(name: str, ns: str, **kw: object) -> dict:
-    spec = pod(name, ns, **kw)  # type: ignore[arg-type]
-    spec["spec"]["nodeSelector"] = FLEET
-    return spec
-
-
 def test_gpu_pods_pack_and_cpu_pods_spread_as_slotwise_plans_them(nodes: Cluster):
     """In a managed namespace the admission loop plans each gated pod, seeing the ones before."""
     ns = namespace(nodes, "placement", managed=True)
-    nodes.apply([placed(f"train-{k}", ns, cpu="4", gpus=2) for k in range(3)])
+    nodes.apply([pod(f"train-{k}", ns, cpu="4", gpus=2, node_selector=FLEET) for k in range(3)])
     gpu = bound(nodes, ns, ["train-0", "train-1", "train-2"])
     assert len(set(gpu.values())) == 1 and set(gpu.values()) <= {"gpu-a", "gpu-b"}, gpu  # packed on one node
 
-    nodes.apply([placed(f"web-{k}", ns, cpu="8", memory="8Gi") for k in range(2)])
+    nodes.apply([pod(f"web-{k}", ns, cpu="8", memory="8Gi", node_selector=FLEET) for k in range(2)])
     cpu = bound(nodes, ns, ["web-0", "web-1"])
     assert len(set(cpu.values())) == 2 and set(cpu.values()) <= {"cpu-a", "cpu-b"}, cpu  # spread, off GPU hosts
 
@@ -55,16 +49,14 @@ def test_the_extender_alone_packs_gpu_pods_created_one_at_a_time(cluster: Cluste
     ns = namespace(cluster, "extender-only", managed=False)
     homes = []
     for k in range(3):
-        spec = pod(f"infer-{k}", ns, cpu="2", gpus=1)
-        spec["spec"]["nodeSelector"] = fleet
-        cluster.apply(spec)
+        cluster.apply(pod(f"infer-{k}", ns, cpu="2", gpus=1, node_selector=fleet))
         homes.append(bound(cluster, ns, [f"infer-{k}"])[f"infer-{k}"])
     assert len(set(homes)) == 1, homes
 
 
 def test_an_unplaceable_gpu_pod_says_why_with_numbers(nodes: Cluster):
     ns = namespace(nodes, "too-big", managed=False)
-    nodes.apply(placed("huge", ns, gpus=16))
+    nodes.apply(pod("huge", ns, gpus=16, node_selector=FLEET))
     described = wait_for("a FailedScheduling event", lambda: "FailedScheduling" in (
         text := nodes.kubectl("describe", "pod", "huge", "-n", ns)) and text)
     assert re.search(r"0/\d+ nodes are available: .*\b\d+ Insufficient nvidia.com/gpu", described), described
