@@ -159,6 +159,23 @@ def test_a_pod_within_quota_is_ungated_with_affinity_to_its_node(store):
     assert (store.audit()[0].action, store.audit()[0].subject) == ("admit", "nlp/a")
 
 
+def test_a_pod_whose_decision_fails_waits_saying_so_while_the_others_go_on(store, monkeypatch):
+    admission = loop(store)
+    decide = admission.placer.decide
+
+    def failing_for_bad(snap, pod, *args, **kw):
+        if pod.name == "bad":
+            raise RuntimeError("boom")
+        return decide(snap, pod, *args, **kw)
+
+    monkeypatch.setattr(admission.placer, "decide", failing_for_bad)
+    snap = build_snapshot([build_node("n1", gpus=8)])
+    actions = {a.pod_key: a for a in admission.plan(snap, gated(pod_json("bad"), pod_json("good")), T0)}
+    assert isinstance(actions["nlp/good"], Ungate)
+    bad = actions["nlp/bad"]
+    assert isinstance(bad, Pending) and bad.cause == "DecisionFailed" and "RuntimeError: boom" in bad.reason
+
+
 def test_a_gang_is_all_or_nothing(store):
     store.replace_config(config_from_yaml(QUOTA.replace("{nvidia.com/gpu: 4}\n    budget", "{nvidia.com/gpu: 8}\n    budget")
                                           .replace("guaranteed: {nvidia.com/gpu: 4}\n    shareable", "guaranteed: {nvidia.com/gpu: 8}\n    shareable")), "test")
@@ -481,7 +498,7 @@ class StubApiServer(BaseHTTPRequestHandler):
         kind = url.path.rsplit("/", 1)[-1]
         self.lists[kind] += 1
         if url.path.startswith("/apis/"):
-            self._send(404, (RECORDED / "crd-not-found.json").read_bytes())
+            self._send(404, (RECORDED / "crd-not-found.txt").read_bytes(), "text/plain")
             return
         self._send(200, (RECORDED / ("nodes.json" if kind == "nodes" else "admission-pods.json")).read_bytes())
 
@@ -496,9 +513,9 @@ class StubApiServer(BaseHTTPRequestHandler):
 
     do_POST = do_PATCH = _write
 
-    def _send(self, status: int, body: bytes) -> None:
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.end_headers()
         self.wfile.write(body)
 

@@ -40,7 +40,7 @@ class StubApiServer(BaseHTTPRequestHandler):
         group = url.path.split("/")[2] if url.path.startswith("/apis/") else ""
         if group in self.missing:
             self.lists[group] += 1
-            self._send(404, (RECORDED / "crd-not-found.json").read_bytes())
+            self._send(404, (RECORDED / "crd-not-found.txt").read_bytes(), "text/plain")
             return
         if query.get("watch") == ["true"]:
             stream = RECORDED / f"watch-{kind}-{query['resourceVersion'][0]}.jsonl"
@@ -57,9 +57,9 @@ class StubApiServer(BaseHTTPRequestHandler):
         self.bindings.append((self.path, body))
         self._send(201, json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}).encode())
 
-    def _send(self, status: int, body: bytes) -> None:
+    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", content_type)
         self.end_headers()
         self.wfile.write(body)
 

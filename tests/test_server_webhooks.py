@@ -153,6 +153,16 @@ def test_mutate_keeps_what_the_user_set_and_appends_to_other_gates(webhook):
     ]
 
 
+def test_a_pod_created_on_its_node_is_labelled_but_not_gated(webhook):
+    """The API server refuses a pod with both spec.nodeName and a scheduling gate (a static pod's
+    mirror is created so): such a pod is labelled for accounting only."""
+    pod = job_pod()
+    pod["spec"]["nodeName"] = "gpu-a1"
+    patched = jsonpatch.apply_patch(pod, patch_of(webhook("/webhooks/mutate", review(pod))))
+    assert patched["metadata"]["labels"]["slotwise.io/project"] == "nlp"
+    assert "schedulingGates" not in patched["spec"]
+
+
 @pytest.mark.parametrize("request_body", [
     review(job_pod(), namespace="kube-system"),  # system namespaces never, even when listed
     review(job_pod(), namespace="unmanaged"),
