@@ -69,8 +69,10 @@ class _FleetView:
     def node_keys(self, snap: Snapshot, profile: str, fleet: Fleet | None = None) -> np.ndarray:
         fleet = fleet if fleet is not None else self.fleet
         rows = self.rows(snap, fleet)
-        keys = fleet.node_keys(profile)
-        return np.where(rows >= 0, keys[np.maximum(rows, 0)], NO_FIT)
+        out = np.full(len(rows), NO_FIT, dtype=np.int64)
+        known = rows >= 0  # none at all while no agent has reported (after a restart)
+        out[known] = fleet.node_keys(profile)[rows[known]]
+        return out
 
 
 class MigSlotFilter(_FleetView):

@@ -156,10 +156,11 @@ def test_the_gauge_counts_instances_placeable_now_at_each_scrape(store):
     assert samples(client.get("/metrics").text, "slotwise_mig_slices_free")["3g.40gb"] == 1
 
 
-def plan(store: Store, *objs: dict[str, Any]) -> tuple[dict[str, Any], ReportedFleet]:
-    """One admission cycle's actions by pod key, with mig-free and mig-full reported."""
+def plan(store: Store, *objs: dict[str, Any], reports: tuple[NodeReport, ...] = (FREE, FULL)
+         ) -> tuple[dict[str, Any], ReportedFleet]:
+    """One admission cycle's actions by pod key, with ``reports`` (mig-free and mig-full) reported."""
     fleet = ReportedFleet(MemoryLayoutStore())
-    for body in (FREE, FULL):
+    for body in reports:
         fleet.store.put(body)
     cache = cache_of(*objs)
     loop = AdmissionLoop(cache, None, store, clock=lambda: T0, mig=fleet)  # type: ignore[arg-type]  # plan needs no API
@@ -179,6 +180,15 @@ def test_the_loop_never_gives_one_instance_twice_and_tells_a_pod_without_one_why
     assert isinstance(waiting, Pending) and waiting.cause == "NoMigSlot"
     assert "no node has a free MIG instance of 3g.40gb" in waiting.reason and "slotwise mig plan" in waiting.reason
     assert fleet().placeable()["3g.40gb"] == 1  # the cycle's trial never touched the live fleet
+
+
+def test_before_any_agent_reports_a_mig_pod_waits_saying_so(store):
+    """Right after a restart no layout is known yet: the pod waits, and the cycle goes on."""
+    cpu = cpu_pod("c")
+    cpu["spec"]["schedulingGates"] = [{"name": GATE}]
+    by_pod, _ = plan(store, mig_pod("m", gated=True), cpu, reports=())
+    assert isinstance(by_pod["nlp/m"], Pending) and by_pod["nlp/m"].cause == "NoMigSlot"
+    assert isinstance(by_pod["nlp/c"], Ungate)
 
 
 def test_a_gang_wanting_one_node_s_last_instance_twice_waits_whole(store):

@@ -249,24 +249,35 @@ class AdmissionLoop:
         running = {_workload_key(a.pod, self.classes) for a in snapshot.assignments.values()} if gangs else set()
         trial = self._trial(snapshot, gangs)
         for unit in sorted(units, key=lambda u: u.order):
-            if unit.gang is not None and unit.key in running:
-                # Members run already (gates lifted before a restart, a member recreated): the gang
-                # is past all-or-nothing and its charge stands; the rest are placed one by one.
-                for g in unit.members:
-                    actions += self._decide(trial, _Unit(unit.key, (g,), None), admitted, now, config, snapshot,
-                                            config.reclaim.grace_s)
-                continue
-            timed_out = self._timed_out.get(unit.key) or _timed_out_before(unit)
-            if timed_out is None:
-                decided = self._decide(trial, unit, admitted, now, config, snapshot, config.reclaim.grace_s)
-                timed_out = self._give_up(unit, decided, admitted, now)
-                if timed_out is not None:
-                    self.store.record(ACTOR, "gang.timeout", unit.key, {"reason": timed_out.reason})
-                # Victims the store has marked for eviction go even if the gang gives up now.
-                actions += decided if timed_out is None else [a for a in decided if isinstance(a, Evict)]
+            try:
+                actions += self._plan_unit(trial, unit, admitted, now, config, snapshot, unit.key in running)
+            except Exception as exc:  # one unit's failure (a bug, a store error) never stalls the others
+                log.exception("deciding %s failed", unit.key)
+                actions += [Pending(g.pod.key, f"slotwise could not decide it ({type(exc).__name__}: {exc}); "
+                                               "retried every cycle, the details are in slotwise's log",
+                                    "DecisionFailed", g.pod.uid) for g in unit.members]
+        return actions
+
+    def _plan_unit(self, trial: _Trial, unit: _Unit, admitted: set[str], now: float, config: QuotaConfig,
+                   snapshot: Snapshot, members_run: bool) -> list[Action]:
+        grace_s = config.reclaim.grace_s
+        if unit.gang is not None and members_run:
+            # Members run already (gates lifted before a restart, a member recreated): the gang
+            # is past all-or-nothing and its charge stands; the rest are placed one by one.
+            return [a for g in unit.members
+                    for a in self._decide(trial, _Unit(unit.key, (g,), None), admitted, now, config, snapshot, grace_s)]
+        actions: list[Action] = []
+        timed_out = self._timed_out.get(unit.key) or _timed_out_before(unit)
+        if timed_out is None:
+            decided = self._decide(trial, unit, admitted, now, config, snapshot, grace_s)
+            timed_out = self._give_up(unit, decided, admitted, now)
             if timed_out is not None:
-                self._timed_out[unit.key] = timed_out
-                actions += [Pending(g.pod.key, timed_out.reason, TIMED_OUT, g.pod.uid) for g in unit.members]
+                self.store.record(ACTOR, "gang.timeout", unit.key, {"reason": timed_out.reason})
+            # Victims the store has marked for eviction go even if the gang gives up now.
+            actions += decided if timed_out is None else [a for a in decided if isinstance(a, Evict)]
+        if timed_out is not None:
+            self._timed_out[unit.key] = timed_out
+            actions += [Pending(g.pod.key, timed_out.reason, TIMED_OUT, g.pod.uid) for g in unit.members]
         return actions
 
     def _trial(self, snapshot: Snapshot, gangs: bool) -> _Trial:
