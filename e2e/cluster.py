@@ -324,8 +324,10 @@ def main() -> None:
         sys.exit("usage: python3 -m e2e.cluster up")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the components too, as Ctrl-C does
     folder = Path(tempfile.mkdtemp(prefix="slotwise-e2e-"))
+    started = time.monotonic()
     with running(folder) as cluster:
-        print(f"cluster up: export KUBECONFIG={cluster.admin}\nslotwise: {cluster.slotwise_url}\nlogs: {folder}")
+        print(f"cluster up in {time.monotonic() - started:.0f} s: export KUBECONFIG={cluster.admin}\n"
+              f"slotwise: {cluster.slotwise_url}\nlogs: {folder}")
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
 

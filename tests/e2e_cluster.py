@@ -57,10 +57,30 @@ POD_GROUP_CRD = {
                      "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]}}
 
 
+#: The components whose logs a failed end-to-end test shows (their last lines).
+LOGS = ("slotwise", "kube-scheduler")
+_started: list[Cluster] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed scenario's report ends with what slotwise and kube-scheduler logged: the cluster's
+    folder is gone by the time anyone reads CI's output."""
+    report = yield
+    if report.failed and _started:
+        for name in LOGS:
+            log = _started[0].path(f"{name}.log")
+            if log.exists():
+                report.sections.append((f"{name}.log (last 60 lines)",
+                                        "\n".join(log.read_text(errors="replace").splitlines()[-60:])))
+    return report
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
     try:
         with running() as started:
+            _started.append(started)
             started.apply(POD_GROUP_CRD)  # before slotwise's restart below, which lists PodGroups
             wait_for("the PodGroup CRD established", lambda: "podgroups" in started.kubectl(
                 "api-resources", "--api-group=scheduling.x-k8s.io", "-o", "name", check=False))

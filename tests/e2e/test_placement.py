@@ -60,3 +60,13 @@ def test_an_unplaceable_gpu_pod_says_why_with_numbers(nodes: Cluster):
     described = wait_for("a FailedScheduling event", lambda: "FailedScheduling" in (
         text := nodes.kubectl("describe", "pod", "huge", "-n", ns)) and text)
     assert re.search(r"0/\d+ nodes are available: .*\b\d+ Insufficient nvidia.com/gpu", described), described
+
+
+def test_a_pod_created_on_its_node_in_a_managed_namespace_is_admitted(nodes: Cluster):
+    """The API server refuses a scheduling gate beside spec.nodeName (a static pod's mirror has
+    both): the webhook leaves such a pod ungated."""
+    ns = namespace(nodes, "placement", managed=True)
+    pinned = pod("pinned", ns, node_selector=FLEET)
+    pinned["spec"]["nodeName"] = "cpu-a"
+    nodes.apply(pinned)
+    assert bound(nodes, ns, ["pinned"]) == {"pinned": "cpu-a"}
