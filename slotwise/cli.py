@@ -7,6 +7,7 @@ SQLAlchemy, OR-Tools, matplotlib, the Kubernetes client or FastAPI.
 from __future__ import annotations
 
 from slotwise.commands.burst import app as burst_app
+from slotwise.commands.gpu_reservation import gpu_reservation
 from slotwise.commands.mig import app as mig_app
 from slotwise.commands.place import place, policies
 from slotwise.commands.quota import app as quota_app
@@ -19,6 +20,7 @@ app.command()(simulate)
 app.command()(serve)
 app.command()(policies)
 app.command()(place)
+app.command(name="gpu-reservation")(gpu_reservation)
 app.add_typer(quota_app, name="quota")
 app.add_typer(burst_app, name="burst")
 app.add_typer(mig_app, name="mig")

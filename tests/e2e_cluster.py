@@ -39,6 +39,8 @@ pools:
     budget: {per_day: 20}
   - name: crash
     guaranteed: {cpu: "64", memory: 256Gi}
+  - name: shares
+    guaranteed: {cpu: "64", memory: 512Gi, nvidia.com/gpu: "4"}
 """
 #: The bearer token the MIG node agents report with (slotwise serve --mig-token-file).
 MIG_TOKEN = "e2e-mig-agents-" + "x" * 24

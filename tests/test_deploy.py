@@ -42,9 +42,14 @@ def render() -> list[dict[str, Any]]:
 OBJECTS = render()
 
 
-def one(kind: str) -> dict[str, Any]:
-    [found] = [o for o in OBJECTS if o["kind"] == kind]
+def one(kind: str, name: str | None = None) -> dict[str, Any]:
+    [found] = [o for o in OBJECTS if o["kind"] == kind and name in (None, o["metadata"]["name"])]
     return found
+
+
+def grants(role: dict[str, Any]) -> set[tuple[str, str, str]]:
+    return {(group, resource, verb) for rule in role["rules"]
+            for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
 
 
 def test_kustomization_lists_every_manifest_and_nothing_else():
@@ -77,19 +82,38 @@ def test_namespaced_objects_live_in_slotwise_system():
 
 
 def test_rbac_grants_exactly_what_slotwise_does():
-    granted = {(group, resource, verb) for rule in one("ClusterRole")["rules"]
-               for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
+    granted = grants(one("ClusterRole"))
     assert not any("*" in entry for entry in granted)
     assert granted == {("", "nodes", "get"), ("", "nodes", "list"), ("", "nodes", "watch"),
                        ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "pods", "patch"),
-                       ("", "pods/status", "patch"), ("", "pods/eviction", "create"), ("", "events", "create")} | {
+                       ("", "pods/status", "patch"), ("", "pods/eviction", "create"), ("", "events", "create"),
+                       ("", "configmaps", "create")} | {
         (group, "podgroups", verb) for group in ("scheduling.x-k8s.io", "scheduling.volcano.sh")
         for verb in ("get", "list", "watch")}
     assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in one("ClusterRole")["rules"])
     binding = one("ClusterRoleBinding")
     assert binding["roleRef"]["name"] == one("ClusterRole")["metadata"]["name"]
-    account = one("ServiceAccount")["metadata"]
+    account = one("ServiceAccount", "slotwise")["metadata"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["name"], "namespace": NAMESPACE}]
+
+
+def test_gpu_share_reservations_are_made_in_slotwise_s_namespace_only_and_only_annotate_themselves():
+    """slotwise creates and deletes pods in its namespace, nowhere else; the reservation pods'
+    account reads and patches pods there, nothing more (docs/gpu-sharing.md)."""
+    from slotwise.server.gpu_shares import ReservationSettings
+
+    settings = ReservationSettings()
+    assert grants(one("Role", "slotwise-gpu-reservations")) == {("", "pods", "create"), ("", "pods", "delete")}
+    assert grants(one("Role", "slotwise-gpu-reservation")) == {("", "pods", "get"), ("", "pods", "patch")}
+    for role, account in (("slotwise-gpu-reservations", "slotwise"),
+                          ("slotwise-gpu-reservation", settings.service_account)):
+        binding = one("RoleBinding", role)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": one("ServiceAccount", account)["metadata"]
+                                        ["name"], "namespace": settings.namespace}]
+    assert settings.namespace == NAMESPACE
+    assert container()["image"] == settings.image  # the reservation pods run the Deployment's release
+    assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in container()["env"]
 
 
 def container() -> dict[str, Any]:
@@ -105,7 +129,7 @@ def test_deployment_serves_https_with_health_probes_as_a_locked_down_non_root_po
     assert c["ports"] == [{"name": "https", "containerPort": 8443, "protocol": "TCP"}]
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         assert c[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
-    assert pod["serviceAccountName"] == one("ServiceAccount")["metadata"]["name"]
+    assert pod["serviceAccountName"] == one("ServiceAccount", "slotwise")["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
     assert c["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
                                     "capabilities": {"drop": ["ALL"]}}
@@ -215,8 +239,9 @@ def test_scheduler_extender_stanza():
     assert stanza["weight"] > 0 and stanza["enableHTTPS"] is True and stanza["tlsConfig"]["caFile"]
     assert stanza["nodeCacheCapable"] is True and stanza["ignorable"] is False
     assert stanza["httpTimeout"] == "1s"
+    # Shares are advertised by no node: kube-scheduler leaves them to slotwise (docs/gpu-sharing.md).
     assert stanza["managedResources"] == [{"name": "nvidia.com/gpu", "ignoredByScheduler": False},
-                                         {"name": "slotwise.io/gpu-milli", "ignoredByScheduler": False}]
+                                         {"name": "slotwise.io/gpu-milli", "ignoredByScheduler": True}]
     assert set(stanza) <= {"urlPrefix", "filterVerb", "prioritizeVerb", "preemptVerb", "bindVerb", "weight",
                            "enableHTTPS", "tlsConfig", "httpTimeout", "nodeCacheCapable", "managedResources",
                            "ignorable"}

@@ -131,6 +131,21 @@ class FakeKube:
     def set_pod_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> None:
         self.calls.append(("condition", f"{namespace}/{name}", condition))
 
+    def create_pod(self, namespace: str, body: dict[str, Any]) -> None:
+        self._create("pod", namespace, body)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self.calls.append(("delete-pod", f"{namespace}/{name}", None))
+
+    def create_config_map(self, namespace: str, body: dict[str, Any]) -> None:
+        self._create("configmap", namespace, body)
+
+    def _create(self, kind: str, namespace: str, body: dict[str, Any]) -> None:
+        key = f"{namespace}/{body['metadata']['name']}"
+        self.calls.append((kind, key, body))
+        if self.refuse.get(key):
+            raise ApiException(status=self.refuse[key].pop(0), reason="refused")
+
 
 def cache_of(*pods: dict[str, Any], gpus: tuple[int, ...] = (8,), kube: Kube | None = None) -> ClusterCache:
     """A synced cache holding ``pods`` and nodes n0, n1, ... with ``gpus`` GPUs each; with ``kube``
@@ -155,7 +170,8 @@ def test_a_pod_within_quota_is_ungated_with_affinity_to_its_node(store):
     after = jsonpatch.apply_patch(obj, action.patch)
     assert after["spec"]["schedulingGates"] == []
     assert node_names(after) == [["n2"]]  # gpu-pack: the busier node
-    assert after["metadata"]["annotations"] == {"slotwise.io/planned-nodes": "n2"}
+    # The GPU slot it takes (n2's fifth: four are busy) is annotated, for the model after a restart.
+    assert after["metadata"]["annotations"] == {"slotwise.io/planned-nodes": "n2", "slotwise.io/gpu-indices": "4"}
     assert (store.audit()[0].action, store.audit()[0].subject) == ("admit", "nlp/a")
 
 
@@ -581,7 +597,8 @@ def test_a_cycle_ungates_evicts_and_explains_through_the_api(api, store):
     [term] = after["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert term["matchExpressions"][0]["key"] == "nvidia.com/gpu.product"  # narrowed, not replaced
     assert term["matchFields"] == [{"key": "metadata.name", "operator": "In", "values": ["gpu-a1"]}]
-    assert after["metadata"]["annotations"] == {"owner": "ana", "slotwise.io/planned-nodes": "gpu-a1"}
+    assert after["metadata"]["annotations"] == {"owner": "ana", "slotwise.io/planned-nodes": "gpu-a1",
+                                                "slotwise.io/gpu-indices": "6"}
 
     _, eviction = by_path["POST", "/api/v1/namespaces/nlp/pods/borrow-0/eviction"]
     assert (eviction["apiVersion"], eviction["kind"]) == ("policy/v1", "Eviction")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -79,6 +80,7 @@ def serve(
     classes: Annotated[Path | None, typer.Option(help="Workload class overrides (YAML, e.g. serving: {gpu_pack: true}).")] = None,
     quota_config: Annotated[Path | None, typer.Option(help="Make this pool configuration (YAML, as slotwise quota export writes) the whole quota configuration at start, as slotwise quota import does.")] = None,
     admin_token_file: Annotated[Path | None, typer.Option(help=f"Keep the token in this file (a Kubernetes Secret) as the REST API's admin token {BOOTSTRAP_TOKEN!r}; a changed file replaces it at the next start.")] = None,
+    gpu_reservation_image: Annotated[str | None, typer.Option(help="The image GPU share reservation pods run (it needs the slotwise command; default: slotwise's own release image). They run in slotwise's namespace (POD_NAMESPACE).")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (kube-scheduler calls the extender twice per pod: off by default).")] = False,
 ) -> None:
     """Run the slotwise service: the quota REST API (/quota), the scheduler extender (/extender),
@@ -122,9 +124,13 @@ def serve(
     loop = None
     if cache.kube is not None:  # a real cluster: decide gated pods and lift their gates
         from slotwise.server.admission_loop import AdmissionLoop
+        from slotwise.server.gpu_shares import ReservationSettings
 
+        defaults = ReservationSettings()
+        reservations = ReservationSettings(os.environ.get("POD_NAMESPACE", defaults.namespace),
+                                           gpu_reservation_image or defaults.image)
         loop = AdmissionLoop(cache, cache.kube, store, burst=burst_config, classes=workload_classes, metrics=metrics,
-                             mig=mig_fleet)
+                             mig=mig_fleet, reservations=reservations)
         loop.start()
     gc.freeze()  # the app and a dry run's cache live as long as the service (ClusterCache._follow says why)
     try:

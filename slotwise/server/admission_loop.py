@@ -7,7 +7,9 @@ gangs that wait past their timeout. A gang named by a PodGroup (scheduler-plugin
 takes its minimum, and scheduler-plugins' timeout, from that object as the cache holds it.
 Given the fleet MIG node reports describe, a pod asking a MIG instance is placed only where an
 idle instance of its profile is free, and takes it for the rest of the cycle; where none is, it
-waits, and repartitioning is left to an admin (``slotwise mig plan``).
+waits, and repartitioning is left to an admin (``slotwise mig plan``). A GPU pod's slots are
+annotated on it; a GPU share joins its GPU's group, whose reservation pod the loop creates
+(slotwise.server.gpu_shares), and the groups are reconciled after each cycle.
 
 :meth:`AdmissionLoop.plan` decides and returns typed actions; only :meth:`AdmissionLoop.apply`
 talks to Kubernetes. Planning does write to the quota store: an admission is charged when it is
@@ -46,7 +48,7 @@ from scheduler.gang.groups import (
 from scheduler.gang.planner import GangPlan, commit, plan_gang
 from scheduler.gang.queue import TimedOut
 from scheduler.gang.topology import Topology
-from scheduler.model.cluster import Node, Pod, WorkloadKind
+from scheduler.model.cluster import GPU_INDICES_ANNOTATION, Node, Pod, WorkloadKind
 from scheduler.model.json_patch import set_entries
 from scheduler.model.snapshot import Snapshot
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
@@ -55,6 +57,8 @@ from scheduler.placement.engine import Placer
 from scheduler.placement.profile import build_profile
 from slotwise.server.cache import ClusterCache
 from slotwise.server.extender import PLANNED_NODES_ANNOTATION
+from slotwise.server.gpu_share_reconciler import ShareReconciler
+from slotwise.server.gpu_shares import Reservation, ReservationSettings, plan_share
 from slotwise.server.kube import Kube
 from slotwise.server.metrics import ServiceMetrics
 from slotwise.server.webhooks import ADMISSION_GATE
@@ -88,10 +92,15 @@ class Gated:
 
 @dataclass(frozen=True, slots=True)
 class Ungate:
+    """Lift the gate with ``patch``; a GPU share names its ``group``, whose ``reservation`` pod is
+    created first where the group is new."""
+
     pod_key: str
     patch: list[dict[str, Any]]
     uid: str = ""
     node: str = ""
+    group: str = ""
+    reservation: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,9 +165,12 @@ def affinity_ops(spec: Mapping[str, Any], nodes: Sequence[str]) -> list[dict[str
     return [{"op": "add", "path": "/spec/affinity", "value": {"nodeAffinity": {REQUIRED: value}}}]
 
 
-def ungate_patch(obj: Mapping[str, Any], node: str, planned: Sequence[str]) -> list[dict[str, Any]]:
-    """Gate off, affinity to ``node``, and the plan's nodes (a gang's, for the extender) annotated."""
-    annotate = set_entries(obj, ("metadata", "annotations"), {PLANNED_NODES_ANNOTATION: ",".join(planned)})
+def ungate_patch(obj: Mapping[str, Any], node: str, planned: Sequence[str],
+                 annotations: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Gate off, affinity to ``node``, and the plan's nodes (a gang's, for the extender) annotated
+    with ``annotations`` (a GPU pod's slots, a share's group)."""
+    annotate = set_entries(obj, ("metadata", "annotations"),
+                           {PLANNED_NODES_ANNOTATION: ",".join(planned), **(annotations or {})})
     return [*gate_ops(obj), *affinity_ops(obj.get("spec") or {}, [node]), *annotate]
 
 
@@ -186,6 +198,8 @@ class _Trial:
     placer: Placer
     topology: Topology | None
     fleet: Fleet | None
+    #: GPU share groups by node and GPU slot: the reservations the cache holds, and those made this cycle.
+    groups: dict[tuple[str, int], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,8 +228,10 @@ class AdmissionLoop:
     def __init__(self, cache: ClusterCache, kube: Kube, store: Store, placer_profile: str = "default",
                  burst: BurstConfig | None = None, clock: Callable[[], float] = time.time, interval_s: float = 2.0,
                  classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
-                 metrics: ServiceMetrics | None = None, mig: FleetSource | None = None):
-        """``mig``: the fleet MIG pods are placed on (none: by resource counts only)."""
+                 metrics: ServiceMetrics | None = None, mig: FleetSource | None = None,
+                 reservations: ReservationSettings = ReservationSettings()):
+        """``mig``: the fleet MIG pods are placed on (none: by resource counts only);
+        ``reservations``: how GPU share groups' reservation pods are made."""
         self.cache = cache
         self.kube = kube
         self.store = store
@@ -223,6 +239,8 @@ class AdmissionLoop:
         self.metrics = metrics
         self.placer = Placer(build_profile(placer_profile, classes=classes))
         self.mig = mig
+        self.reservations = reservations
+        self.shares = ShareReconciler(kube, metrics, clock)
         self.burst = burst
         self.clock = clock
         self.interval_s = interval_s
@@ -283,10 +301,11 @@ class AdmissionLoop:
     def _trial(self, snapshot: Snapshot, gangs: bool) -> _Trial:
         trial = snapshot.copy()
         topology = self._topology(trial) if gangs else None
+        groups = {(r.node, r.index): r.name for r in map(Reservation.of, self.cache.pods()) if r is not None}
         if self.mig is None:
-            return _Trial(trial, self.placer, topology, None)
+            return _Trial(trial, self.placer, topology, None, groups)
         fleet = self.mig().copy()
-        return _Trial(trial, mig_placer(fleet, self.placer.profile), topology, fleet)
+        return _Trial(trial, mig_placer(fleet, self.placer.profile), topology, fleet, groups)
 
     def _topology(self, snapshot: Snapshot) -> Topology:
         """The topology of the snapshot's nodes, rebuilt only when the node set changes (the cache
@@ -346,11 +365,22 @@ class AdmissionLoop:
         if isinstance(placed, tuple):
             return self._burst_or(unit, now, True, *placed)
         planned = list(dict.fromkeys(placed.values()))
-        return [Ungate(g.pod.key, ungate_patch(g.obj, placed[g.pod.key], planned), g.pod.uid, placed[g.pod.key])
-                if g.pod.key in placed
+        return [self._ungate(trial, g, placed[g.pod.key], planned) if g.pod.key in placed
                 else Pending(g.pod.key, f"gang {unit.key} runs at its minimum; no room for this member", "NoCapacity",
                              g.pod.uid)
                 for g in unit.members]
+
+    def _ungate(self, trial: _Trial, g: Gated, node: str, planned: Sequence[str]) -> Ungate:
+        """The pod's GPU slots are annotated (the model reads them back after a restart); a share
+        joins the group of its GPU, or starts one with a reservation pod."""
+        pod = g.pod
+        gpus = trial.snapshot.assignments[pod.key].gpus
+        group, annotations, reservation = "", {}, None
+        if pod.gpu is not None and pod.gpu.shared:
+            group, annotations, reservation = plan_share(pod, node, gpus[0], trial.groups, self.reservations)
+        elif gpus:
+            annotations = {GPU_INDICES_ANNOTATION: ",".join(map(str, gpus))}
+        return Ungate(pod.key, ungate_patch(g.obj, node, planned, annotations), pod.uid, node, group, reservation)
 
     def _give_up(self, unit: _Unit, decided: Sequence[Action], admitted: set[str], now: float) -> TimedOut | None:
         """A gang's timeout, as :class:`scheduler.gang.queue.GangQueue` keeps it: a gang not placed
@@ -494,7 +524,10 @@ class AdmissionLoop:
                     # Recorded before the patch: a crash between the two leaves a decision taken
                     # again after the restart, never a pod placed with no trace in the trail.
                     if isinstance(action, Ungate):  # a burst is in the trail already, as its spend
-                        self.store.record(ACTOR, "place", action.pod_key, {"node": action.node})
+                        self.store.record(ACTOR, "place", action.pod_key,
+                                          {"node": action.node, **({"gpu_group": action.group} if action.group else {})})
+                        if action.reservation is not None:
+                            self._reserve(action.reservation)
                     self.kube.patch_pod(namespace, name, action.patch)
                     self._told.pop(action.pod_key, None)
                     self._lifted.add(action.uid)
@@ -508,6 +541,15 @@ class AdmissionLoop:
                     self._told[action.pod_key] = action.reason
             except ApiException as exc:
                 log.warning("%s %s failed: %s %s", type(action).__name__, action.pod_key, exc.status, exc.reason)
+
+    def _reserve(self, reservation: dict[str, Any]) -> None:
+        """Create a share group's reservation pod; one there already (a decision taken again
+        after a restart) is the same group."""
+        try:
+            self.kube.create_pod(reservation["metadata"]["namespace"], reservation)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
 
     def _evict(self, namespace: str, name: str, action: Evict) -> None:
         """Evict; one that a PodDisruptionBudget refuses for now (429) is kept to retry next cycle,
@@ -558,6 +600,7 @@ class AdmissionLoop:
             planned = self.plan(snapshot, gated, now)
         actions: list[Action] = [*self._retries(snapshot), *planned]
         self.apply(actions)
+        self.shares.reconcile(self.cache.pods(), {a.group for a in actions if isinstance(a, Ungate) and a.group})
         if self.metrics is not None:
             self.metrics.set_pending(Counter(a.cause for a in actions if isinstance(a, Pending)))
         keys = {g.pod.key for g in gated}

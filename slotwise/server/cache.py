@@ -29,6 +29,7 @@ from scheduler.gang.groups import SCHEDULER_PLUGINS, VOLCANO, PodGroup, PodGroup
 from scheduler.model.cluster import Node, Pod
 from scheduler.model.k8s_json import ModelError, finished, node_from_k8s, pod_from_k8s
 from scheduler.model.snapshot import Snapshot
+from slotwise.server.gpu_shares import is_reservation
 from slotwise.server.kube import (
     CUSTOM_LISTERS,
     LISTERS,
@@ -157,7 +158,9 @@ class ClusterCache:
                 for key in gone:  # released first, so that a pod that moved fits again
                     if key in self._snap.assignments:
                         self._snap.release(key)
-                for pod in came:
+                for pod in sorted(came, key=lambda p: not p.gpu_indices):
+                    if self._snap is None:
+                        break  # a conflict dropped it: the next reader rebuilds it whole
                     self._account(self._snap, pod)
             self._synced.add(kind)
 
@@ -201,14 +204,26 @@ class ClusterCache:
             self._by_uid.pop(old.uid, None)
         return old
 
-    @staticmethod
-    def _account(snap: Snapshot, pod: Pod) -> None:
-        if pod.node_name is None or pod.node_name not in snap.index:
-            return  # pending, or on a node the watch has not delivered yet
+    def _account(self, snap: Snapshot, pod: Pod) -> None:
+        if pod.node_name is None or pod.node_name not in snap.index or is_reservation(pod):
+            return  # pending, on a node the watch has not delivered yet, or a GPU its shares account
         try:
             snap.assign(pod, snap.index[pod.node_name], pod.gpu_indices or None)
         except ValueError as exc:  # the API server's truth wins; our arithmetic only warns
-            log.warning("cannot account %s on %s: %s", pod.key, pod.node_name, exc)
+            if snap is self._snap and self._squatted(snap, pod):
+                # Its GPU slots went to a pod that named none (arrived first): rebuild, slots named first.
+                log.warning("rebuilding the snapshot: %s names GPU slots %s on %s: %s", pod.key,
+                            list(pod.gpu_indices), pod.node_name, exc)
+                self._snap = None
+            else:
+                log.warning("cannot account %s on %s: %s", pod.key, pod.node_name, exc)
+
+    @staticmethod
+    def _squatted(snap: Snapshot, pod: Pod) -> bool:
+        """Whether a pod that named no GPU slots holds one that ``pod`` names."""
+        node, named = snap.index[pod.node_name], set(pod.gpu_indices)  # type: ignore[index]
+        return bool(named) and any(a.node == node and not a.pod.gpu_indices and named & set(a.gpus)
+                                   for a in snap.assignments.values())
 
     # Reading ------------------------------------------------------------------------------------
     @contextmanager
@@ -217,7 +232,8 @@ class ClusterCache:
         with self._lock:
             if self._snap is None:
                 snap = Snapshot(list(self._nodes.values()))
-                for pod in self._pods.values():
+                # Pods that name their GPU slots first: the others take whatever slots are left.
+                for pod in sorted(self._pods.values(), key=lambda p: not p.gpu_indices):
                     self._account(snap, pod)
                 self._snap = snap
             yield self._snap

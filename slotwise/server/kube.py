@@ -1,5 +1,6 @@
 """The thin adapter over the official ``kubernetes`` client: list, watch, bind and the admission
-loop's writes (pod patch, eviction, event, pod condition), nothing else. Nodes and pods come
+loop's writes (pod patch, eviction, event, pod condition; GPU reservation pods and share
+ConfigMaps), nothing else. Nodes and pods come
 through CoreV1Api, PodGroups (scheduler-plugins' and Volcano's CRDs) through CustomObjectsApi.
 
 Objects travel as plain camelCase dicts (lists with ``_preload_content=False``, watch events'
@@ -110,6 +111,15 @@ class Kube:
         """Apply an RFC 6902 JSON Patch to the pod; a failed ``test`` op answers 422 (``ApiException``)."""
         self.core.patch_namespaced_pod(name, namespace, json_patch, _content_type="application/json-patch+json",
                                        _preload_content=False)
+
+    def create_pod(self, namespace: str, body: dict[str, Any]) -> None:
+        self.core.create_namespaced_pod(namespace, body, _preload_content=False)
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+
+    def create_config_map(self, namespace: str, body: dict[str, Any]) -> None:
+        self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
 
     def evict(self, namespace: str, name: str, grace_seconds: int) -> None:
         """Evict through the Eviction API (policy/v1), so PodDisruptionBudgets are honoured (429 if not now)."""

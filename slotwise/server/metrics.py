@@ -14,6 +14,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
+    Counter,
     Gauge,
     Histogram,
     generate_latest,
@@ -79,6 +80,9 @@ class ServiceMetrics:
             "node agents last reported them: with mig-manager's fixed layouts, the idle instances of the profile. "
             "Each profile is counted on its own: instances of different profiles may compete for the same slots.",
             ["profile"], self.registry)
+        self._gpu_drift = Counter(
+            "slotwise_gpu_share_drift", "GPU shares found not where slotwise's model has them (their reservation "
+            "gone or elsewhere), each reported once; alert on any increase.", registry=self.registry)
 
     def update_quota(self, ledger: Ledger) -> None:
         rows = pool_usage(ledger)
@@ -108,6 +112,9 @@ class ServiceMetrics:
 
     def set_mig_free(self, by_profile: Mapping[str, int]) -> None:
         self._mig.replace({(profile,): count for profile, count in by_profile.items()})
+
+    def gpu_share_drift(self) -> None:
+        self._gpu_drift.inc()
 
 
 def metrics_router(metrics: ServiceMetrics, refresh: Callable[[], None] | None = None) -> APIRouter:

@@ -27,6 +27,7 @@ from scheduler.model.cluster import KIND_LABEL, PROJECT_LABEL, Pod
 from scheduler.model.json_patch import set_entries
 from scheduler.model.k8s_json import ModelError, pod_from_k8s
 from slotwise.server.extender import read_json
+from slotwise.server.gpu_shares import env_mutation
 from slotwise.server.metrics import ServiceMetrics
 
 ADMISSION_GATE = "slotwise.io/admission"
@@ -141,7 +142,7 @@ def webhook_router(managed: Managed, store: Store | None = None, clock: Callable
             return _reply(review["uid"])
         with timed("mutate"):
             try:
-                patch = mutation(review["object"], review["namespace"])
+                patch = mutation(review["object"], review["namespace"]) + env_mutation(review["object"], review["uid"])
             except ModelError as exc:
                 return _reply(review["uid"], warnings=[f"slotwise did not label or gate this pod: {exc}"])
         return _reply(review["uid"], patch=patch)
