@@ -209,7 +209,7 @@ class Cluster:
         return [doc for doc in yaml.safe_load_all((DEPLOY / name).read_text()) if doc]
 
     def _deploy_slotwise(self) -> None:
-        for name in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml"):
+        for name in ("namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "priorityclass.yaml"):
             self.apply(self._manifests(name))
         token = self.kubectl("create", "token", "slotwise", "-n", NAMESPACE, "--duration=24h").strip()
         kubeconfig = self.kubeconfig("slotwise", {"token": token})

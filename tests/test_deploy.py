@@ -73,7 +73,7 @@ def test_object_is_valid_kubernetes(obj):
 
 
 def test_namespaced_objects_live_in_slotwise_system():
-    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration",
+    cluster_scoped = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass", "MutatingWebhookConfiguration",
                       "ValidatingWebhookConfiguration"}
     for obj in OBJECTS:
         assert ("namespace" in obj["metadata"]) == (obj["kind"] not in cluster_scoped), obj["kind"]
@@ -112,6 +112,8 @@ def test_gpu_share_reservations_are_made_in_slotwise_s_namespace_only_and_only_a
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": one("ServiceAccount", account)["metadata"]
                                         ["name"], "namespace": settings.namespace}]
     assert settings.namespace == NAMESPACE
+    priority = one("PriorityClass", settings.priority_class)
+    assert priority["value"] == 1_000_000_000 and priority["preemptionPolicy"] == "Never"  # highest a user class may be
     assert container()["image"] == settings.image  # the reservation pods run the Deployment's release
     assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in container()["env"]
 

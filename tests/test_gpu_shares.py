@@ -52,7 +52,7 @@ def share_json(name: str, milli: int | None = 300, *, node: str | None = None, g
 
 
 def reservation_json(name: str, node: str, slot: int, device: str | None = UUID) -> dict[str, Any]:
-    obj = reservation_pod(name, "slotwise-system", node, slot, "slotwise:0.1.0", "slotwise-gpu-reservation")
+    obj = reservation_pod(name, node, slot, ReservationSettings())
     if device:
         obj["metadata"]["annotations"][DEVICE_ANNOTATION] = device
     obj["metadata"]["uid"] = f"uid-{name}"
@@ -117,6 +117,7 @@ def test_shares_on_a_new_gpu_start_one_group_with_one_reservation_pod(store):
     assert reservation is not None and reservation["metadata"]["name"] == first.group
     assert reservation["metadata"]["namespace"] == "slotwise" and reservation["spec"]["nodeName"] == "n0"
     assert reservation["spec"]["serviceAccountName"] == "holder"
+    assert reservation["spec"]["priorityClassName"] == "slotwise-gpu-reservation"
     [container] = reservation["spec"]["containers"]
     assert container["image"] == "registry.example/slotwise:2" and container["command"] == ["slotwise", "gpu-reservation"]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"  # held through the stock device plugin

@@ -92,26 +92,38 @@ def group_name(first_share_uid: str) -> str:
     return f"gpu-share-{first_share_uid.lower()}"
 
 
-def reservation_pod(name: str, namespace: str, node: str, index: int, image: str,
-                    service_account: str) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ReservationSettings:
+    """Where reservation pods run and as what: slotwise's namespace (out of the webhooks' reach),
+    its image (which has ``slotwise gpu-reservation``) and a service account that may annotate
+    its own pods."""
+
+    namespace: str = "slotwise-system"
+    image: str = "slotwise:0.1.0"
+    service_account: str = "slotwise-gpu-reservation"
+    #: deploy/priorityclass.yaml: user workloads never preempt a reservation.
+    priority_class: str = "slotwise-gpu-reservation"
+
+
+def reservation_pod(name: str, node: str, index: int, settings: ReservationSettings) -> dict[str, Any]:
     """The reservation pod that holds GPU slot ``index`` of ``node`` for a group of shares: bound
     by name (slotwise has decided; no scheduler pass), tolerating every taint as a DaemonSet's
     pods do, tiny, and reporting its device through ``slotwise gpu-reservation``."""
-    field = {"fieldRef": {"fieldPath": "metadata.name"}}
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace,
+        "metadata": {"name": name, "namespace": settings.namespace,
                      "labels": {RESERVATION_LABEL: node, "app.kubernetes.io/name": "slotwise-gpu-reservation"},
                      "annotations": {GPU_INDICES_ANNOTATION: str(index)}},
         "spec": {
             "nodeName": node,
-            "serviceAccountName": service_account,
+            "serviceAccountName": settings.service_account,
+            "priorityClassName": settings.priority_class,
             "tolerations": [{"operator": "Exists"}],
             "terminationGracePeriodSeconds": 1,
             "securityContext": {"runAsNonRoot": True, "runAsUser": 65532, "seccompProfile": {"type": "RuntimeDefault"}},
             "containers": [{
-                "name": "reservation", "image": image, "command": ["slotwise", "gpu-reservation"],
-                "env": [{"name": "POD_NAME", "valueFrom": field},
+                "name": "reservation", "image": settings.image, "command": ["slotwise", "gpu-reservation"],
+                "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
                 "resources": {"requests": {"cpu": "10m", "memory": "64Mi", GPU: "1"},
                               "limits": {"memory": "64Mi", GPU: "1"}},
@@ -174,17 +186,6 @@ def share_annotations(group: str, gpus: Sequence[int]) -> dict[str, str]:
     return {GROUP_ANNOTATION: group, GPU_INDICES_ANNOTATION: ",".join(map(str, gpus))}
 
 
-@dataclass(frozen=True, slots=True)
-class ReservationSettings:
-    """Where reservation pods run and as what: slotwise's namespace (out of the webhooks' reach),
-    its image (which has ``slotwise gpu-reservation``) and a service account that may annotate
-    its own pods."""
-
-    namespace: str = "slotwise-system"
-    image: str = "slotwise:0.1.0"
-    service_account: str = "slotwise-gpu-reservation"
-
-
 def plan_share(pod: Pod, node: str, slot: int, groups: dict[tuple[str, int], str],
                settings: ReservationSettings) -> tuple[str, dict[str, str], dict[str, Any] | None]:
     """A share placed on GPU ``slot`` of ``node``: its group, its annotations, and the reservation
@@ -193,8 +194,7 @@ def plan_share(pod: Pod, node: str, slot: int, groups: dict[tuple[str, int], str
     if group is not None:
         return group, share_annotations(group, [slot]), None
     group = groups[(node, slot)] = group_name(pod.uid)
-    return group, share_annotations(group, [slot]), reservation_pod(group, settings.namespace, node, slot,
-                                                                   settings.image, settings.service_account)
+    return group, share_annotations(group, [slot]), reservation_pod(group, node, slot, settings)
 
 
 def device_of(environ: Mapping[str, str]) -> str:

@@ -88,6 +88,7 @@ def test_shares_run_on_reserved_gpus_and_are_cleaned_up(cluster: Cluster):
     assert len({r["metadata"]["annotations"]["slotwise.io/gpu-indices"] for r in held.values()}) == len(held)
     assert all(sum(milli[n] for n in members) <= 1000 for members in groups.values()), groups
     assert all(r["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1" for r in held.values())
+    assert all(r["spec"]["priority"] == 1_000_000_000 for r in held.values())  # never a preemption victim
 
     # The reservations report their devices (as their containers would); each share gets its GPU's.
     devices = {name: f"GPU-{k:08d}-0000-4000-8000-e2e000000000" for k, name in enumerate(held)}
