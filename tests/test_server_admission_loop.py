@@ -19,6 +19,7 @@ import jsonpatch
 import numpy as np
 import pytest
 from kubernetes.client import ApiException
+from urllib3.exceptions import ProtocolError
 from prometheus_client import generate_latest
 
 from burst.targets import burst_from_yaml
@@ -228,6 +229,46 @@ def test_reclaim_evicts_the_borrower_and_the_requester_waits_charged(store):
     assert "reclaims lent capacity from nlp/borrow-0" in actions[1].reason
     assert {w.key for w in store.ledger().charged()} == {"nlp/borrow-0", "vision/t"}
     assert [e.action for e in store.audit()][:2] == ["reclaim", "evict"]
+
+
+def test_a_reclaim_eviction_lost_to_a_crash_is_sent_again_until_the_victim_goes(store):
+    """The reclaim is decided and its victim marked terminating in the database; the process
+    dies before the eviction reaches the API server. The next process evicts it, and again if
+    it still runs past its grace period (and a margin)."""
+    borrower = bound(pod_json("borrow-0", gpus=6), "n0")
+    [victim] = [pod_from_k8s(borrower)]
+    store.admit(request_for(victim.key, [victim]), T0 - 600, "test")
+    assert store.admit(request_for("vision/t", [pod_from_k8s(pod_json("t", "vision", gpus=4))]), T0,
+                       "test").kind == "reclaim"  # decided: the eviction itself was lost
+    now = [T0]
+    kube = FakeKube()
+    admission = AdmissionLoop(cache_of(borrower), kube, store, clock=lambda: now[0])  # type: ignore[arg-type]
+
+    def evictions() -> list[tuple[str, Any]]:
+        admission.run_once()
+        out = [(key, grace) for kind, key, grace in kube.calls if kind == "evict"]
+        kube.calls.clear()
+        return out
+
+    assert evictions() == [("nlp/borrow-0", 30)]
+    assert evictions() == []  # sent: the victim has its grace period
+    now[0] += 30 + 29
+    assert evictions() == []
+    now[0] += 1
+    assert evictions() == [("nlp/borrow-0", 30)]  # still running past grace and margin: again
+
+
+def test_a_dropped_connection_fails_one_action_not_the_rest(store):
+    class Dropping(FakeKube):
+        def evict(self, namespace: str, name: str, grace_seconds: int) -> None:
+            super().evict(namespace, name, grace_seconds)
+            if name == "v1":
+                raise ProtocolError("Connection aborted.", ConnectionResetError(104, "reset by peer"))
+
+    kube = Dropping()
+    admission = AdmissionLoop(cache_of(), kube, store, clock=lambda: T0)  # type: ignore[arg-type]
+    admission.apply([Evict("nlp/v1", 30, "uid-v1"), Evict("nlp/v2", 30, "uid-v2")])
+    assert [key for kind, key, _ in kube.calls if kind == "evict"] == ["nlp/v1", "nlp/v2"]
 
 
 def test_work_that_waited_past_the_threshold_bursts_with_the_patch(store):

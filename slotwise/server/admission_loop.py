@@ -19,6 +19,7 @@ decided, under the store's lock, so two decisions can never take the same capaci
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter
@@ -29,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes.client import ApiException
+from urllib3.exceptions import HTTPError
 
 from burst.decide import Overflow, decide_burst
 from burst.patch import burst_patch
@@ -73,6 +75,8 @@ TIMED_OUT = "GangTimedOut"
 REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 #: A workload admitted (or burst) this recently is never taken as gone: the cache may not have seen its pods yet.
 RELEASE_GRACE_S = 60.0
+#: A reclaim victim still running this long after its grace period is evicted again.
+EVICTION_RESEND_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +252,7 @@ class AdmissionLoop:
         self._told: dict[str, str] = {}  # pod key -> the reason last written to it
         self._timed_out: dict[str, TimedOut] = {}  # gang key -> why it gave up: never tried again
         self._refused: dict[str, Evict] = {}  # pod key -> an eviction a PodDisruptionBudget refused: retried
+        self._evicted_at: dict[str, float] = {}  # pod uid -> when its eviction last went through
         self._lifted: set[str] = set()  # uids of pods whose gate came off, until the cache sees it gone
         self._topology_of: tuple[tuple[Node, ...], Topology] | None = None
         self._stop = threading.Event()
@@ -541,6 +546,8 @@ class AdmissionLoop:
                     self._told[action.pod_key] = action.reason
             except ApiException as exc:
                 log.warning("%s %s failed: %s %s", type(action).__name__, action.pod_key, exc.status, exc.reason)
+            except HTTPError as exc:  # the connection failed: the rest may still get through
+                log.warning("%s %s failed: %s", type(action).__name__, action.pod_key, exc)
 
     def _reserve(self, reservation: dict[str, Any]) -> None:
         """Create a share group's reservation pod; one there already (a decision taken again
@@ -560,6 +567,7 @@ class AdmissionLoop:
             if exc.status != 429:
                 self._refused.pop(action.pod_key, None)
                 if exc.status == 404:
+                    self._evicted_at[action.uid] = self.clock()
                     return
                 raise
             log.info("eviction of %s refused by a PodDisruptionBudget; retrying", action.pod_key)
@@ -572,12 +580,34 @@ class AdmissionLoop:
                                        "Warning")
             return
         self._refused.pop(action.pod_key, None)
+        self._evicted_at[action.uid] = self.clock()
 
     def _retries(self, snapshot: Snapshot) -> list[Evict]:
         """Refused evictions whose pod still runs (the same pod: a namesake is not a victim)."""
         self._refused = {k: e for k, e in self._refused.items()
                          if (a := snapshot.assignments.get(k)) is not None and a.pod.uid == e.uid}
         return list(self._refused.values())
+
+    def _unfinished_evictions(self, snapshot: Snapshot, now: float) -> list[Evict]:
+        """Evictions of victims the store has marked terminating whose pods still run, and that
+        went through neither in this process nor within the grace period (and a margin) before:
+        the reclaim decision is in the database, so an eviction lost to a crash or a transport
+        error is sent again, after a restart too."""
+        ledger = self.store.ledger()
+        running = {a.pod.uid for a in snapshot.assignments.values()}
+        self._evicted_at = {uid: at for uid, at in self._evicted_at.items() if uid in running}
+        if not ledger.terminating:
+            return []
+        grace = ledger.config.reclaim.grace_s
+        due: dict[str, Evict] = {}
+        for key, pods in self._pods_by_workload(snapshot).items():
+            late = [p for p in pods if key in ledger.terminating and p.key not in self._refused
+                    and now - self._evicted_at.get(p.uid, -math.inf) >= grace + EVICTION_RESEND_S]
+            if late:
+                requester = next((e.detail.get("for", "") for e in self.store.audit(limit=10, subject=key)
+                                  if e.action == "evict"), "")
+                due |= {p.key: Evict(p.key, int(grace), p.uid, requester) for p in late}
+        return list(due.values())
 
     def run_once(self) -> list[Action]:
         """One cycle: release and settle what finished, plan the gated pods, apply (refused
@@ -596,9 +626,10 @@ class AdmissionLoop:
         live = self._live()  # one pass over every cached pod's gang membership, not one per use
         self.release_finished(live)
         self.settle_bursts(live)
+        unfinished = self._unfinished_evictions(snapshot, now)  # before planning marks new victims
         with self.metrics.timed("admit") if self.metrics is not None else nullcontext():
             planned = self.plan(snapshot, gated, now)
-        actions: list[Action] = [*self._retries(snapshot), *planned]
+        actions: list[Action] = [*self._retries(snapshot), *unfinished, *planned]
         self.apply(actions)
         self.shares.reconcile(self.cache.pods(), {a.group for a in actions if isinstance(a, Ungate) and a.group})
         if self.metrics is not None:
