@@ -13,6 +13,7 @@ from slotwise.commands.place import place, policies
 from slotwise.commands.quota import app as quota_app
 from slotwise.commands.serve import serve
 from slotwise.commands.simulate import simulate
+from slotwise.commands.ungate import ungate
 from slotwise.console import command_group
 
 app = command_group("slotwise: placement, quota, MIG and overflow for Kubernetes ML platforms.")
@@ -21,6 +22,7 @@ app.command()(serve)
 app.command()(policies)
 app.command()(place)
 app.command(name="gpu-reservation")(gpu_reservation)
+app.command()(ungate)
 app.add_typer(quota_app, name="quota")
 app.add_typer(burst_app, name="burst")
 app.add_typer(mig_app, name="mig")

@@ -41,6 +41,8 @@ pools:
     guaranteed: {cpu: "64", memory: 256Gi}
   - name: shares
     guaranteed: {cpu: "64", memory: 512Gi, nvidia.com/gpu: "4"}
+  - name: release
+    guaranteed: {cpu: "1", memory: 8Gi}
 """
 #: The bearer token the MIG node agents report with (slotwise serve --mig-token-file).
 MIG_TOKEN = "e2e-mig-agents-" + "x" * 24

@@ -163,6 +163,15 @@ def test_a_pod_created_on_its_node_is_labelled_but_not_gated(webhook):
     assert "schedulingGates" not in patched["spec"]
 
 
+def test_a_daemonset_pod_is_labelled_but_not_gated(webhook):
+    pod = job_pod()
+    pod["metadata"]["ownerReferences"] = [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "dcgm-exporter",
+                                           "uid": "6f1c0d2e-0000-0000-0000-0000000000ds", "controller": True}]
+    patched = jsonpatch.apply_patch(pod, patch_of(webhook("/webhooks/mutate", review(pod))))
+    assert patched["metadata"]["labels"]["slotwise.io/project"] == "nlp"
+    assert "schedulingGates" not in patched["spec"]
+
+
 @pytest.mark.parametrize("request_body", [
     review(job_pod(), namespace="kube-system"),  # system namespaces never, even when listed
     review(job_pod(), namespace="unmanaged"),

@@ -74,8 +74,9 @@ def _pod(obj: Mapping[str, Any], namespace: str) -> Pod:
 
 def mutation(obj: Mapping[str, Any], namespace: str) -> list[dict[str, Any]]:
     """The JSON Patch that adds the project and kind labels and the admission gate, where absent.
-    A pod created with its node already set (a static pod's mirror, a DaemonSet-style controller)
-    is not gated: the API server refuses a gate beside ``spec.nodeName``."""
+    Not gated: a pod created with its node already set (a static pod's mirror; the API server
+    refuses a gate beside ``spec.nodeName``), and a DaemonSet's pod (one per node, an agent no
+    project quota governs: gated, it could wait forever and leave its node without it)."""
     pod = _pod(obj, namespace)  # a name, and metadata and spec that are objects (or absent)
     meta = obj.get("metadata") or {}
     spec = obj.get("spec")
@@ -85,7 +86,9 @@ def mutation(obj: Mapping[str, Any], namespace: str) -> list[dict[str, Any]]:
     gates = spec.get("schedulingGates") if isinstance(spec, Mapping) else None
     if gates and not isinstance(gates, list):
         raise ModelError(f"spec.schedulingGates: expected a list, got {type(gates).__name__}")
-    if isinstance(spec, Mapping) and spec.get("nodeName"):
+    owners = meta.get("ownerReferences")
+    daemon = isinstance(owners, list) and any(isinstance(o, Mapping) and o.get("kind") == "DaemonSet" for o in owners)
+    if daemon or isinstance(spec, Mapping) and spec.get("nodeName"):
         return patch
     if not isinstance(spec, Mapping):  # a patch cannot add into a spec that is not there
         patch.append({"op": "add", "path": "/spec", "value": {"schedulingGates": [{"name": ADMISSION_GATE}]}})
