@@ -95,3 +95,30 @@ def test_serve_refuses_a_bad_admin_token_file_in_one_line(tmp_path, token, probl
                              "--admin-token-file", str(token_file)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert problem in result.stdout and "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_database_outage_leaves_the_webhooks_and_the_extender_working():
+    """With the database unreachable (nothing listens on the port), the pod stays ready, mutate
+    and the extender answer, validate lets the pod in with a warning (the gate still holds it),
+    and the quota API says 503 with the reason: never a 500."""
+    from fastapi.testclient import TestClient
+
+    from slotwise.server.app import create_app
+    from slotwise.server.cache import ClusterCache
+
+    cache = ClusterCache()
+    cache.replace("nodes", json.loads((RECORDED / "nodes.json").read_text())["items"])
+    cache.replace("pods", json.loads((RECORDED / "pods.json").read_text())["items"])
+    store = Store("postgresql://slotwise:slotwise@127.0.0.1:9/slotwise")  # the discard port: refused
+    http = TestClient(create_app(store, cache=cache, managed=["nlp"]), raise_server_exceptions=False)
+    ready = http.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["database"].startswith("unavailable: ")
+    review = json.loads((EXAMPLES / "admission-review.json").read_text())
+    assert http.post("/webhooks/mutate", json=review).json()["response"]["patch"]
+    validated = http.post("/webhooks/validate", json=review)
+    assert validated.status_code == 200
+    response = validated.json()["response"]
+    assert response["allowed"] and "database is unavailable" in response["warnings"][0]
+    assert http.post("/extender/filter", content=(EXAMPLES / "extender-filter.json").read_bytes()).status_code == 200
+    pools = http.get("/quota/pools", headers={"Authorization": "Bearer " + "t" * 32})
+    assert pools.status_code == 503 and pools.json()["detail"].startswith("the database is unavailable: ")

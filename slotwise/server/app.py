@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from mig.store import MemoryLayoutStore, ReportedFleet
 from quota.store import Store
@@ -28,7 +29,7 @@ from slotwise.server.webhooks import webhook_router
 
 
 class Refusal(BaseModel):
-    """What every 4xx answers."""
+    """What every refusal (4xx, or 503 while the database is away) answers."""
 
     detail: Any = Field(description="What was wrong: a message; for an invalid quota configuration "
                                     "{message, problems}; for a malformed field, FastAPI's list of errors.")
@@ -38,11 +39,12 @@ _REFUSED = {400: "The request cannot be read or the change was refused.", 401: "
             403: "The token may not do this.", 404: "No such object.", 409: "It already exists.",
             413: f"The body is larger than {MAX_BODY_BYTES // 2**20} MiB, or the configuration holds more than "
                  f"{MAX_DOCUMENT_VALUES:,} values.",
-            422: "The body or a parameter is invalid; every problem is listed."}
+            422: "The body or a parameter is invalid; every problem is listed.",
+            503: "The database is unavailable; nothing was changed."}
 
 
 def _refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI entries for the 4xx replies a router's operations may give."""
+    """The OpenAPI entries for the refusals a router's operations may give."""
     return {code: {"model": Refusal, "description": _REFUSED[code]} for code in codes}
 
 
@@ -60,6 +62,10 @@ def _refresh(metrics: ServiceMetrics, store: Store, now: float, mig: ReportedFle
             left, limit = budget
             metrics.set_burst_spend(pool.name, limit - left)
             metrics.budget.update(pool.name, left, limit)
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def create_app(
@@ -86,7 +92,7 @@ def create_app(
     metrics = metrics or ServiceMetrics()
     if cache is not None:  # first: routes are matched in order, and the extender is called twice per pod
         app.include_router(extender_router(cache, classes=classes, metrics=metrics, mig=mig_fleet))
-    app.include_router(quota_router(store, clock), responses=_refusals(400, 401, 403, 404, 409, 413, 422))
+    app.include_router(quota_router(store, clock), responses=_refusals(400, 401, 403, 404, 409, 413, 422, 503))
     app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics), responses=_refusals(400, 413))
     app.include_router(metrics_router(metrics, refresh=lambda: _refresh(metrics, store, clock(), mig_fleet)))
     if mig_token is not None and mig_fleet is not None:
@@ -106,18 +112,27 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    @app.exception_handler(SQLAlchemyError)
+    async def database_unavailable(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+        """What needs the database answers 503 while it is away; the rest keeps working."""
+        return JSONResponse({"detail": f"the database is unavailable: {_first_line(exc)}"}, status_code=503)
+
     @app.get("/readyz", include_in_schema=False)
     def readyz() -> JSONResponse:
+        """Ready once the cluster is followed: the webhooks and the extender need nothing else. A
+        database outage is said here but keeps the pod in the Service (only the quota API, the
+        admission loop and validation's quota check need it; mutate never does)."""
+        parts: dict[str, str] = {}
         try:
             with store.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
-        except Exception as exc:  # noqa: BLE001 - any database failure means not ready
-            return JSONResponse({"status": "database unavailable", "error": str(exc)}, status_code=503)
+        except SQLAlchemyError as exc:
+            parts["database"] = f"unavailable: {_first_line(exc)}"
         if cache is not None and cache.kube is None and not cache.synced:
             return JSONResponse({"status": "no cluster to follow: start slotwise serve with --in-cluster, --kubeconfig, "
                                            "or --nodes and --pods for a dry run"}, status_code=503)
         if cache is not None and not cache.synced:
             return JSONResponse({"status": "cluster cache not synced yet"}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "ready", **parts})
 
     return app

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from contextlib import nullcontext
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from quota.admission import Deny, decide, request_for
@@ -29,6 +31,8 @@ from scheduler.model.k8s_json import ModelError, pod_from_k8s
 from slotwise.server.extender import read_json
 from slotwise.server.gpu_shares import env_mutation
 from slotwise.server.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
 
 ADMISSION_GATE = "slotwise.io/admission"
 SYSTEM_NAMESPACES = frozenset({"kube-system", "kube-public", "kube-node-lease"})
@@ -156,7 +160,12 @@ def webhook_router(managed: Managed, store: Store | None = None, clock: Callable
         if not applies(review):
             return _reply(review["uid"])
         with timed("validate"):
-            reason = await run_in_threadpool(problems, review["object"], review["namespace"], quota)  # reads SQL
+            try:
+                reason = await run_in_threadpool(problems, review["object"], review["namespace"], quota)  # reads SQL
+            except SQLAlchemyError:  # a check that cannot be made must not refuse the pod: the gate still holds it
+                log.warning("quota check skipped: the database is unavailable", exc_info=True)
+                return _reply(review["uid"], warnings=["slotwise could not check this pod's quota (its database is "
+                                                       "unavailable); the admission loop decides it once it can"])
         return _reply(review["uid"]) if reason is None else _reply(review["uid"], False, reason, 422)
 
     return router
