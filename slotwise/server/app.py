@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from mig.store import MemoryLayoutStore, ReportedFleet
 from quota.store import Store
@@ -112,9 +112,11 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.exception_handler(SQLAlchemyError)
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
     async def database_unavailable(request: Request, exc: SQLAlchemyError) -> JSONResponse:
-        """What needs the database answers 503 while it is away; the rest keeps working."""
+        """What needs the database answers 503 while it cannot be reached (the driver's
+        operational and interface errors); the rest keeps working."""
         return JSONResponse({"detail": f"the database is unavailable: {_first_line(exc)}"}, status_code=503)
 
     @app.get("/readyz", include_in_schema=False)

@@ -17,7 +17,7 @@ from contextlib import nullcontext
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from quota.admission import Deny, decide, request_for
@@ -162,7 +162,8 @@ def webhook_router(managed: Managed, store: Store | None = None, clock: Callable
         with timed("validate"):
             try:
                 reason = await run_in_threadpool(problems, review["object"], review["namespace"], quota)  # reads SQL
-            except SQLAlchemyError:  # a check that cannot be made must not refuse the pod: the gate still holds it
+            except (OperationalError, InterfaceError):  # the database is away: a check that cannot be
+                # made must not refuse the pod; the gate still holds it
                 log.warning("quota check skipped: the database is unavailable", exc_info=True)
                 return _reply(review["uid"], warnings=["slotwise could not check this pod's quota (its database is "
                                                        "unavailable); the admission loop decides it once it can"])
