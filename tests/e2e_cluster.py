@@ -155,7 +155,12 @@ def bound(cluster: Cluster, ns: str, names: list[str], timeout: float = WAIT_S) 
         nodes = {n: found[n]["spec"].get("nodeName") for n in names if n in found}
         return nodes if len(nodes) == len(names) and all(nodes.values()) else None
 
-    return wait_for(f"{', '.join(names)} bound", all_bound, timeout)
+    try:
+        return wait_for(f"{', '.join(names)} bound", all_bound, timeout)
+    except pytest.fail.Exception as exc:  # say why they are not: kubectl describe of those left
+        left = [n for n in names if not pods(cluster, ns).get(n, {}).get("spec", {}).get("nodeName")]
+        described = cluster.kubectl("describe", "pod", "-n", ns, *left, check=False)
+        pytest.fail(f"{exc}\n{described[-4000:]}")
 
 
 def waiting_reason(pod_object: dict[str, Any]) -> str | None:

@@ -78,8 +78,11 @@ def test_the_owner_reclaims_lent_gpus_through_the_eviction_api(cluster: Cluster,
         "get", "pdb", "borrow", "-n", borrower, "-o", "json")).get("status", {}).get("currentHealthy") == 2)
 
     cluster.apply(pod("own-0", owner, gpus=8, node_selector=FLEET))
-    refused = wait_for("the eviction refused by the PodDisruptionBudget, said on the victims",
-                       lambda: events(cluster, borrower, "SlotwiseEvictionRefused"))
+    def told_both() -> list[dict] | None:
+        found = events(cluster, borrower, "SlotwiseEvictionRefused")
+        return found if len({e["involvedObject"]["name"] for e in found}) == 2 else None
+
+    refused = wait_for("the eviction refused by the PodDisruptionBudget, said on both victims", told_both)
     assert {e["involvedObject"]["name"] for e in refused} == {"borrow-0", "borrow-1"}
     assert "owner/own-0" in refused[0]["message"]
     reason = waiting_reason(pods(cluster, owner)["own-0"])
