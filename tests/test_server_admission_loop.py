@@ -286,6 +286,19 @@ def test_work_that_waited_past_the_threshold_bursts_with_the_patch(store):
     assert store.budget_left("nlp", datetime.fromtimestamp(T0, UTC))[0] < 500
 
 
+def test_a_burst_whose_patch_was_lost_is_patched_again_on_its_reservation(store):
+    """The overflow was reserved, then the process died (or the patch failed) before the pod was
+    patched: the next decision sends it on that reservation instead of refusing a second one."""
+    obj = pod_json("big", gpus=1)
+    snap = build_snapshot([build_node("n1", gpus=0)])
+    [first] = loop(store, burst=BURST).plan(snap, gated(obj), T0 + 3600)
+    assert isinstance(first, Burst)  # decided and reserved; say the patch never reached the API server
+    [again] = loop(store, burst=BURST).plan(snap, gated(obj), T0 + 3700)
+    assert isinstance(again, Burst) and again.patch == first.patch
+    assert [s.workload for s in store.open_spend()] == ["nlp/big"]  # one reservation, not two
+    assert [e.action for e in store.audit()].count("burst") == 1
+
+
 def test_pods_that_may_never_overflow_are_never_patched_however_long_they_wait(store):
     """An hour gated in a cluster without GPUs, with budget left: the eligible pod bursts, and
     each pod tied to the cluster is told why it stays; none of them is patched or reserves spend."""

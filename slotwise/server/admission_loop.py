@@ -464,13 +464,19 @@ class AdmissionLoop:
         waited = now - min(g.created for g in unit.members)
         # Before the threshold the answer is "stay" whatever the budget: spare the database the query.
         budget = self.store.budget_left(pods[0].project, at) if waited >= self.burst.threshold_s else None
-        decision = decide_burst(self.burst, unit.key, pods, waited, None, budget[0] if budget else None)
+        # Reserved already (the patch did not land: a crash, a failed write): that reservation stands.
+        reserved = next((s.reserved for s in self.store.open_spend() if s.workload == unit.key), None) \
+            if budget is not None else None
+        left = budget[0] + (reserved or 0.0) if budget else None
+        decision = decide_burst(self.burst, unit.key, pods, waited, None, left)
         if not isinstance(decision, Overflow):
             return [Pending(p.pod_key, f"{reason}; no overflow: {decision.reason}", cause, p.uid) for p in pending]
-        try:
-            self.store.reserve_spend(decision.pool, unit.key, decision.offers[0].target.name, decision.reserved, at, ACTOR)
-        except StoreError as exc:  # another admitter spent the budget meanwhile
-            return [Pending(p.pod_key, f"{reason}; no overflow: {exc}", cause, p.uid) for p in pending]
+        if reserved is None:
+            try:
+                self.store.reserve_spend(decision.pool, unit.key, decision.offers[0].target.name, decision.reserved,
+                                         at, ACTOR)
+            except StoreError as exc:  # another admitter spent the budget meanwhile
+                return [Pending(p.pod_key, f"{reason}; no overflow: {exc}", cause, p.uid) for p in pending]
         if charged:
             self.store.release(unit.key, ACTOR)  # it runs outside the cluster: its quota charge goes back
         objs = {g.pod.key: g.obj for g in unit.members}
