@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError
 
 
 class StoreError(ValueError):
@@ -17,6 +17,12 @@ class NotFound(StoreError):
     pass
 
 
+def database_reason(exc: DBAPIError) -> str:
+    """What the database (its driver) said, on one line, without SQLAlchemy's decoration."""
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 @contextmanager
 def refused_values() -> Iterator[None]:
     """A value the database cannot hold, even to compare with (PostgreSQL: a NUL character, a
@@ -24,5 +30,4 @@ def refused_values() -> Iterator[None]:
     try:
         yield
     except DataError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
-        raise StoreError(f"the database refused a value: {reason}") from None
+        raise StoreError(f"the database refused a value: {database_reason(exc)}") from None

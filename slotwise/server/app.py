@@ -14,10 +14,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
-from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from mig.store import MemoryLayoutStore, ReportedFleet
 from quota.store import Store
+from quota.store.errors import database_reason
 from scheduler.model.cluster import WorkloadKind
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from slotwise.server.cache import ClusterCache
@@ -62,10 +63,6 @@ def _refresh(metrics: ServiceMetrics, store: Store, now: float, mig: ReportedFle
             left, limit = budget
             metrics.set_burst_spend(pool.name, limit - left)
             metrics.budget.update(pool.name, left, limit)
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def create_app(
@@ -114,10 +111,10 @@ def create_app(
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
-    async def database_unavailable(request: Request, exc: SQLAlchemyError) -> JSONResponse:
+    async def database_unavailable(request: Request, exc: DBAPIError) -> JSONResponse:
         """What needs the database answers 503 while it cannot be reached (the driver's
         operational and interface errors); the rest keeps working."""
-        return JSONResponse({"detail": f"the database is unavailable: {_first_line(exc)}"}, status_code=503)
+        return JSONResponse({"detail": f"the database is unavailable: {database_reason(exc)}"}, status_code=503)
 
     @app.get("/readyz", include_in_schema=False)
     def readyz() -> JSONResponse:
@@ -128,8 +125,8 @@ def create_app(
         try:
             with store.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
-        except SQLAlchemyError as exc:
-            parts["database"] = f"unavailable: {_first_line(exc)}"
+        except DBAPIError as exc:
+            parts["database"] = f"unavailable: {database_reason(exc)}"
         if cache is not None and cache.kube is None and not cache.synced:
             return JSONResponse({"status": "no cluster to follow: start slotwise serve with --in-cluster, --kubeconfig, "
                                            "or --nodes and --pods for a dry run"}, status_code=503)
