@@ -152,6 +152,18 @@ def wait_healthy(base: str, alive=lambda: True, timeout: float = 20.0) -> None:
 
 
 @contextmanager
+def sqlite_store(tmp_path: Path, pools: str) -> Iterator[Store]:
+    """A migrated SQLite store holding the pools of ``pools`` (YAML), closed afterwards."""
+    store = Store(f"sqlite:///{tmp_path / 'quota.db'}")
+    store.migrate()
+    store.replace_config(config_from_yaml(pools), "test")
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@contextmanager
 def serve_in_thread(app) -> Iterator[str]:
     """The app under a real uvicorn server on 127.0.0.1, in a background thread."""
     port = free_port()

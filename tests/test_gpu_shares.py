@@ -11,7 +11,6 @@ import jsonpatch
 import pytest
 from prometheus_client import generate_latest
 
-from quota.config import config_from_yaml
 from quota.store import Store
 from scheduler.model.k8s_json import pod_from_k8s
 from slotwise.server.admission_loop import AdmissionLoop, Gated, Ungate
@@ -30,6 +29,7 @@ from slotwise.server.gpu_shares import (
     reservation_pod,
 )
 from slotwise.server.metrics import ServiceMetrics
+from tests.quota_fixtures import sqlite_store
 from tests.test_server_admission_loop import GATE, T0, FakeKube
 
 UUID = "GPU-8d6a2f4e-1c7b-4c1e-9a55-0f1e2d3c4b5a"
@@ -70,11 +70,8 @@ def cache_of(*objs: dict[str, Any], gpus: int = 2) -> ClusterCache:
 
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'quota.db'}")
-    s.migrate()
-    s.replace_config(config_from_yaml("pools:\n- name: nlp\n  guaranteed: {cpu: 16, nvidia.com/gpu: 2}\n"), "test")
-    yield s
-    s.close()
+    with sqlite_store(tmp_path, "pools:\n- name: nlp\n  guaranteed: {cpu: 16, nvidia.com/gpu: 2}\n") as s:
+        yield s
 
 
 # The webhook ---------------------------------------------------------------------------------
@@ -173,22 +170,17 @@ def test_a_share_gets_its_configmap_once_its_reservation_has_reported():
     assert len(kube.calls) == 1  # written once
 
 
-def test_after_a_restart_an_existing_configmap_counts_as_written():
+@pytest.mark.parametrize("status, writes", [
+    (409, 1),  # after a restart: the ConfigMap there already counts as written
+    (500, 2),  # a failed write is tried again next cycle
+])
+def test_a_configmap_is_written_until_it_exists(status, writes):
     shares, kube, _, _ = reconciler()
-    kube.refuse = {"nlp/env-a": [409]}
+    kube.refuse = {"nlp/env-a": [status]}
     objs = pods(reservation_json("g", "n0", 0), share_json("a", node="n0", group="g"))
     shares.reconcile(objs)
     shares.reconcile(objs)
-    assert [c[:2] for c in kube.calls] == [("configmap", "nlp/env-a")]
-
-
-def test_a_failed_write_is_retried_next_cycle():
-    shares, kube, _, _ = reconciler()
-    kube.refuse = {"nlp/env-a": [500]}
-    objs = pods(reservation_json("g", "n0", 0), share_json("a", node="n0", group="g"))
-    shares.reconcile(objs)
-    shares.reconcile(objs)
-    assert [c[:2] for c in kube.calls] == [("configmap", "nlp/env-a")] * 2
+    assert [c[:2] for c in kube.calls] == [("configmap", "nlp/env-a")] * writes
 
 
 def test_a_reservation_no_share_uses_is_deleted_after_a_grace():

@@ -44,6 +44,7 @@ from slotwise.server.cache import ClusterCache
 from slotwise.server.kube import SCHEDULER_PLUGINS_POD_GROUPS, VOLCANO_POD_GROUPS, Kube
 from slotwise.server.metrics import ServiceMetrics
 from tests.conftest import build_node, build_pod, build_snapshot
+from tests.quota_fixtures import sqlite_store
 
 RECORDED = Path(__file__).parent / "recorded"
 BURST = burst_from_yaml((Path(__file__).resolve().parents[1] / "docs" / "examples" / "burst.yaml").read_text())
@@ -69,11 +70,8 @@ pools:
 
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'quota.db'}")
-    s.migrate()
-    s.replace_config(config_from_yaml(QUOTA), "test")
-    yield s
-    s.close()
+    with sqlite_store(tmp_path, QUOTA) as s:
+        yield s
 
 
 def pod_json(name: str, ns: str = "nlp", gpus: int = 1, gang: str | None = None) -> dict[str, Any]:

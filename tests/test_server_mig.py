@@ -17,13 +17,12 @@ from mig.catalog import MODELS
 from mig.geometry import Layout
 from mig.report import NodeReport, node_report
 from mig.store import MemoryLayoutStore, ReportedFleet
-from quota.config import config_from_yaml
 from quota.store import Store
 from scheduler.model.k8s_json import pod_from_k8s
 from slotwise.server.admission_loop import AdmissionLoop, Gated, Pending, Ungate
 from slotwise.server.app import create_app
 from slotwise.server.cache import ClusterCache
-from tests.quota_fixtures import serve_in_subprocess
+from tests.quota_fixtures import serve_in_subprocess, sqlite_store
 from tests.test_server_admission_loop import GATE, T0
 
 A100 = MODELS["A100-80GB"]
@@ -69,11 +68,8 @@ def cpu_pod(name: str) -> dict[str, Any]:
 
 @pytest.fixture
 def store(tmp_path) -> Iterator[Store]:
-    s = Store(f"sqlite:///{tmp_path / 'quota.db'}")
-    s.migrate()
-    s.replace_config(config_from_yaml("pools:\n- name: nlp\n  guaranteed: {cpu: 16, nvidia.com/mig-3g.40gb: 4}\n"), "test")
-    yield s
-    s.close()
+    with sqlite_store(tmp_path, "pools:\n- name: nlp\n  guaranteed: {cpu: 16, nvidia.com/mig-3g.40gb: 4}\n") as s:
+        yield s
 
 
 def cache_of(*pods: dict[str, Any]) -> ClusterCache:
