@@ -492,9 +492,9 @@ class AdmissionLoop:
                 out.setdefault(key, []).append(a.pod)
         return out
 
-    def _live(self) -> set[str]:
+    def _live(self, pods: Iterable[Pod] | None = None) -> set[str]:
         """Workload keys with a pod in the cache (which drops Succeeded and Failed pods)."""
-        return {_workload_key(p, self.classes) for p in self.cache.pods()}
+        return {_workload_key(p, self.classes) for p in (self.cache.pods() if pods is None else pods)}
 
     def release_finished(self, live: set[str] | None = None) -> list[str]:
         """Give back the charge of admitted workloads with no pod left, evicted victims included.
@@ -629,7 +629,8 @@ class AdmissionLoop:
         gated = [Gated.of(pod, obj, now) for pod, obj in held if pod.uid not in self._lifted]
         with self.cache.snapshot() as live:
             snapshot = live.copy()  # plan outside the cache's lock: the extender reads it meanwhile
-        live = self._live()  # one pass over every cached pod's gang membership, not one per use
+        cached = self.cache.pods()
+        live = self._live(cached)  # one pass over every cached pod's gang membership, not one per use
         self.release_finished(live)
         self.settle_bursts(live)
         unfinished = self._unfinished_evictions(snapshot, now)  # before planning marks new victims
@@ -637,7 +638,7 @@ class AdmissionLoop:
             planned = self.plan(snapshot, gated, now)
         actions: list[Action] = [*self._retries(snapshot), *unfinished, *planned]
         self.apply(actions)
-        self.shares.reconcile(self.cache.pods(), {a.group for a in actions if isinstance(a, Ungate) and a.group})
+        self.shares.reconcile(cached, {a.group for a in actions if isinstance(a, Ungate) and a.group})
         if self.metrics is not None:
             self.metrics.set_pending(Counter(a.cause for a in actions if isinstance(a, Pending)))
         keys = {g.pod.key for g in gated}
