@@ -37,8 +37,10 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from e2e.proxy import Proxy
+
 ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "deploy"
+DEPLOY = ROOT / "deploy" / "base"
 NAMESPACE = "slotwise-system"
 #: Nodes kwok plays carry this annotation; kwok manages no other node.
 KWOK_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
@@ -81,6 +83,12 @@ class Cluster:
     ports: dict[str, int] = field(default_factory=dict)
     #: What ``slotwise serve`` is started with besides what deploy/ gives it (kept across restarts).
     serve_options: list[str] = field(default_factory=list)
+    #: The replicas of slotwise running, by name: the port each serves on.
+    replicas: dict[str, int] = field(default_factory=dict)
+    #: The Service in front of them, which the webhooks and kube-scheduler's extender call.
+    front: Proxy = field(default_factory=Proxy)
+    #: The database the replicas share.
+    db_url: str = ""
 
     # Certificates and kubeconfigs -------------------------------------------------------------
     def _pki(self) -> None:
@@ -163,8 +171,9 @@ class Cluster:
 
     def start(self) -> None:
         self._pki()
-        for name in ("etcd", "etcd-peer", "apiserver", "scheduler", "slotwise"):
+        for name in ("etcd", "etcd-peer", "apiserver", "scheduler"):
             self.ports[name] = free_port()
+        self.db_url = f"sqlite:///{self.path('slotwise.db')}"
         self._start("etcd", [_etcd(), "--data-dir", str(self.path("etcd")), "--listen-client-urls",
                              f"http://127.0.0.1:{self.ports['etcd']}", "--advertise-client-urls",
                              f"http://127.0.0.1:{self.ports['etcd']}", "--listen-peer-urls",
@@ -230,21 +239,25 @@ class Cluster:
 
     @property
     def slotwise_url(self) -> str:
-        return f"https://127.0.0.1:{self.ports['slotwise']}"
+        """The Service: whichever replica accepts."""
+        return f"https://127.0.0.1:{self.front.port}"
 
-    def start_slotwise(self, kubeconfig: Path | None = None) -> None:
-        """``slotwise serve`` as the Deployment runs it, with its ServiceAccount's kubeconfig in
-        place of --in-cluster, and :attr:`serve_options`; started again after
-        :meth:`kill_slotwise` on the same database."""
+    def start_slotwise(self, kubeconfig: Path | None = None, name: str = "slotwise") -> None:
+        """A replica of ``slotwise serve`` as the Deployment runs it, with its ServiceAccount's
+        kubeconfig in place of --in-cluster, on :attr:`db_url`, with :attr:`serve_options`; it
+        joins the front proxy (the Service) once ready. ``name`` is its pod name (its log, and its
+        identity in the Lease)."""
         kubeconfig = kubeconfig or self.path("slotwise.kubeconfig")
-        args = [sys.executable, "-m", "slotwise.cli", "serve", "--host=127.0.0.1", f"--port={self.ports['slotwise']}",
+        port = self.replicas[name] = free_port()
+        args = [sys.executable, "-m", "slotwise.cli", "serve", "--host=127.0.0.1", f"--port={port}",
                 f"--kubeconfig={kubeconfig}", "--managed=*", f"--tls-cert={self.path('slotwise.crt')}",
                 f"--tls-key={self.path('slotwise.key')}", f"--quota-config={self.path('pools.yaml')}",
-                f"--db=sqlite:///{self.path('slotwise.db')}", *self.serve_options]
+                f"--db={self.db_url}", *self.serve_options]
         # The tree under test, whatever copy of slotwise is installed (the CLI runs from the workdir).
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        self._start("slotwise", args, env={"PYTHONPATH": path})
-        self._wait("slotwise", lambda: self._get(f"{self.slotwise_url}/readyz", admin=False) == 200)
+        self._start(name, args, env={"PYTHONPATH": path, "POD_NAME": name})
+        self._wait(name, lambda: self._get(f"https://127.0.0.1:{port}/readyz", admin=False) == 200)
+        self.front.backends.append(port)
 
     def use_pools(self, document: str) -> None:
         """Restart slotwise with this quota configuration, as an edited ConfigMap and a rollout would."""
@@ -252,16 +265,25 @@ class Cluster:
         self.restart_slotwise()
 
     def restart_slotwise(self) -> None:
-        self.kill_slotwise()
+        self.stop_slotwise()
         self.start_slotwise()
 
-    def kill_slotwise(self) -> None:
-        process = self.processes.pop("slotwise")
-        process.kill()
-        process.wait(timeout=10)
+    def stop_slotwise(self, name: str = "slotwise") -> None:
+        """SIGTERM, as the kubelet stops a pod: requests in flight finish and the lease is released."""
+        self._end(name, signal.SIGTERM)
+
+    def kill_slotwise(self, name: str = "slotwise") -> None:
+        """SIGKILL: nothing is finished or released."""
+        self._end(name, signal.SIGKILL)
+
+    def _end(self, name: str, how: signal.Signals) -> None:
+        self.front.backends.remove(self.replicas.pop(name))
+        process = self.processes.pop(name)
+        process.send_signal(how)
+        process.wait(timeout=30)
 
     def _scheduler_config(self) -> Path:
-        config = yaml.safe_load((DEPLOY / "scheduler" / "kube-scheduler-config.yaml").read_text())
+        config = yaml.safe_load((DEPLOY.parent / "scheduler" / "kube-scheduler-config.yaml").read_text())
         [extender] = config["extenders"]
         extender["urlPrefix"] = f"{self.slotwise_url}/extender"
         extender["tlsConfig"] = {"caFile": str(self.path("ca.crt"))}
@@ -288,6 +310,7 @@ class Cluster:
         return status.strip() == "True"
 
     def stop(self) -> None:
+        self.front.close()
         for name in reversed(list(self.processes)):
             process = self.processes[name]
             if process.poll() is None:

@@ -61,8 +61,9 @@ POD_GROUP_CRD = {
                      "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}}]}}
 
 
-#: The components whose logs a failed end-to-end test shows (their last lines).
-LOGS = ("slotwise", "kube-scheduler")
+#: The components whose logs a failed end-to-end test shows (their last lines): slotwise's
+#: replicas (one, or the two of test_failover) and kube-scheduler.
+LOGS = ("slotwise", "slotwise-a", "slotwise-b", "kube-scheduler")
 _started: list[Cluster] = []
 
 
@@ -171,5 +172,5 @@ def waiting_reason(pod_object: dict[str, Any]) -> str | None:
 
 
 def store(cluster: Cluster) -> Store:
-    """slotwise's own database, read beside the running service (SQLite allows it)."""
-    return Store(f"sqlite:///{cluster.path('slotwise.db')}")
+    """slotwise's own database, read beside the running service."""
+    return Store(cluster.db_url)

@@ -84,7 +84,8 @@ def gpu_request(key: str, pool: str, gpus: float, priority: int = 0) -> Request:
 
 
 # Databases ------------------------------------------------------------------------------------
-def _postgres_database(base: str) -> Iterator[str]:
+def postgres_database(base: str) -> Iterator[str]:
+    """A fresh database on the server of ``base`` (a URL), dropped afterwards."""
     maintenance = create_engine(driver_url(base), isolation_level="AUTOCOMMIT", poolclass=NullPool)
     name = f"slotwise_t_{uuid.uuid4().hex[:16]}"
     try:
@@ -110,7 +111,7 @@ def database_url(request, tmp_path) -> Iterator[str]:
     if not base:
         pytest.skip(f"PostgreSQL variant: set {POSTGRES_ENV}=postgresql://USER:PASSWORD@HOST:PORT/DB "
                     "(a role with CREATEDB); .ci/run does")
-    yield from _postgres_database(base)
+    yield from postgres_database(base)
 
 
 @pytest.fixture

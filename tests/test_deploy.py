@@ -1,4 +1,5 @@
-"""The kustomize base in deploy/ and kube-scheduler's extender stanza: every object is valid
+"""The kustomize base in deploy/base (what ``kubectl apply -k deploy`` applies), its overlay of
+several replicas in deploy/ha, and kube-scheduler's extender stanza: every object is valid
 Kubernetes, and the pieces agree with each other (names, ports, paths, certificate, RBAC)."""
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from slotwise.server.cache import ClusterCache
 from slotwise.server.extender import extender_router
 from slotwise.server.webhooks import webhook_router
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "base"
+HA = DEPLOY.parent / "ha"
+SCHEDULER = DEPLOY.parent / "scheduler"
 #: The Kubernetes version the manifests are checked against (strict: unknown fields fail).
 KUBERNETES = "1.33"
 NAMESPACE = "slotwise-system"
@@ -58,12 +61,20 @@ def test_kustomization_lists_every_manifest_and_nothing_else():
     assert set(listed) == {p.name for p in DEPLOY.glob("*.yaml")} - {"kustomization.yaml"}
 
 
-@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
-def test_kubectl_kustomize_renders_the_same_objects():
-    built = subprocess.run(["kubectl", "kustomize", str(DEPLOY)], capture_output=True, text=True, timeout=60)
+NO_KUBECTL = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    built = subprocess.run(["kubectl", "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
     assert built.returncode == 0, built.stderr
+    return [d for d in yaml.safe_load_all(built.stdout) if d]
+
+
+@NO_KUBECTL
+@pytest.mark.parametrize("folder", [DEPLOY, DEPLOY.parent], ids=["base", "deploy"])
+def test_kubectl_kustomize_renders_the_same_objects(folder):
     key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731 - kustomize reorders by kind
-    assert sorted((d for d in yaml.safe_load_all(built.stdout) if d), key=key) == sorted(OBJECTS, key=key)
+    assert sorted(kustomize(folder), key=key) == sorted(OBJECTS, key=key)
 
 
 @pytest.mark.parametrize("obj", [o for o in OBJECTS if o["apiVersion"] != CERT_MANAGER],
@@ -137,6 +148,49 @@ def test_deployment_serves_https_with_health_probes_as_a_locked_down_non_root_po
                                     "capabilities": {"drop": ["ALL"]}}
     assert {"cpu", "memory"} <= set(c["resources"]["requests"]) and "memory" in c["resources"]["limits"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_a_stopping_pod_leaves_the_service_finishes_its_requests_and_hands_the_lease_over():
+    from slotwise.commands.serve import GRACEFUL_SHUTDOWN_S
+    from slotwise.server.leader import Timings
+
+    pod = one("Deployment")["spec"]["template"]["spec"]
+    pause = container()["lifecycle"]["preStop"]["sleep"]["seconds"]
+    # The pause outlasts the readiness probe's period (endpoints drop it), then uvicorn's graceful
+    # shutdown, and the lease release after the loop stops (5 s at most), all within the grace period.
+    assert pause >= container()["readinessProbe"]["periodSeconds"]
+    assert pause + GRACEFUL_SHUTDOWN_S + 5 <= pod["terminationGracePeriodSeconds"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container()["env"]
+    assert grants(one("Role", "slotwise-leader-election")) == {
+        ("coordination.k8s.io", "leases", verb) for verb in ("get", "create", "update")}
+    assert one("RoleBinding", "slotwise-leader-election")["subjects"][0]["name"] == "slotwise"
+    assert serve_options()["leader_elect"] and serve_options()["lease"] == "slotwise"
+    assert Timings().renew_deadline_s < Timings().duration_s
+    spread = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname"
+    assert spread["labelSelector"]["matchLabels"].items() <= one("Deployment")["spec"]["template"]["metadata"]["labels"].items()
+
+
+@NO_KUBECTL
+def test_the_ha_overlay_runs_replicas_on_postgresql_behind_a_disruption_budget():
+    objects = kustomize(HA)
+    for obj in objects:
+        if obj["apiVersion"] != CERT_MANAGER:
+            kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    spec = deployment["spec"]
+    assert spec["replicas"] >= 2
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    [c] = spec["template"]["spec"]["containers"]
+    [db] = [e for e in c["env"] if e["name"] == "SLOTWISE_DB"]
+    assert db == {"name": "SLOTWISE_DB", "valueFrom": {"secretKeyRef": {"name": "slotwise-database", "key": "url"}}}
+    assert not [o for o in objects if o["kind"] == "PersistentVolumeClaim"]  # no volume a second node cannot mount
+    assert "/var/lib/slotwise" not in {m["mountPath"] for m in c["volumeMounts"]}
+    assert "persistentVolumeClaim" not in str(spec["template"]["spec"]["volumes"])
+    [budget] = [o for o in objects if o["kind"] == "PodDisruptionBudget"]
+    assert budget["spec"]["minAvailable"] == 1 and budget["metadata"]["namespace"] == NAMESPACE
+    assert budget["spec"]["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert len(objects) == len(OBJECTS)  # the base's objects less the claim, plus the budget
 
 
 def serve_options() -> dict[str, Any]:
@@ -228,12 +282,12 @@ def test_webhook_and_extender_paths_are_the_service_routes():
 
 
 def extender() -> dict[str, Any]:
-    [found] = yaml.safe_load((DEPLOY / "scheduler" / "kube-scheduler-config.yaml").read_text())["extenders"]
+    [found] = yaml.safe_load((SCHEDULER / "kube-scheduler-config.yaml").read_text())["extenders"]
     return found
 
 
 def test_scheduler_extender_stanza():
-    config = yaml.safe_load((DEPLOY / "scheduler" / "kube-scheduler-config.yaml").read_text())
+    config = yaml.safe_load((SCHEDULER / "kube-scheduler-config.yaml").read_text())
     assert (config["apiVersion"], config["kind"]) == ("kubescheduler.config.k8s.io/v1", "KubeSchedulerConfiguration")
     stanza = extender()
     assert stanza["urlPrefix"] == f"https://{service_host()}/extender"

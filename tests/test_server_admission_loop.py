@@ -25,7 +25,7 @@ from prometheus_client import generate_latest
 from burst.targets import burst_from_yaml
 from quota.admission import request_for
 from quota.config import config_from_yaml
-from quota.store import Store
+from quota.store import Fenced, Store
 from scheduler.gang.groups import Gang
 from scheduler.gang.planner import GangPlan
 from scheduler.gang.queue import GangQueue, TimedOut
@@ -352,6 +352,48 @@ def test_the_loop_reads_gated_pods_from_the_cache_and_lifts_a_gate_once(store):
                                                                                          ("admit", None)]
     cache.apply("pods", "MODIFIED", bound(pod_json("a"), "n0"))
     assert cache.gated(GATE) == [] and admission.run_once() == []
+
+
+class Leadership:
+    """An elector whose lease the test grants and takes away; ``lapse_after`` patches: it lapses then."""
+
+    identity = "replica-0"
+
+    def __init__(self, kube: FakeKube | None = None, lapse_after: int | None = None) -> None:
+        self.held, self.term, self.kube, self.lapse_after = False, 0, kube, lapse_after
+
+    def grant(self) -> None:
+        self.held, self.term = True, self.term + 1
+
+    def leading(self) -> bool:
+        patches = sum(kind == "patch" for kind, _, _ in self.kube.calls) if self.kube else 0
+        return self.held and (self.lapse_after is None or patches < self.lapse_after)
+
+
+def test_only_the_leader_decides_and_a_new_term_takes_a_new_fencing_epoch(store):
+    kube, leader = FakeKube(), Leadership()
+    admission = AdmissionLoop(cache_of(pod_json("a")), kube, store, clock=lambda: T0, leader=leader)  # type: ignore[arg-type]
+    assert not admission.may_decide()
+    assert not [e for e in store.audit() if e.action == "lead"]
+    leader.grant()
+    assert admission.may_decide() and admission.may_decide()  # one epoch per term, not per cycle
+    assert [e.detail for e in store.audit() if e.action == "lead"] == [{"epoch": 1}]
+    # Another replica became leader meanwhile (this one was paused past its lease): its store refuses.
+    store.take_leadership("replica-1")
+    with pytest.raises(Fenced, match="replica-1"):
+        admission.run_once()
+    assert kube.calls == [] and not store.ledger().workloads
+
+
+def test_a_lease_that_lapses_during_a_cycle_leaves_the_rest_of_its_actions_to_the_next_leader(store):
+    kube = FakeKube()
+    leader = Leadership(kube, lapse_after=1)
+    leader.grant()
+    admission = AdmissionLoop(cache_of(pod_json("a"), pod_json("b")), kube, store, clock=lambda: T0,  # type: ignore[arg-type]
+                              leader=leader)
+    assert admission.may_decide()
+    assert len([a for a in admission.run_once() if isinstance(a, Ungate)]) == 2
+    assert [kind for kind, _, _ in kube.calls] == ["patch"]  # the second gate stays for the next leader
 
 
 def test_members_still_gated_after_a_restart_mid_gang_are_placed_on_the_standing_charge(store):

@@ -17,6 +17,10 @@ class NotFound(StoreError):
     pass
 
 
+class Fenced(Exception):
+    """The writer is no longer the leader: another replica has taken a newer epoch. Nothing was written."""
+
+
 def database_reason(exc: DBAPIError) -> str:
     """What the database (its driver) said, on one line, without SQLAlchemy's decoration."""
     text = str(exc.orig if exc.orig is not None else exc).strip()

@@ -67,14 +67,17 @@ class SettingRow(Base):
 
 
 class VersionRow(Base):
-    """One row, locked by every change: admissions serialise on it, and the counters tell a
-    process whether its cached configuration and ledger are still current."""
+    """One row, locked by every change: admissions serialise on it, the counters tell a
+    process whether its cached configuration and ledger are still current, and the leader's
+    epoch fences a replica that is no longer leader (``Store.fenced``)."""
 
     __tablename__ = "versions"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     config: Mapped[int] = mapped_column(BigInteger, default=0)
     ledger: Mapped[int] = mapped_column(BigInteger, default=0)
+    leader_epoch: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    leader: Mapped[str | None] = mapped_column(String(253), nullable=True)
 
 
 class WorkloadRow(Base):

@@ -27,7 +27,7 @@ from quota.database import DEFAULT_URL
 from quota.ledger import Ledger, Workload
 from quota.store.changes import pool_changes, validated
 from quota.store.engine import READ_ONLY, make_engine, stored_utc
-from quota.store.errors import NotFound, StoreError, refused_values
+from quota.store.errors import Fenced, NotFound, StoreError, refused_values
 from quota.store.records import AuditEntry, Principal, Spend
 from quota.store.schema import (
     AuditRow,
@@ -43,7 +43,7 @@ from quota.store.schema import (
 from scheduler.model.resources import Resources
 
 #: The newest migration in quota/store/migrations/versions (a test holds them equal).
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 ROLES = ("admin", "viewer")
 #: Tokens chosen outside slotwise must be at least this long (``token_urlsafe(32)`` gives 43).
 MIN_TOKEN_CHARS = 32
@@ -63,6 +63,7 @@ class Store:
         self._reader = self.engine.execution_options(**{READ_ONLY: True})
         self._config: tuple[int, QuotaConfig] | None = None
         self._ledger: tuple[tuple[int, int, tuple[tuple[str, int], ...] | None], Ledger] | None = None
+        self._epoch: int | None = None  # fenced: every change first checks that this epoch is still the newest
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (Alembic). A schema already there costs one
@@ -89,10 +90,33 @@ class Store:
         try:
             with refused_values(), Session(self.engine, expire_on_commit=False) as session, session.begin():
                 versions = session.scalars(select(VersionRow).where(VersionRow.id == 1).with_for_update()).one()
+                if self._epoch is not None and versions.leader_epoch != self._epoch:
+                    raise Fenced(f"epoch {self._epoch} is over: {versions.leader or 'another replica'} "
+                                 f"leads with epoch {versions.leader_epoch}")
                 yield session, versions
         except BaseException:
             self._ledger = None
             raise
+
+    # Leadership ---------------------------------------------------------------------------------
+    def take_leadership(self, holder: str) -> int:
+        """A new fencing epoch for ``holder``, which has just become leader: from now on the
+        writes of a store fenced with an older epoch are refused."""
+        with self._transaction() as (s, versions):
+            versions.leader_epoch += 1
+            versions.leader = holder
+            self._audit(s, holder, "lead", "leader", {"epoch": versions.leader_epoch})
+            return versions.leader_epoch
+
+    def fenced(self, epoch: int) -> Store:
+        """This store for a leader of ``epoch``: the same database, every transaction refused
+        with :class:`Fenced` once a newer epoch is taken (the check runs under the store's lock,
+        so no write of an old leader lands after a new one took over)."""
+        view = Store.__new__(Store)
+        view.__dict__.update(self.__dict__)
+        view._config = view._ledger = None  # admissions change a cached ledger in place: never share one
+        view._epoch = epoch
+        return view
 
     @contextmanager
     def _read(self) -> Iterator[Session]:

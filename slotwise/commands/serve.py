@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -16,6 +21,8 @@ from slotwise.console import failure, make_console
 if TYPE_CHECKING:
     from quota.store import Store
     from slotwise.server.cache import ClusterCache
+    from slotwise.server.kube import Kube
+    from slotwise.server.leader import Elector
 
 console = make_console()
 
@@ -52,6 +59,42 @@ BOOTSTRAP_TOKEN = "bootstrap"
 SERVE_ACTOR = "serve"
 
 
+def _exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+#: How long in-flight requests get to finish on SIGTERM (the pod's grace period is 30 s).
+GRACEFUL_SHUTDOWN_S = 15
+
+
+@dataclass
+class _Election:
+    """The elector and the thread that keeps trying or renewing its lease."""
+
+    elector: Elector
+    stopping: threading.Event
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+
+
+def _election(kube: Kube, lease: str, namespace: str) -> _Election:
+    """Start campaigning for ``lease`` (NAME or NAMESPACE/NAME) as this pod, with a suffix that
+    tells two processes of one host apart, as client-go's identities do."""
+    from slotwise.server.kube import KubeLease
+    from slotwise.server.leader import Elector
+
+    lease_namespace, _, name = lease.rpartition("/")
+    identity = f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4()}"
+    elector = Elector(KubeLease(kube, lease_namespace or namespace, name), identity)
+    stopping = threading.Event()
+    thread = threading.Thread(target=elector.run, args=(stopping,), daemon=True, name="leader-election")
+    thread.start()
+    return _Election(elector, stopping, thread)
+
+
 def _seed(store: Store, quota_config: Path | None, admin_token_file: Path | None) -> None:
     """What an in-cluster start brings from its ConfigMap and Secret: the pools and an admin token."""
     from quota.config import config_from_yaml
@@ -82,10 +125,18 @@ def serve(
     admin_token_file: Annotated[Path | None, typer.Option(help=f"Keep the token in this file (a Kubernetes Secret) as the REST API's admin token {BOOTSTRAP_TOKEN!r}; a changed file replaces it at the next start.")] = None,
     gpu_reservation_image: Annotated[str | None, typer.Option(help="The image GPU share reservation pods run (it needs the slotwise command; default: slotwise's own release image). They run in slotwise's namespace (POD_NAMESPACE).")] = None,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (kube-scheduler calls the extender twice per pod: off by default).")] = False,
+    leader_elect: Annotated[bool, typer.Option("--leader-elect/--no-leader-elect", help="Following a cluster: run the admission loop only while holding the Lease (several replicas: one decides, all serve the webhooks and the extender).")] = True,
+    lease: Annotated[str, typer.Option(help="The Lease replicas elect their leader with, NAMESPACE/NAME (default namespace: POD_NAMESPACE, else slotwise-system).")] = "slotwise",
 ) -> None:
     """Run the slotwise service: the quota REST API (/quota), the scheduler extender (/extender),
     the admission webhooks (/webhooks), MIG layout reports (/mig), /metrics, /healthz and /readyz."""
     import gc
+    import logging
+
+    # What the service decides (leadership, evictions refused, cycles that failed) at INFO;
+    # libraries' warnings only.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("slotwise").setLevel(logging.INFO)
 
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
@@ -121,22 +172,31 @@ def serve(
     mig_fleet = ReportedFleet(MemoryLayoutStore()) if mig_token is not None else None
     app_ = create_app(store, cache=cache, managed=scope, mig_token=mig_token, mig_fleet=mig_fleet,
                       classes=workload_classes, metrics=metrics)
-    loop = None
+    loop = election = None
     if cache.kube is not None:  # a real cluster: decide gated pods and lift their gates
         from slotwise.server.admission_loop import AdmissionLoop
         from slotwise.server.gpu_shares import ReservationSettings
 
         defaults = ReservationSettings()
-        reservations = ReservationSettings(os.environ.get("POD_NAMESPACE", defaults.namespace),
-                                           gpu_reservation_image or defaults.image)
+        namespace = os.environ.get("POD_NAMESPACE", defaults.namespace)
+        reservations = ReservationSettings(namespace, gpu_reservation_image or defaults.image)
+        election = _election(cache.kube, lease, namespace) if leader_elect else None
         loop = AdmissionLoop(cache, cache.kube, store, burst=burst_config, classes=workload_classes, metrics=metrics,
-                             mig=mig_fleet, reservations=reservations)
+                             mig=mig_fleet, reservations=reservations, leader=election.elector if election else None)
         loop.start()
     gc.freeze()  # the app and a dry run's cache live as long as the service (ClusterCache._follow says why)
+    # uvicorn re-raises the SIGTERM it shut down on, once it has: as SystemExit rather than the
+    # default action, so that the loop stops and the lease is released below before the exit.
+    signal.signal(signal.SIGTERM, _exit)
     try:
+        # On SIGTERM uvicorn stops accepting and finishes the requests in flight (the Deployment's
+        # preStop pause has taken the pod out of the Service first).
         uvicorn.run(app_, host=host, port=port, log_level="info", access_log=access_log,
-                    ssl_context_factory=(lambda *_: tls.context) if tls else None)
+                    ssl_context_factory=(lambda *_: tls.context) if tls else None,
+                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     finally:
         if loop is not None:
             loop.stop()
-        cache.stop()
+        if election is not None:
+            election.stop()  # after the loop: the lease goes once this replica has stopped deciding
+        cache.stop(timeout=0)  # its watches block on their streams: daemon threads, gone with the process

@@ -39,7 +39,7 @@ from mig.plugin import FleetSource, mig_placer, requested_profile
 from mig.slots import Fleet
 from quota.admission import Deny, Reclaim, Wait, request_for
 from quota.config import QuotaConfig
-from quota.store import Store, StoreError
+from quota.store import Fenced, Store, StoreError
 from scheduler.gang.groups import (
     GANG_TIMEOUT_ANNOTATION,
     Gang,
@@ -62,6 +62,7 @@ from slotwise.server.extender import PLANNED_NODES_ANNOTATION
 from slotwise.server.gpu_share_reconciler import ShareReconciler
 from slotwise.server.gpu_shares import Reservation, ReservationSettings, plan_share
 from slotwise.server.kube import Kube
+from slotwise.server.leader import Elector
 from slotwise.server.metrics import ServiceMetrics
 from slotwise.server.webhooks import ADMISSION_GATE
 
@@ -233,12 +234,16 @@ class AdmissionLoop:
                  burst: BurstConfig | None = None, clock: Callable[[], float] = time.time, interval_s: float = 2.0,
                  classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
                  metrics: ServiceMetrics | None = None, mig: FleetSource | None = None,
-                 reservations: ReservationSettings = ReservationSettings()):
+                 reservations: ReservationSettings = ReservationSettings(), leader: Elector | None = None):
         """``mig``: the fleet MIG pods are placed on (none: by resource counts only);
-        ``reservations``: how GPU share groups' reservation pods are made."""
+        ``reservations``: how GPU share groups' reservation pods are made; ``leader``: decide
+        only while it leads, through the store fenced with the epoch of its term (none: always)."""
         self.cache = cache
         self.kube = kube
         self.store = store
+        self.leader = leader
+        self._unfenced = store
+        self._term = 0
         self.classes = classes
         self.metrics = metrics
         self.placer = Placer(build_profile(placer_profile, classes=classes))
@@ -274,6 +279,8 @@ class AdmissionLoop:
         for unit in sorted(units, key=lambda u: u.order):
             try:
                 actions += self._plan_unit(trial, unit, admitted, now, config, snapshot, unit.key in running)
+            except Fenced:
+                raise
             except Exception as exc:  # one unit's failure (a bug, a store error) never stalls the others
                 log.exception("deciding %s failed", unit.key)
                 actions += [Pending(g.pod.key, f"slotwise could not decide it ({type(exc).__name__}: {exc}); "
@@ -527,8 +534,12 @@ class AdmissionLoop:
 
     # Effects --------------------------------------------------------------------------------------
     def apply(self, actions: Iterable[Action]) -> None:
-        """Perform each action; one failing (the pod gone, a PDB refusing eviction) never stops the rest."""
+        """Perform each action; one failing (the pod gone, a PDB refusing eviction) never stops the
+        rest. Stops if the lease lapses meanwhile: what is left is the next leader's to decide."""
         for action in actions:
+            if self.leader is not None and not (self.leader.leading() and self.leader.term == self._term):
+                log.warning("the lease lapsed during a cycle: its other actions are left to the next leader")
+                return
             namespace, name = action.pod_key.split("/", 1)
             try:
                 if isinstance(action, Ungate | Burst):
@@ -658,10 +669,28 @@ class AdmissionLoop:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def may_decide(self) -> bool:
+        """Always without an elector. With one, only while it leads; a new term first takes a new
+        fencing epoch, so that the store refuses the writes of any replica that led before."""
+        if self.leader is None:
+            return True
+        if not self.leader.leading():
+            return False
+        if self._term != self.leader.term:
+            self.store = self._unfenced.fenced(self._unfenced.take_leadership(self.leader.identity))
+            self._term = self.leader.term
+        return True
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.run_once()
+                leading = self.may_decide()
+                if self.metrics is not None:
+                    self.metrics.leader.set(leading)
+                if leading:
+                    self.run_once()
+            except Fenced as exc:
+                log.warning("not deciding: %s", exc)
             except Exception:  # the API server or database being away must not kill the loop
                 log.exception("admission cycle failed")
             self._stop.wait(self.interval_s)

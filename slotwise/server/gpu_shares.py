@@ -101,7 +101,7 @@ class ReservationSettings:
     namespace: str = "slotwise-system"
     image: str = "slotwise:0.1.0"
     service_account: str = "slotwise-gpu-reservation"
-    #: deploy/priorityclass.yaml: user workloads never preempt a reservation.
+    #: deploy/base/priorityclass.yaml: user workloads never preempt a reservation.
     priority_class: str = "slotwise-gpu-reservation"
 
 

@@ -1,7 +1,7 @@
 """The thin adapter over the official ``kubernetes`` client: list, watch, bind and the admission
 loop's writes (pod patch, eviction, event, pod condition; GPU reservation pods and share
-ConfigMaps), nothing else. Nodes and pods come
-through CoreV1Api, PodGroups (scheduler-plugins' and Volcano's CRDs) through CustomObjectsApi.
+ConfigMaps) and the leader election's Lease, nothing else. Nodes and pods come through
+CoreV1Api, PodGroups (scheduler-plugins' and Volcano's CRDs) through CustomObjectsApi.
 
 Objects travel as plain camelCase dicts (lists with ``_preload_content=False``, watch events'
 ``raw_object``) because ``scheduler.model.k8s_json`` reads exactly those, and skipping the
@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubernetes import client, watch
+
+from slotwise.server.leader import LeaseConflict
 
 #: Kinds the cache follows, by the CoreV1Api method that lists them.
 LISTERS = {"nodes": "list_node", "pods": "list_pod_for_all_namespaces"}
@@ -49,6 +51,7 @@ class Kube:
     def __init__(self, api: client.ApiClient):
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.coordination = client.CoordinationV1Api(api)
 
     @classmethod
     def at(cls, host: str, token: str | None = None, ca_file: str | None = None) -> Kube:
@@ -148,3 +151,44 @@ class Kube:
         self.core.patch_namespaced_pod_status(name, namespace, {"status": {"conditions": [condition]}},
                                               _content_type="application/strategic-merge-patch+json",
                                               _preload_content=False)
+
+
+class KubeLease:
+    """The Lease ``namespace/name``, for :class:`slotwise.server.leader.Elector`. A replace
+    carries the resourceVersion read, so a write based on a stale read answers 409."""
+
+    def __init__(self, kube: Kube, namespace: str, name: str):
+        self.api = kube.coordination
+        self.namespace = namespace
+        self.name = name
+
+    def read(self) -> tuple[dict[str, Any], str] | None:
+        try:
+            response = self.api.read_namespaced_lease(self.name, self.namespace, _preload_content=False)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        body = json.loads(response.data)
+        return body.get("spec") or {}, body["metadata"]["resourceVersion"]
+
+    def create(self, spec: dict[str, Any]) -> None:
+        self._write(self.api.create_namespaced_lease, self.namespace, self._body(spec))
+
+    def replace(self, spec: dict[str, Any], resource_version: str) -> None:
+        self._write(self.api.replace_namespaced_lease, self.name, self.namespace, self._body(spec, resource_version))
+
+    def _body(self, spec: dict[str, Any], resource_version: str | None = None) -> dict[str, Any]:
+        metadata = {"name": self.name, "namespace": self.namespace}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": metadata, "spec": spec}
+
+    @staticmethod
+    def _write(method: Callable[..., Any], *args: Any) -> None:
+        try:
+            method(*args, _preload_content=False)
+        except client.ApiException as exc:
+            if exc.status == 409:  # someone wrote it since our read, or created it first
+                raise LeaseConflict(exc.reason) from None
+            raise

@@ -83,6 +83,8 @@ class ServiceMetrics:
         self._gpu_drift = Counter(
             "slotwise_gpu_share_drift", "GPU shares found not where slotwise's model has them (their reservation "
             "gone or elsewhere), each reported once; alert on any increase.", registry=self.registry)
+        self.leader = Gauge("slotwise_leader", "1 while this replica holds the lease and runs the admission loop; "
+                            "the sum over replicas should be 1.", registry=self.registry)
 
     def update_quota(self, ledger: Ledger) -> None:
         rows = pool_usage(ledger)
