@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from quota.config import parse_duration, validation_problems
 from scheduler.model.cluster import WorkloadKind
 from scheduler.model.resources import CPU, MEMORY, ResourceError, parse_amount
+from scheduler.model.safe_yaml import load_yaml
 
 VIRTUAL_KUBELET = "virtual-kubelet"
 ECI = "eci"
@@ -165,7 +166,7 @@ def compile_burst(doc: BurstDocument) -> BurstConfig:
 
 def burst_from_yaml(text: str) -> BurstConfig:
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(text) or {}
         return compile_burst(BurstDocument.model_validate(data))
     except yaml.YAMLError as exc:
         raise BurstConfigError([f"not valid YAML: {exc}"]) from None

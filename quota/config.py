@@ -45,6 +45,7 @@ from scheduler.model.resources import (
     is_gpu_quota,
     parse_quota_amount,
 )
+from scheduler.model.safe_yaml import load_yaml
 
 LIMIT_FIELDS = ("guaranteed", "max", "shareable", "borrow_limit")
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?")
@@ -491,7 +492,7 @@ def _pool_data(p: PoolDocument) -> dict[str, Any]:
 
 def config_from_yaml(text: str) -> QuotaConfig:
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         raise QuotaConfigError([f"not valid YAML: {exc}"]) from None
     return read_config(data)

@@ -24,9 +24,11 @@ def pool_json(p: Pool) -> dict[str, Any]:
     return out
 
 
-def usage_json(ledger: Ledger, visible: set[str] | None = None) -> dict[str, Any]:
+def usage_json(ledger: Ledger, visible: set[str] | None = None, *, viewer: bool = False) -> dict[str, Any]:
     """Per pool and resource, what is guaranteed, used, borrowed and lent, and who borrows from
-    whom; only pools in ``visible`` (and loans touching them) when given."""
+    whom; only pools in ``visible`` (and loans touching them) when given. For a ``viewer`` the
+    other side of such a loan is null: it sees how much its pools lend and borrow, not to or from
+    whom."""
     credited = loans(ledger)
     rows = [r for r in pool_usage(ledger, credited) if visible is None or r.pool in visible]
     return {
@@ -36,10 +38,15 @@ def usage_json(ledger: Ledger, visible: set[str] | None = None) -> dict[str, Any
                    "used": format_quota_amount(r.resource, r.used),
                    "borrowed": format_quota_amount(r.resource, r.borrowed),
                    "lent": format_quota_amount(r.resource, r.lent), "workloads": r.workloads} for r in rows],
-        "loans": [{"borrower": loan.borrower, "lender": loan.lender, "resource": loan.resource,
+        "loans": [{"borrower": _shown(loan.borrower, visible, viewer), "lender": _shown(loan.lender, visible, viewer),
+                   "resource": loan.resource,
                    "amount": format_quota_amount(loan.resource, loan.amount)} for loan in credited
                   if visible is None or loan.borrower in visible or loan.lender in visible],
     }
+
+
+def _shown(pool: str, visible: set[str] | None, viewer: bool) -> str | None:
+    return None if viewer and visible is not None and pool not in visible else pool
 
 
 def audit_json(entries: Iterable[AuditEntry]) -> list[dict[str, Any]]:

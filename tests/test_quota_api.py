@@ -10,12 +10,24 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-import yaml
 
+from quota.admission import Request
 from quota.config import config_from_yaml
 from quota.store import Store
+from scheduler.model.resources import Resources
+from scheduler.model.safe_yaml import load_yaml
+from slotwise.quota_views import usage_json
+from slotwise.server import quota_api
 from slotwise.server.app import create_app
-from tests.quota_fixtures import ACTOR, EXAMPLE_POOLS, SCENARIO, db_state, serve_in_thread, without_research
+from tests.quota_fixtures import (
+    ACTOR,
+    EXAMPLE_POOLS,
+    SCENARIO,
+    db_state,
+    serve_in_thread,
+    sqlite_store,
+    without_research,
+)
 
 pytest_plugins = ["tests.quota_fixtures"]
 
@@ -98,6 +110,20 @@ def test_viewer_sees_only_its_subtree(api):
     assert {r["pool"] for r in admin_usage["pools"]} >= {"ai", "nlp", "vision", "solo"}
     solo = next(r for r in admin_usage["pools"] if r["pool"] == "solo" and r["resource"] == "nvidia.com/gpu")
     assert (solo["used"], solo["workloads"]) == ("1", 1)
+
+
+def test_a_viewer_sees_its_pools_loans_but_not_who_is_on_the_other_side(tmp_path):
+    pools = "pools:\n- {name: nlp, guaranteed: {nvidia.com/gpu: 4}, shareable: {nvidia.com/gpu: 4}}\n" \
+            "- {name: solo, guaranteed: {nvidia.com/gpu: 1}}\n"
+    with sqlite_store(tmp_path, pools) as store:
+        assert store.admit(Request("s", "solo", Resources({"nvidia.com/gpu": 3000})), 0, ACTOR).kind == "borrow"
+        ledger = store.ledger()
+    assert usage_json(ledger)["loans"] == [{"borrower": "solo", "lender": "nlp", "resource": "nvidia.com/gpu",
+                                            "amount": "2"}]
+    assert usage_json(ledger, {"nlp"}, viewer=True)["loans"] == [{"borrower": None, "lender": "nlp",
+                                                                  "resource": "nvidia.com/gpu", "amount": "2"}]
+    assert usage_json(ledger, {"solo"}, viewer=True)["loans"][0]["lender"] is None
+    assert usage_json(ledger, {"solo"})["loans"][0]["lender"] == "nlp"  # an admin's view of one pool (quota show)
 
 
 def test_put_get_delete_pool(api):
@@ -195,6 +221,8 @@ BAD_REQUESTS = [
     ("PUT", "/quota/config", "raw", "", 400, ["no configuration", "to remove every pool"]),
     ("PUT", "/quota/config", "yaml", "null\n", 400, ["no configuration"]),
     ("PUT", "/quota/config", "yaml", ALIASED, 413, ["more than 100000 values"]),
+    # Refused before parsing: YAML takes seconds per megabyte and many times its size in memory.
+    ("PUT", "/quota/config", "yaml", "pools: []\n#" + "x" * 2**20, 413, ["at most 1,048,576 are read"]),
     ("POST", "/quota/admissions", "json", {"key": "k", "pool": "nlp", "charge": {"cpu": 1}, "priority": 2**31}, 422,
      ["priority"]),
     ("POST", "/quota/admissions", "json", {"key": "k", "pool": "nlp", "charge": {"cpu": True}}, 422, ["charge", "cpu"]),
@@ -245,14 +273,13 @@ def test_a_configuration_import_does_not_hold_up_other_requests(api, monkeypatch
     """The import reads and writes off the event loop: PyYAML takes seconds on a large document,
     and the webhooks and the extender must answer meanwhile."""
     parsing, finish = threading.Event(), threading.Event()
-    safe_load = yaml.safe_load
 
     def slow_load(body):
         parsing.set()
         finish.wait(10)
-        return safe_load(body)
+        return load_yaml(body)
 
-    monkeypatch.setattr(yaml, "safe_load", slow_load)
+    monkeypatch.setattr(quota_api, "load_yaml", slow_load)
     with ThreadPoolExecutor(1) as pool:
         imported = pool.submit(api.admin.put, "/quota/config", content=SCENARIO,
                                headers={"Content-Type": "application/yaml"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from dataclasses import replace
@@ -26,8 +27,10 @@ from quota.config import (
     config_to_yaml,
     parse_document,
 )
+from quota.ledger import Workload
 from quota.store import SCHEMA_REVISION, Principal, Store, StoreError
 from quota.store.schema import Base, TokenRow, VersionRow, WorkloadRow
+from scheduler.model.resources import Resources
 from tests.quota_fixtures import ACTOR, db_state, gpu_request, scenario
 
 pytest_plugins = ["tests.quota_fixtures"]
@@ -272,28 +275,41 @@ def test_a_second_store_sees_the_first_ones_changes(loaded, database_url):
         other.close()
 
 
-def test_reads_do_not_wait_for_a_change_in_progress(loaded):
-    """Token checks, scrapes and the webhooks read while admissions write: on SQLite a read takes
-    no lock and sees the last committed state; on PostgreSQL reads never took one."""
+class _RolledBack(Exception):
+    pass
+
+
+@pytest.mark.parametrize("read", ["config", "ledger"])
+def test_reads_do_not_wait_for_a_change_in_progress_nor_see_it(loaded, read):
+    """Token checks, scrapes, usage and the webhooks read while admissions write: a read takes no
+    lock (on SQLite it sees WAL's last committed state, on PostgreSQL its snapshot) and never sees
+    a change in progress, though this process's change works on the cached ledger in place."""
+    loaded.ledger()  # cached
     writing, done = threading.Event(), threading.Event()
 
     def change() -> None:
-        with loaded._transaction():
+        with contextlib.suppress(_RolledBack), loaded._transaction() as (s, versions):
+            loaded._current_ledger(s, versions).add(Workload("nlp/uncommitted", "nlp", Resources({"nvidia.com/gpu": 1000})))
             writing.set()
             done.wait(30)
+            raise _RolledBack
 
     writer = threading.Thread(target=change)
     writer.start()
     try:
         assert writing.wait(10)
         loaded._config = None  # make the read go to the database
-        reader = threading.Thread(target=loaded.config)
+        seen: list[object] = []
+        reader = threading.Thread(target=lambda: seen.append(getattr(loaded, read)()))
         reader.start()
         reader.join(10)
         assert not reader.is_alive(), "the read waited for the change"
+        if read == "ledger":
+            assert "nlp/uncommitted" not in seen[0].workloads
     finally:
         done.set()
         writer.join()
+    assert "nlp/uncommitted" not in loaded.ledger().workloads  # rolled back, the cache with it
 
 
 NAMES = ["a", "b", "c", "d", "e", "f", "g"]

@@ -19,6 +19,7 @@ from tests.quota_fixtures import serve_in_subprocess
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"
 RECORDED = ROOT / "tests" / "recorded"
+METRICS_TOKEN = "prometheus-" + "m" * 32
 
 
 def test_serve_answers_recorded_extender_and_admission_calls(tmp_path):
@@ -27,7 +28,9 @@ def test_serve_answers_recorded_extender_and_admission_calls(tmp_path):
     store.migrate()
     store.replace_config(config_from_yaml((EXAMPLES / "pools.yaml").read_text()), "test")
     store.close()
-    options = ("--managed", "nlp", "--nodes", str(RECORDED / "nodes.json"), "--pods", str(RECORDED / "pods.json"))
+    (tmp_path / "metrics-token").write_text(METRICS_TOKEN + "\n")
+    options = ("--managed", "nlp", "--nodes", str(RECORDED / "nodes.json"), "--pods", str(RECORDED / "pods.json"),
+               "--metrics-token-file", str(tmp_path / "metrics-token"))
     with serve_in_subprocess(url, *options) as base, httpx.Client(base_url=base, timeout=10) as http:
         assert http.get("/readyz").json() == {"status": "ready"}
         filtered = http.post("/extender/filter", content=(EXAMPLES / "extender-filter.json").read_bytes()).json()
@@ -47,7 +50,8 @@ def test_serve_answers_recorded_extender_and_admission_calls(tmp_path):
         review["request"]["namespace"] = "kube-system"
         untouched = http.post("/webhooks/mutate", json=review).json()["response"]
         assert untouched["allowed"] and "patch" not in untouched
-        scraped = http.get("/metrics").text
+        assert http.get("/metrics").status_code == 401  # the gauges name every pool: not for anyone
+        scraped = http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
         assert 'slotwise_decision_seconds_count{verb="filter"} 1.0' in scraped
         assert 'slotwise_decision_seconds_count{verb="mutate"} 1.0' in scraped  # kube-system is not decided
         assert 'slotwise_quota_guaranteed{pool="nlp",resource="nvidia.com/gpu"} 40.0' in scraped

@@ -115,7 +115,7 @@ def test_preempt_keeps_only_nodes_where_the_victims_make_room(client):
     (b'{"Pod": {"metadata": {"name": "w-0"}}, "NodeNames": ["gpu-a', 400, "not JSON"),
     (b'[1, 2, 3]', 400, "expected a JSON object"),
     (b'{"Pod": "w-0", "NodeNames": []}', 400, "Pod: expected dict"),
-    (b'{"Pod": {"metadata": {"name": "w"}}, "NodeNames": [1]}', 400, "list of strings"),
+    (b'{"Pod": {"metadata": {"name": "w"}}, "NodeNames": [1]}', 400, "NodeNames: expected a string for every node"),
     (b'{"Pod": {"metadata": {}}, "NodeNames": []}', 400, "metadata.name"),
     (b'[' * 100_000 + b']' * 100_000, 400, "JSON"),  # too deep to parse, or parsed and not an object: either way 400
 ])
@@ -143,7 +143,7 @@ def test_a_body_is_cut_at_its_own_node_names_only(client):
     for separators in ((",", ":"), (", ", ": ")):
         mixed = client.post("/extender/filter",
                             content=json.dumps({"Pod": pod, "NodeNames": ["gpu-a1", 7]}, separators=separators))
-        assert mixed.status_code == 400 and "list of strings" in mixed.json()["detail"]
+        assert mixed.status_code == 400 and "expected a string for every node" in mixed.json()["detail"]
 
 
 def test_the_node_list_sent_every_cycle_stays_remembered():

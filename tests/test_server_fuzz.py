@@ -1,8 +1,8 @@
 """Malformed and hostile requests against the whole service: a 4xx with a message, never a 5xx.
 
 Schemathesis drives every operation of the app's OpenAPI schema, with the admin token, a viewer
-token or none; Hypothesis feeds the admission webhooks AdmissionReviews in which any part may be
-missing or of the wrong type, and bytes that are not JSON at all.
+token or none; Hypothesis feeds the admission webhooks AdmissionReviews, and the extender its
+arguments, in which any part may be missing or of the wrong type, and bytes that are not JSON at all.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from slotwise.server.extender import MAX_BODY_BYTES
 from slotwise.server.webhooks import ADMISSION_GATE, API_VERSION
 from tests.quota_fixtures import ACTOR
 from tests.test_k8s_json import POD
+from tests.test_server_extender import recorded_cache
 from tests.test_server_webhooks import job_pod, review
 
 pytest_plugins = ["tests.quota_fixtures"]
@@ -95,7 +96,7 @@ def test_no_operation_answers_a_server_error(case: schemathesis.Case, who: str |
     response = case.call_and_validate(headers=headers, checks=checks)
     if case.method.upper() != "GET" and case.path.startswith(("/quota/", "/mig/")) and response.status_code < 300:
         admin = {"Authorization": f"Bearer {tokens['admin']}"}
-        assert client.get("/metrics").status_code == 200
+        assert client.get("/metrics", headers=admin).status_code == 200
         exported = client.get("/quota/config", headers=admin)
         assert exported.status_code == 200, exported.text
         again = client.put("/quota/config", json=exported.json(), headers=admin)
@@ -248,3 +249,31 @@ def test_bodies_past_the_limit_are_refused_and_change_nothing(client: TestClient
         reply = client.request(method, path, content=body, headers={"Authorization": f"Bearer {tokens['admin']}"})
         assert reply.status_code == 413, reply.text[:200]
     assert client.get("/quota/config", headers={"Authorization": f"Bearer {tokens['admin']}"}).json() == before
+
+
+# The scheduler extender ------------------------------------------------------------------------
+#: ExtenderArgs as kube-scheduler sends them without nodeCacheCapable: the pod and whole nodes.
+EXTENDER_ARGS = {"Pod": RICH_POD, "Nodes": {"items": [{"metadata": {"name": name, "labels": {"zone": "a"}}}
+                                                      for name in ("gpu-a1", "gpu-b1", "infra-1")]}}
+extender_args = st.lists(st.tuples(st.sampled_from(list(_places(EXTENDER_ARGS))), wrong), min_size=1, max_size=3).map(
+    lambda changes: _changed(EXTENDER_ARGS, changes))
+
+
+@pytest.fixture
+def extender(loaded: Store) -> TestClient:
+    return TestClient(create_app(loaded, cache=recorded_cache()))
+
+
+@settings(FUZZ, max_examples=100)
+@given(body=extender_args)
+@example(body=EXTENDER_ARGS)
+@example(body=_changed(EXTENDER_ARGS, [(("Nodes", "items", 0, "metadata"), 2)]))
+@example(body=_changed(EXTENDER_ARGS, [(("Nodes", "items", 1, "metadata"), None)]))
+@example(body=_changed(EXTENDER_ARGS, [(("Nodes", "items"), {"name": "x"})]))
+def test_fuzzed_extender_args_get_an_answer_or_a_4xx(extender: TestClient, body: Any):
+    """Any part of the pod or of the node items missing or of the wrong type."""
+    for verb in ("filter", "prioritize"):
+        reply = extender.post(f"/extender/{verb}", content=json.dumps(body), headers={"Content-Type": "application/json"})
+        assert reply.status_code == 200 or 400 <= reply.status_code < 500, (verb, reply.status_code, reply.text[:300])
+        if reply.status_code != 200:
+            assert reply.json()["detail"]

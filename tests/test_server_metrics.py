@@ -107,3 +107,21 @@ def test_registries_are_separate_per_service():
     assert mine["slotwise_pending_pods", frozenset({("reason", "quota")})] == 3
     assert not any(name == "slotwise_pending_pods" for name, _ in theirs)
     assert theirs["slotwise_decision_seconds_count", frozenset({("verb", "filter")})] == 0
+
+
+def test_only_the_metrics_token_and_admin_tokens_read_the_metrics(tmp_path):
+    """The gauges name every pool and what it uses: a viewer of one pool may not read them."""
+    from slotwise.server.app import create_app
+    from tests.quota_fixtures import ACTOR, sqlite_store
+
+    scrape_token = "prometheus-" + "p" * 32
+    with sqlite_store(tmp_path, SCENARIO) as store:
+        tokens = {"admin": store.create_token("ops", "admin", None, ACTOR),
+                  "viewer": store.create_token("ai-team", "viewer", "ai", ACTOR), "metrics": scrape_token}
+        client = TestClient(create_app(store, metrics_token=scrape_token))
+        answers = {who: client.get("/metrics", headers={"Authorization": f"Bearer {token}"}).status_code
+                   for who, token in {**tokens, "unknown": "x" * 43}.items()}
+        assert answers == {"admin": 200, "metrics": 200, "viewer": 403, "unknown": 401}
+        refused = client.get("/metrics")
+        assert refused.status_code == 401 and "metrics token" in refused.json()["detail"]
+        assert client.get("/healthz").status_code == 200  # the probes stay open

@@ -29,6 +29,7 @@ A100 = MODELS["A100-80GB"]
 PRODUCT = "NVIDIA-A100-SXM4-80GB"
 TOKEN = "s3cret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SCRAPE_TOKEN = "prometheus-" + "s" * 32
 THREE_G = "nvidia.com/mig-3g.40gb"
 
 
@@ -138,7 +139,8 @@ def samples(text: str, name: str) -> dict[str, float]:
 
 
 def test_the_gauge_counts_instances_placeable_now_at_each_scrape(store):
-    client = TestClient(create_app(store, mig_token=TOKEN))
+    client = TestClient(create_app(store, mig_token=TOKEN, metrics_token=SCRAPE_TOKEN))
+    client.headers["Authorization"] = f"Bearer {SCRAPE_TOKEN}"  # /metrics; the reports send AUTH
     assert samples(client.get("/metrics").text, "slotwise_mig_slices_free") == {}
     mixed = report("mig-a", [("3g.40gb", 0, True), ("3g.40gb", 4, False)],
                    [("2g.20gb", 0, False), ("2g.20gb", 2, True), ("2g.20gb", 4, False), ("1g.10gb", 6, False)],
@@ -196,11 +198,14 @@ def test_a_gang_wanting_one_node_s_last_instance_twice_waits_whole(store):
 def test_serve_with_a_mig_token_file_acts_on_reports(tmp_path, store):
     """``slotwise serve`` as an admin starts it: a report posted over HTTP steers filter and the gauge."""
     (tmp_path / "token").write_text(TOKEN + "\n")
+    (tmp_path / "metrics-token").write_text(SCRAPE_TOKEN)
     (tmp_path / "nodes.json").write_text(json.dumps({"items": [node_json(n) for n in NODES]}))
     with serve_in_subprocess(str(store.engine.url), "--nodes", str(tmp_path / "nodes.json"),
-                             "--mig-token-file", str(tmp_path / "token")) as base, \
+                             "--mig-token-file", str(tmp_path / "token"),
+                             "--metrics-token-file", str(tmp_path / "metrics-token")) as base, \
             httpx.Client(base_url=base, timeout=10) as http:
         assert http.post("/mig/nodes/mig-free", json=FREE.model_dump(), headers=AUTH).status_code == 204
         reply = http.post("/extender/filter", json={"Pod": mig_pod("m"), "NodeNames": NODES}).json()
         assert reply["NodeNames"] == ["mig-free"]
-        assert samples(http.get("/metrics").text, "slotwise_mig_slices_free")["3g.40gb"] == 1
+        scraped = http.get("/metrics", headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"}).text
+        assert samples(scraped, "slotwise_mig_slices_free")["3g.40gb"] == 1

@@ -194,10 +194,27 @@ def pem(tmp_path) -> dict[str, Path]:
     (["--tls-cert", "{cert}", "--tls-key", "{other-key}"], "the key {other-key} does not match the certificate {cert}"),
     (["--tls-cert", "{key}", "--tls-key", "{key}"], "{key} holds no PEM certificate"),
     (["--tls-cert", "{cert}", "--tls-key", "{cert}"], "{cert} holds no PEM private key"),
+    *((["--host", host], f"refusing plain HTTP on {host}: the webhooks, the extender and the API's bearer tokens would "
+                         "cross the network readable and forgeable; give --tls-cert and --tls-key, or --insecure-http "
+                         "behind a proxy that terminates TLS") for host in ("0.0.0.0", "10.0.0.7", "::", "slotwise.example")),
 ])
-def test_bad_tls_arguments_are_one_line_and_exit_2(tmp_path, pem, options, message):
+def test_bad_tls_arguments_and_plain_http_off_loopback_are_one_line_and_exit_2(tmp_path, pem, options, message):
     names = {"tmp": tmp_path, **pem}
     result = runner.invoke(app, ["serve", "--db", f"sqlite:///{tmp_path / 'q.db'}", *(o.format(**names) for o in options)])
     assert result.exit_code == 2, result.output
     assert result.output == f"error: {message.format(**names)}\n"
     assert not (tmp_path / "q.db").exists()  # refused before anything was started or written
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("::1", True), ("localhost", True),
+                                            ("0.0.0.0", False), ("slotwise.example", False)])
+def test_only_loopback_serves_plain_http_without_the_flag(host, loopback):
+    from slotwise.commands.serve import _loopback
+
+    assert _loopback(host) is loopback
+
+
+def test_insecure_http_lets_plain_http_off_loopback_start(tmp_path):
+    # Past the refusal, the next step fails: the database (the discard port) cannot be reached.
+    result = runner.invoke(app, ["serve", "--host", "0.0.0.0", "--insecure-http", "--db", "postgresql://u:p@127.0.0.1:9/x"])
+    assert result.exit_code == 2 and result.output.startswith("database error:"), result.output

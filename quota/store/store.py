@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
@@ -60,7 +61,13 @@ class Store:
         self.url = url
         self.capacity = capacity
         self.engine = make_engine(url)
-        self._reader = self.engine.execution_options(**{READ_ONLY: True})
+        # A read is one consistent snapshot (SQLite's WAL gives one; PostgreSQL needs REPEATABLE READ
+        # for the several queries that build a ledger) and takes no lock.
+        self._reader = self.engine.execution_options(
+            **{READ_ONLY: True}, **({} if self.engine.dialect.name == "sqlite" else {"isolation_level": "REPEATABLE READ"}))
+        # Held by this process's changes for their whole transaction: they change the cached ledger
+        # in place. Readers never wait for it (Store.ledger).
+        self._changing = threading.RLock()
         self._config: tuple[int, QuotaConfig] | None = None
         self._ledger: tuple[tuple[int, int, tuple[tuple[str, int], ...] | None], Ledger] | None = None
         self._epoch: int | None = None  # fenced: every change first checks that this epoch is still the newest
@@ -88,7 +95,8 @@ class Store:
     def _transaction(self) -> Iterator[tuple[Session, VersionRow]]:
         """A transaction holding the store's lock; cached state is dropped if it fails."""
         try:
-            with refused_values(), Session(self.engine, expire_on_commit=False) as session, session.begin():
+            with self._changing, refused_values(), Session(self.engine, expire_on_commit=False) as session, \
+                    session.begin():
                 versions = session.scalars(select(VersionRow).where(VersionRow.id == 1).with_for_update()).one()
                 if self._epoch is not None and versions.leader_epoch != self._epoch:
                     raise Fenced(f"epoch {self._epoch} is over: {versions.leader or 'another replica'} "
@@ -276,9 +284,15 @@ class Store:
 
     # Admissions -----------------------------------------------------------------------------
     def _current_ledger(self, s: Session, versions: VersionRow) -> Ledger:
+        """The cached ledger if it is of ``versions``, else one built and cached; holding ``_changing``."""
         key = self._ledger_key(versions)
         if self._ledger is not None and self._ledger[0] == key:
             return self._ledger[1]
+        ledger = self._built_ledger(s, versions)
+        self._ledger = (key, ledger)
+        return ledger
+
+    def _built_ledger(self, s: Session, versions: VersionRow) -> Ledger:
         ledger = Ledger(self._load_config(s, versions.config), self.capacity)
         names = {r.id: r.name for r in s.scalars(select(PoolRow))}
         for w in s.scalars(select(WorkloadRow)):
@@ -286,7 +300,6 @@ class Store:
                        force=True)
             if w.terminating:
                 ledger.terminating.add(w.key)
-        self._ledger = (key, ledger)
         return ledger
 
     def _ledger_key(self, versions: VersionRow) -> tuple[int, int, tuple[tuple[str, int], ...] | None]:
@@ -294,10 +307,18 @@ class Store:
         return versions.config, versions.ledger, capacity
 
     def ledger(self) -> Ledger:
-        """The configuration with every admitted workload charged (a copy to read). Copied under
-        the lock: admissions change the cached ledger in place."""
-        with self._transaction() as (s, versions):
-            return self._current_ledger(s, versions).copy()
+        """The configuration with every admitted workload charged, as last committed (a copy to
+        read). Takes no lock, so usage and metrics never wait for a change: while no change of
+        this process works on the cached ledger, it is copied (or built from the read's snapshot
+        and cached); while one does, the ledger is built from the snapshot."""
+        with self._read() as s:
+            versions = s.scalars(select(VersionRow).where(VersionRow.id == 1)).one()
+            if not self._changing.acquire(blocking=False):
+                return self._built_ledger(s, versions)
+            try:
+                return self._current_ledger(s, versions).copy()
+            finally:
+                self._changing.release()
 
     def admit(self, request: Request, now: float, actor: str) -> QuotaDecision:
         """Decide ``request`` and, when it is admitted (or reclaims), record it, in one locked

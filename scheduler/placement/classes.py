@@ -21,6 +21,8 @@ from dataclasses import dataclass, fields, replace
 import yaml
 
 from scheduler.model.cluster import WorkloadKind
+from scheduler.model.safe_yaml import load_yaml
+
 
 @dataclass(frozen=True, slots=True)
 class WorkloadClass:
@@ -43,7 +45,7 @@ class ClassConfigError(ValueError):
 def classes_from_yaml(text: str) -> dict[WorkloadKind, WorkloadClass]:
     """Overrides from a YAML file such as ``serving: {gpu_pack: true}``."""
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(text) or {}
     except yaml.YAMLError as exc:
         raise ClassConfigError(f"not valid YAML: {exc}") from None
     if not isinstance(data, Mapping) or not all(isinstance(v, Mapping) for v in data.values()):

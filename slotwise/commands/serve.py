@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -57,6 +58,14 @@ def _cache(nodes: Path | None, pods: Path | None, kubeconfig: Path | None, in_cl
 #: The name ``serve --admin-token-file`` keeps its token under.
 BOOTSTRAP_TOKEN = "bootstrap"
 SERVE_ACTOR = "serve"
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost: it may resolve anywhere
+        return False
 
 
 def _exit(signum: int, _frame: object) -> None:
@@ -118,6 +127,7 @@ def serve(
     managed: Annotated[str, typer.Option(help="Namespaces whose pods the webhooks gate and check, comma-separated, or '*' for all but the system ones (default: none).")] = "",
     tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate, reloaded when the file changes (webhooks require TLS).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
+    metrics_token_file: Annotated[Path | None, typer.Option(help="Let Prometheus scrape /metrics with the bearer token in this file (an admin token works too; without either, /metrics answers 401).")] = None,
     mig_token_file: Annotated[Path | None, typer.Option(help="Accept MIG layout reports from node agents sending this token, and place MIG pods on the instances they report.")] = None,
     burst: Annotated[Path | None, typer.Option(help="Let the admission loop overflow waiting work as this burst YAML says.")] = None,
     classes: Annotated[Path | None, typer.Option(help="Workload class overrides (YAML, e.g. serving: {gpu_pack: true}).")] = None,
@@ -127,6 +137,7 @@ def serve(
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request (kube-scheduler calls the extender twice per pod: off by default).")] = False,
     leader_elect: Annotated[bool, typer.Option("--leader-elect/--no-leader-elect", help="Following a cluster: run the admission loop only while holding the Lease (several replicas: one decides, all serve the webhooks and the extender).")] = True,
     lease: Annotated[str, typer.Option(help="The Lease replicas elect their leader with, NAMESPACE/NAME (default namespace: POD_NAMESPACE, else slotwise-system).")] = "slotwise",
+    insecure_http: Annotated[bool, typer.Option("--insecure-http", help="Serve plain HTTP on an address other than loopback (behind a proxy that terminates TLS); refused otherwise.")] = False,
 ) -> None:
     """Run the slotwise service: the quota REST API (/quota), the scheduler extender (/extender),
     the admission webhooks (/webhooks), MIG layout reports (/mig), /metrics, /healthz and /readyz."""
@@ -143,7 +154,7 @@ def serve(
 
     from burst.targets import burst_from_yaml
     from mig.store import MemoryLayoutStore, ReportedFleet
-    from quota.store import Store
+    from quota.store import MIN_TOKEN_CHARS, Store
     from scheduler.model import k8s_json
     from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
     from slotwise.server.app import create_app
@@ -152,11 +163,18 @@ def serve(
 
     try:
         tls = serving_tls(tls_cert, tls_key)
+        if tls is None and not insecure_http and not _loopback(host):
+            raise ValueError(f"refusing plain HTTP on {host}: the webhooks, the extender and the API's bearer tokens "
+                             "would cross the network readable and forgeable; give --tls-cert and --tls-key, or "
+                             "--insecure-http behind a proxy that terminates TLS")
         store = Store(db)
         store.migrate()
         _seed(store, quota_config, admin_token_file)
         cache = _cache(nodes, pods, kubeconfig, in_cluster)
         mig_token = mig_token_file.read_text().strip() if mig_token_file else None
+        metrics_token = metrics_token_file.read_text().strip() if metrics_token_file else None
+        if metrics_token is not None and len(metrics_token) < MIN_TOKEN_CHARS:
+            raise ValueError(f"{metrics_token_file}: a token of at least {MIN_TOKEN_CHARS} characters is needed")
         burst_config = burst_from_yaml(burst.read_text()) if burst else None
         workload_classes = classes_from_yaml(classes.read_text()) if classes else DEFAULT_CLASSES
     except (ValueError, OSError, k8s_json.ModelError) as exc:
@@ -171,7 +189,7 @@ def serve(
     # One fleet for the report endpoint, the extender, the admission loop and the gauge.
     mig_fleet = ReportedFleet(MemoryLayoutStore()) if mig_token is not None else None
     app_ = create_app(store, cache=cache, managed=scope, mig_token=mig_token, mig_fleet=mig_fleet,
-                      classes=workload_classes, metrics=metrics)
+                      classes=workload_classes, metrics=metrics, metrics_token=metrics_token)
     loop = election = None
     if cache.kube is not None:  # a real cluster: decide gated pods and lift their gates
         from slotwise.server.admission_loop import AdmissionLoop

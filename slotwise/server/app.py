@@ -3,15 +3,17 @@ webhooks, MIG layout reports, metrics, health and readiness."""
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
@@ -25,7 +27,7 @@ from slotwise.server.cache import ClusterCache
 from slotwise.server.extender import MAX_BODY_BYTES, extender_router
 from slotwise.server.metrics import ServiceMetrics, metrics_router
 from slotwise.server.mig_api import mig_router
-from slotwise.server.quota_api import MAX_DOCUMENT_VALUES, Clock, quota_router
+from slotwise.server.quota_api import BEARER, MAX_CONFIG_BYTES, MAX_DOCUMENT_VALUES, Clock, quota_router
 from slotwise.server.webhooks import webhook_router
 
 
@@ -38,8 +40,8 @@ class Refusal(BaseModel):
 
 _REFUSED = {400: "The request cannot be read or the change was refused.", 401: "No token, or an unknown one.",
             403: "The token may not do this.", 404: "No such object.", 409: "It already exists.",
-            413: f"The body is larger than {MAX_BODY_BYTES // 2**20} MiB, or the configuration holds more than "
-                 f"{MAX_DOCUMENT_VALUES:,} values.",
+            413: f"The body is larger than {MAX_BODY_BYTES // 2**20} MiB (a quota configuration: "
+                 f"{MAX_CONFIG_BYTES // 2**20} MiB), or the configuration holds more than {MAX_DOCUMENT_VALUES:,} values.",
             422: "The body or a parameter is invalid; every problem is listed.",
             503: "The database is unavailable; nothing was changed."}
 
@@ -65,6 +67,25 @@ def _refresh(metrics: ServiceMetrics, store: Store, now: float, mig: ReportedFle
             metrics.budget.update(pool.name, left, limit)
 
 
+def _scraper(store: Store, token: str | None) -> Callable[..., None]:
+    """Who may read ``/metrics``, whose gauges name every pool and what it uses: the metrics token
+    (checked first, so scrapes need no database) or an admin token."""
+
+    def check(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+        if bearer is None:
+            raise HTTPException(401, "send Authorization: Bearer <token>, the metrics token or an admin token",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if token is not None and hmac.compare_digest(bearer.credentials.encode(), token.encode()):
+            return
+        who = store.authenticate(bearer.credentials)
+        if who is None:
+            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+        if who.role != "admin":
+            raise HTTPException(403, f"token {who.name} may not read the metrics: use the metrics token or an admin token")
+
+    return check
+
+
 def create_app(
     store: Store,
     clock: Clock = time.time,
@@ -75,12 +96,14 @@ def create_app(
     mig_token: str | None = None,
     mig_fleet: ReportedFleet | None = None,
     classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """``cache``: the cluster the extender decides on (none: no extender); ``managed``: the
     namespaces whose pods the webhooks gate; ``mig_token``: the bearer token node agents send
     their MIG layouts with (none: no MIG endpoint); ``mig_fleet``: the fleet their reports make,
     over the store that keeps them (default with a token: a new in-memory one), which the extender
-    places MIG pods on and the ``slotwise_mig_slices_free`` gauge counts."""
+    places MIG pods on and the ``slotwise_mig_slices_free`` gauge counts; ``metrics_token``: the
+    bearer token Prometheus scrapes ``/metrics`` with (an admin token works too)."""
     if mig_token is not None and mig_fleet is None:
         mig_fleet = ReportedFleet(MemoryLayoutStore())
     # One bound on every body, read or streamed (a 413), so no endpoint holds more than this in memory.
@@ -91,7 +114,8 @@ def create_app(
         app.include_router(extender_router(cache, classes=classes, metrics=metrics, mig=mig_fleet))
     app.include_router(quota_router(store, clock), responses=_refusals(400, 401, 403, 404, 409, 413, 422, 503))
     app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics), responses=_refusals(400, 413))
-    app.include_router(metrics_router(metrics, refresh=lambda: _refresh(metrics, store, clock(), mig_fleet)))
+    app.include_router(metrics_router(metrics, refresh=lambda: _refresh(metrics, store, clock(), mig_fleet)),
+                       dependencies=[Depends(_scraper(store, metrics_token))])
     if mig_token is not None and mig_fleet is not None:
         app.include_router(mig_router(mig_fleet.store, mig_token), responses=_refusals(400, 401, 404, 413, 422))
 

@@ -134,16 +134,23 @@ def _parse_pod(raw: dict[str, Any]) -> Pod:
 def _names(args: Any) -> list[str]:
     """NodeNames (nodeCacheCapable); a full ``Nodes`` list is read for its names only."""
     names = _field(args, "NodeNames", list, required=False)
-    if names is None:
-        nodes = _field(args, "Nodes", dict, required=False) or {}
-        items = nodes.get("items") or []
-        names = [n.get("metadata", {}).get("name") if isinstance(n, dict) else None for n in items]
-    return _strings(names)
+    if names is not None:
+        return _strings(names)
+    nodes = _field(args, "Nodes", dict, required=False) or {}
+    items = nodes.get("items") or []
+    if not isinstance(items, list):
+        raise HTTPException(400, f"Nodes.items: expected a list, got {type(items).__name__}")
+    return _strings([_node_name(n) for n in items], "Nodes.items[].metadata.name")
 
 
-def _strings(names: list[Any]) -> list[str]:
+def _node_name(item: Any) -> Any:
+    metadata = item.get("metadata") if isinstance(item, dict) else None
+    return metadata.get("name") if isinstance(metadata, dict) else None
+
+
+def _strings(names: list[Any], what: str = "NodeNames") -> list[str]:
     if set(map(type, names)) - {str}:  # map(type) runs in C: this is on every scheduling cycle
-        raise HTTPException(400, "NodeNames: expected a list of strings")
+        raise HTTPException(400, f"{what}: expected a string for every node")
     return names
 
 

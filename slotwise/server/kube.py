@@ -162,6 +162,9 @@ class KubeLease:
         self.namespace = namespace
         self.name = name
 
+    def __str__(self) -> str:
+        return f"Lease {self.namespace}/{self.name}"
+
     def read(self) -> tuple[dict[str, Any], str] | None:
         try:
             response = self.api.read_namespaced_lease(self.name, self.namespace, _preload_content=False)

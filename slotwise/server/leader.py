@@ -136,7 +136,8 @@ class Elector:
             except LeaseConflict:
                 pass
             except Exception as exc:  # the API server away: leadership lapses at the renew deadline
-                log.warning("lease: %s: %s", type(exc).__name__, exc)
+                log.warning("%s: %s: %s; the admission loop runs only on the replica that holds it "
+                            "(serve --no-leader-elect for a single one)", self.leases, type(exc).__name__, exc)
             if led and not self.leading():
                 log.warning("%s stopped leading: the lease was not renewed within %.0f s",
                             self.identity, self.timings.renew_deadline_s)
