@@ -127,16 +127,17 @@ def post(report: NodeReport, control_plane: str, token: str, client: httpx.Clien
             client.close()
 
 
-def run(node: str, control_plane: str, token: str, interval: float, *, nvml: Any | None = None,
+def run(node: str, control_plane: str, token: Callable[[], str], interval: float, *, nvml: Any | None = None,
         rounds: int | None = None, sleep: Callable[[float], None] = time.sleep,
         log: Callable[[str], None] = print) -> None:
     """Report every ``interval`` seconds (``rounds`` times, or for ever); a failed round (the
-    control plane, or NVML, say while a GPU resets) is logged and retried at the next one."""
+    control plane, or NVML, say while a GPU resets) is logged and retried at the next one.
+    ``token`` is read at each round: a projected ServiceAccount token is rotated in its file."""
     nvml = nvml if nvml is not None else _pynvml()
     done = 0
     while rounds is None or done < rounds:
         try:
-            post(read_node(node, nvml), control_plane, token)
+            post(read_node(node, nvml), control_plane, token())
             log(f"reported {node} to {report_url(control_plane, node)}")
         except (httpx.HTTPError, ValueError, OSError, nvml.NVMLError) as exc:
             log(f"report failed: {exc}")

@@ -1,8 +1,9 @@
 """Where the control plane keeps the latest layout each node agent reported, and the fleet those
 layouts describe.
 
-A small interface, so that the live service can put it in its database later; the in-memory
-store here is what tests and a single replica use.
+A small interface: the live service keeps the reports in its database
+(``slotwise.server.mig_layouts``), shared by its replicas; the in-memory store here is for
+tests and for what runs without a database.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def test_rbac_grants_exactly_what_slotwise_does():
     assert granted == {("", "nodes", "get"), ("", "nodes", "list"), ("", "nodes", "watch"),
                        ("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch"), ("", "pods", "patch"),
                        ("", "pods/status", "patch"), ("", "pods/eviction", "create"), ("", "events", "create"),
-                       ("", "configmaps", "create")} | {
+                       ("", "configmaps", "create"), ("authentication.k8s.io", "tokenreviews", "create")} | {
         (group, "podgroups", verb) for group in ("scheduling.x-k8s.io", "scheduling.volcano.sh")
         for verb in ("get", "list", "watch")}
     assert all(set(rule) == {"apiGroups", "resources", "verbs"} for rule in one("ClusterRole")["rules"])

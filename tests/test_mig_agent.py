@@ -66,7 +66,7 @@ def served():
 def test_agent_reports_to_the_control_plane_over_http(served):
     url, store = served
     lines: list[str] = []
-    run("gpu-a1", url, TOKEN, interval=5, nvml=fake_node(), rounds=2, sleep=lambda s: None, log=lines.append)
+    run("gpu-a1", url, lambda: TOKEN, interval=5, nvml=fake_node(), rounds=2, sleep=lambda s: None, log=lines.append)
     assert lines == [f"reported gpu-a1 to {url}/mig/nodes/gpu-a1"] * 2
     stored = store.get("gpu-a1")
     assert stored == read_node("gpu-a1", fake_node())
@@ -80,7 +80,7 @@ def test_a_wrong_token_is_refused_and_logged(served):
     with pytest.raises(httpx.HTTPStatusError, match="401: missing or wrong bearer token"):
         post(read_node("gpu-b1", fake_node()), url, "wrong")
     lines: list[str] = []
-    run("gpu-b1", url, "wrong", interval=5, nvml=fake_node(), rounds=1, log=lines.append)
+    run("gpu-b1", url, lambda: "wrong", interval=5, nvml=fake_node(), rounds=1, log=lines.append)
     assert lines == ["report failed: 401: missing or wrong bearer token"]
     assert store.get("gpu-b1") is None
 
@@ -97,7 +97,7 @@ def test_nvml_that_cannot_start_is_refused_once_and_a_failing_round_is_retried(s
     healthy_count = flaky.nvmlDeviceGetCount
     rounds = iter([lambda: (_ for _ in ()).throw(flaky.NVMLError(pynvml.NVML_ERROR_GPU_IS_LOST)), healthy_count])
     flaky.nvmlDeviceGetCount = lambda: next(rounds)()
-    run("gpu-a1", url, TOKEN, interval=5, nvml=flaky, rounds=2, sleep=lambda s: None, log=lines.append)
+    run("gpu-a1", url, lambda: TOKEN, interval=5, nvml=flaky, rounds=2, sleep=lambda s: None, log=lines.append)
     assert lines[0].startswith("report failed: ") and lines[1] == f"reported gpu-a1 to {url}/mig/nodes/gpu-a1"
     assert store.get("gpu-a1") is not None
 

@@ -141,3 +141,14 @@ class SpendRow(Base):
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     reserved: Mapped[float] = mapped_column(Float)
     spent: Mapped[float | None] = mapped_column(Float)
+
+
+class LayoutReportRow(Base):
+    """The latest MIG layout report of a node (its JSON, as the agent sent it once validated), and
+    the layouts' version when it last changed."""
+
+    __tablename__ = "mig_reports"
+
+    node: Mapped[str] = mapped_column(String(253), primary_key=True)
+    report: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(BigInteger)

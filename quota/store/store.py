@@ -33,6 +33,7 @@ from quota.store.records import AuditEntry, Principal, Spend
 from quota.store.schema import (
     AuditRow,
     BudgetRow,
+    LayoutReportRow,
     LimitRow,
     PoolRow,
     SettingRow,
@@ -44,7 +45,7 @@ from quota.store.schema import (
 from scheduler.model.resources import Resources
 
 #: The newest migration in quota/store/migrations/versions (a test holds them equal).
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 ROLES = ("admin", "viewer")
 #: Tokens chosen outside slotwise must be at least this long (``token_urlsafe(32)`` gives 43).
 MIN_TOKEN_CHARS = 32
@@ -419,6 +420,28 @@ class Store:
                 raise NotFound(f"no open overflow spend for {workload!r}")
             row.spent = min(spent, row.reserved)
             self._audit(s, actor, "burst.end", workload, {"pool": row.pool, "spent": round(row.spent, 6)})
+
+    # MIG layout reports ---------------------------------------------------------------------
+    def put_layout(self, node: str, report: str) -> bool:
+        """Keep ``report`` (JSON) as ``node``'s latest; False if it is the one kept already (agents
+        report every few seconds, mostly the same layout: those cost one read, no lock)."""
+        with self._read() as s:
+            if s.scalar(select(LayoutReportRow.report).where(LayoutReportRow.node == node)) == report:
+                return False
+        with self._transaction() as (s, _):
+            version = (s.scalar(select(func.max(LayoutReportRow.version))) or 0) + 1
+            s.merge(LayoutReportRow(node=node, report=report, version=version))
+        return True
+
+    def layouts(self) -> list[tuple[str, str]]:
+        """Every node's latest report, by node name."""
+        with self._read() as s:
+            return [(r.node, r.report) for r in s.scalars(select(LayoutReportRow).order_by(LayoutReportRow.node))]
+
+    def layouts_version(self) -> int:
+        """Changes whenever a kept report does."""
+        with self._read() as s:
+            return s.scalar(select(func.max(LayoutReportRow.version))) or 0
 
     # Tokens ---------------------------------------------------------------------------------
     def create_token(self, name: str, role: str, pool: str | None, actor: str) -> str:

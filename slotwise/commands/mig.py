@@ -259,7 +259,7 @@ def simulate(
 def agent(
     node: Annotated[str, typer.Option(help="This node's name.", envvar="NODE_NAME")],
     control_plane: Annotated[str, typer.Option(help="Base URL of the control plane (https://slotwise.example).")],
-    token_file: Annotated[Path, typer.Option(help="File holding the bearer token.")],
+    token_file: Annotated[Path, typer.Option(help="File holding the bearer token: the agents' shared token, or this pod's projected ServiceAccount token (audience slotwise; serve --mig-agents). Read at each report.")],
     interval: Annotated[float, typer.Option(min=1, help="Seconds between reports.")] = 60.0,
     once: Annotated[bool, typer.Option(help="Report once and exit.")] = False,
 ) -> None:
@@ -267,11 +267,11 @@ def agent(
     from mig.agent import NvmlUnavailable, check_nvml, run
 
     try:
-        token = token_file.read_text().strip()
+        token_file.read_text()  # readable now; read again at each report (a projected token rotates)
         check_nvml()
     except OSError as exc:
         raise failure(console, f"{token_file}: {exc.strerror}") from None
     except NvmlUnavailable as exc:
         raise failure(console, exc) from None
-    run(node, control_plane, token, interval, rounds=1 if once else None,
+    run(node, control_plane, lambda: token_file.read_text().strip(), interval, rounds=1 if once else None,
         log=lambda line: console.print(line, highlight=False))

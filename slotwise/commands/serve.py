@@ -128,6 +128,7 @@ def serve(
     tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate, reloaded when the file changes (webhooks require TLS).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
     metrics_token_file: Annotated[Path | None, typer.Option(help="Let Prometheus scrape /metrics with the bearer token in this file (an admin token works too; without either, /metrics answers 401).")] = None,
+    mig_agents: Annotated[str | None, typer.Option(help="Accept MIG layout reports from node agents running as this ServiceAccount (NAMESPACE/NAME), each with its own projected token (audience slotwise) and for its own node only, checked with a TokenReview. Needs a cluster to follow.")] = None,
     mig_token_file: Annotated[Path | None, typer.Option(help="Accept MIG layout reports from node agents sending this token, and place MIG pods on the instances they report.")] = None,
     burst: Annotated[Path | None, typer.Option(help="Let the admission loop overflow waiting work as this burst YAML says.")] = None,
     classes: Annotated[Path | None, typer.Option(help="Workload class overrides (YAML, e.g. serving: {gpu_pack: true}).")] = None,
@@ -153,12 +154,14 @@ def serve(
     from sqlalchemy.exc import SQLAlchemyError
 
     from burst.targets import burst_from_yaml
-    from mig.store import MemoryLayoutStore, ReportedFleet
+    from mig.store import ReportedFleet
     from quota.store import MIN_TOKEN_CHARS, Store
     from scheduler.model import k8s_json
     from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
     from slotwise.server.app import create_app
+    from slotwise.server.agent_identity import AgentIdentity
     from slotwise.server.metrics import ServiceMetrics
+    from slotwise.server.mig_layouts import StoredLayouts
     from slotwise.server.tls import serving_tls
 
     try:
@@ -177,6 +180,9 @@ def serve(
             raise ValueError(f"{metrics_token_file}: a token of at least {MIN_TOKEN_CHARS} characters is needed")
         burst_config = burst_from_yaml(burst.read_text()) if burst else None
         workload_classes = classes_from_yaml(classes.read_text()) if classes else DEFAULT_CLASSES
+        if mig_agents is not None and cache.kube is None:
+            raise ValueError("--mig-agents needs a cluster to review the agents' tokens: give --kubeconfig or --in-cluster")
+        agents = AgentIdentity(cache.kube, mig_agents) if mig_agents is not None and cache.kube is not None else None
     except (ValueError, OSError, k8s_json.ModelError) as exc:
         raise failure(console, exc) from None
     except SQLAlchemyError as exc:  # the database cannot be reached or migrated
@@ -186,10 +192,11 @@ def serve(
     namespaces = [n.strip() for n in managed.split(",") if n.strip()]
     scope = (lambda _: True) if namespaces == ["*"] else namespaces
     metrics = ServiceMetrics()
-    # One fleet for the report endpoint, the extender, the admission loop and the gauge.
-    mig_fleet = ReportedFleet(MemoryLayoutStore()) if mig_token is not None else None
+    # One fleet for the report endpoint, the extender, the admission loop and the gauge, over the
+    # reports kept in the database: every replica sees them all, and a restart loses none.
+    mig_fleet = ReportedFleet(StoredLayouts(store)) if mig_token is not None or agents is not None else None
     app_ = create_app(store, cache=cache, managed=scope, mig_token=mig_token, mig_fleet=mig_fleet,
-                      classes=workload_classes, metrics=metrics, metrics_token=metrics_token)
+                      classes=workload_classes, metrics=metrics, metrics_token=metrics_token, mig_agents=agents)
     loop = election = None
     if cache.kube is not None:  # a real cluster: decide gated pods and lift their gates
         from slotwise.server.admission_loop import AdmissionLoop

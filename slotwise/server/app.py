@@ -23,6 +23,7 @@ from quota.store import Store
 from quota.store.errors import database_reason
 from scheduler.model.cluster import WorkloadKind
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
+from slotwise.server.agent_identity import AgentIdentity
 from slotwise.server.cache import ClusterCache
 from slotwise.server.extender import MAX_BODY_BYTES, extender_router
 from slotwise.server.metrics import ServiceMetrics, metrics_router
@@ -43,7 +44,7 @@ _REFUSED = {400: "The request cannot be read or the change was refused.", 401: "
             413: f"The body is larger than {MAX_BODY_BYTES // 2**20} MiB (a quota configuration: "
                  f"{MAX_CONFIG_BYTES // 2**20} MiB), or the configuration holds more than {MAX_DOCUMENT_VALUES:,} values.",
             422: "The body or a parameter is invalid; every problem is listed.",
-            503: "The database is unavailable; nothing was changed."}
+            503: "The database is unavailable, or the API server cannot review a token now; nothing was changed."}
 
 
 def _refusals(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -97,14 +98,17 @@ def create_app(
     mig_fleet: ReportedFleet | None = None,
     classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
     metrics_token: str | None = None,
+    mig_agents: AgentIdentity | None = None,
 ) -> FastAPI:
     """``cache``: the cluster the extender decides on (none: no extender); ``managed``: the
     namespaces whose pods the webhooks gate; ``mig_token``: the bearer token node agents send
-    their MIG layouts with (none: no MIG endpoint); ``mig_fleet``: the fleet their reports make,
+    their MIG layouts with, or ``mig_agents``: the agents' own tokens, each for its node (neither:
+    no MIG endpoint); ``mig_fleet``: the fleet their reports make,
     over the store that keeps them (default with a token: a new in-memory one), which the extender
     places MIG pods on and the ``slotwise_mig_slices_free`` gauge counts; ``metrics_token``: the
     bearer token Prometheus scrapes ``/metrics`` with (an admin token works too)."""
-    if mig_token is not None and mig_fleet is None:
+    reports = mig_token is not None or mig_agents is not None
+    if reports and mig_fleet is None:
         mig_fleet = ReportedFleet(MemoryLayoutStore())
     # One bound on every body, read or streamed (a 413), so no endpoint holds more than this in memory.
     app = FastAPI(title="slotwise", description="Placement, quota, MIG and overflow for Kubernetes ML platforms.",
@@ -116,8 +120,9 @@ def create_app(
     app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics), responses=_refusals(400, 413))
     app.include_router(metrics_router(metrics, refresh=lambda: _refresh(metrics, store, clock(), mig_fleet)),
                        dependencies=[Depends(_scraper(store, metrics_token))])
-    if mig_token is not None and mig_fleet is not None:
-        app.include_router(mig_router(mig_fleet.store, mig_token), responses=_refusals(400, 401, 404, 413, 422))
+    if reports and mig_fleet is not None:
+        app.include_router(mig_router(mig_fleet.store, mig_token, mig_agents),
+                           responses=_refusals(400, 401, 403, 404, 413, 422, 503))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

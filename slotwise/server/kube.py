@@ -1,6 +1,6 @@
 """The thin adapter over the official ``kubernetes`` client: list, watch, bind and the admission
 loop's writes (pod patch, eviction, event, pod condition; GPU reservation pods and share
-ConfigMaps) and the leader election's Lease, nothing else. Nodes and pods come through
+ConfigMaps), the leader election's Lease and the TokenReviews of MIG agents' tokens, nothing else. Nodes and pods come through
 CoreV1Api, PodGroups (scheduler-plugins' and Volcano's CRDs) through CustomObjectsApi.
 
 Objects travel as plain camelCase dicts (lists with ``_preload_content=False``, watch events'
@@ -52,6 +52,7 @@ class Kube:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.coordination = client.CoordinationV1Api(api)
+        self.authentication = client.AuthenticationV1Api(api)
 
     @classmethod
     def at(cls, host: str, token: str | None = None, ca_file: str | None = None) -> Kube:
@@ -144,6 +145,14 @@ class Kube:
             source=client.V1EventSource(component=component),
         )
         self.core.create_namespaced_event(namespace, body, _preload_content=False)
+
+    def review_token(self, token: str, audiences: list[str]) -> dict[str, Any]:
+        """A TokenReview's status: whether the API server authenticates ``token`` for one of
+        ``audiences``, and as whom (``user.username``, ``user.extra``)."""
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                "spec": {"token": token, "audiences": audiences}}
+        response = self.authentication.create_token_review(body, _preload_content=False)
+        return json.loads(response.data).get("status") or {}
 
     def set_pod_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> None:
         """Set one pod condition through the status subresource; a strategic merge keys conditions

@@ -13,24 +13,39 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from kubernetes.client import ApiException
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from urllib3.exceptions import HTTPError
 
 from mig.report import NodeReport, error_text
 from mig.store import LayoutStore
+from slotwise.server.agent_identity import AgentIdentity
 
 #: Declares the bearer scheme in the OpenAPI schema; the token is checked below, with its own message.
 BEARER = HTTPBearer(scheme_name="MigToken", auto_error=False,
-                    description="The node agents' token (`slotwise serve --mig-token-file`).")
+                    description="A node agent's ServiceAccount token (`slotwise serve --mig-agents`), or the token "
+                                "all agents share (`--mig-token-file`).")
 
 
-def mig_router(store: LayoutStore, token: str) -> APIRouter:
-    """Routes under ``/mig``; every request must present ``token`` as a bearer token."""
-    if not token:
-        raise ValueError("the MIG report endpoint needs a token")
+def mig_router(store: LayoutStore, token: str | None = None, agents: AgentIdentity | None = None) -> APIRouter:
+    """Routes under ``/mig``. A request presents, as a bearer token, ``token`` (shared by every
+    agent), or an agent's own token that ``agents`` ties to a node: it then reports that node only."""
+    if not token and agents is None:
+        raise ValueError("the MIG report endpoint needs a token or the agents' ServiceAccount")
 
-    def authorise(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
-        if bearer is None or not hmac.compare_digest(bearer.credentials.encode(), token.encode()):
+    def authorise(request: Request, bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+        if bearer is not None and token and hmac.compare_digest(bearer.credentials.encode(), token.encode()):
+            return
+        try:
+            reported = agents.node_of(bearer.credentials) if bearer is not None and agents is not None else None
+        except (ApiException, HTTPError) as exc:  # the API server cannot review it now: the agent retries
+            raise HTTPException(503, f"the token cannot be reviewed now: {exc}") from None
+        if reported is None:
             raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        node = request.path_params.get("node")
+        if node is not None and request.method == "POST" and node != reported:
+            raise HTTPException(403, f"this agent runs on node {reported!r} and may report that node only")
 
     router = APIRouter(prefix="/mig", tags=["mig"], dependencies=[Depends(authorise)])
 
@@ -49,7 +64,7 @@ def mig_router(store: LayoutStore, token: str) -> APIRouter:
             raise HTTPException(422, error_text(exc)) from None
         if document.node != node:
             raise HTTPException(422, f"body reports node {document.node!r} but was posted for {node!r}")
-        store.put(document)
+        await run_in_threadpool(store.put, document)  # a database write, off the event loop
 
     @router.get("/nodes")
     def nodes() -> list[str]:

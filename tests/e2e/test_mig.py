@@ -16,6 +16,7 @@ from tests.e2e_cluster import (
     namespace,
     pod,
     pods,
+    serving_with,
     wait_for,
     waiting_reason,
 )
@@ -52,3 +53,26 @@ def test_a_mig_pod_lands_where_the_agent_reported_a_free_instance(cluster: Clust
     message = wait_for("the third slice gated with a reason", lambda: waiting_reason(pods(cluster, ns)["slice-2"]))
     assert "1 no free valid MIG slot for 3g.40gb" in message, message
     assert not pods(cluster, ns)["slice-2"]["spec"].get("nodeName")
+
+
+def test_an_agent_with_its_own_token_reports_its_own_node_only(cluster: Cluster):
+    """The agent's projected ServiceAccount token, bound to its pod on node mig-own: the API
+    server's TokenReview names that node, and only that node's layout is taken from it."""
+    cluster.add_node("mig-own", {"cpu": "32", "memory": "256Gi", "nvidia.com/mig-3g.40gb": "2"},
+                     {"nvidia.com/gpu.product": f"{PRODUCT}-MIG-3g.40gb"})
+    ns = namespace(cluster, "mig-agents", managed=False)  # where the GPU Operator would run the DaemonSet
+    agent = pod("mig-agent-own", ns)
+    agent["spec"] |= {"nodeName": "mig-own", "serviceAccountName": "slotwise-mig-agent"}
+    cluster.apply([{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "slotwise-mig-agent", "namespace": ns}},
+                   agent])
+    token = cluster.kubectl("create", "token", "slotwise-mig-agent", "-n", ns, "--audience", "slotwise",
+                            "--bound-object-kind", "Pod", "--bound-object-name", "mig-agent-own").strip()
+    with serving_with(cluster, f"--mig-agents={ns}/slotwise-mig-agent"), \
+            httpx.Client(base_url=cluster.slotwise_url, verify=ssl.create_default_context(cafile=cluster.path("ca.crt")),
+                         headers={"Authorization": f"Bearer {token}"}) as client:
+        assert client.post("/mig/nodes/mig-own", json=report("mig-own", False)).status_code == 204
+        refused = client.post("/mig/nodes/mig-free", json=report("mig-free", True))
+        assert refused.status_code == 403 and "mig-own" in refused.json()["detail"], refused.text
+        assert client.get("/mig/nodes/mig-own").json()["gpus"][0]["instances"][0]["in_use"] is False
+        forged = client.post("/mig/nodes/mig-own", json=report("mig-own", True), headers={"Authorization": "Bearer x"})
+        assert forged.status_code == 401
