@@ -4,7 +4,8 @@ etcd (Debian's ``etcd-server``), kube-apiserver, kube-controller-manager and kub
 from Go modules by ``e2e/build.sh``), kwok playing the kubelets, and ``slotwise serve`` running
 with the token of the ServiceAccount deploy/ creates, so its least-privilege RBAC is what the
 API server enforces. The webhook configurations and kube-scheduler's extender stanza are the
-ones in deploy/, with the Service's address rewritten to loopback and nothing else changed.
+ones in deploy/, with the Service's address rewritten to loopback and nothing else changed; a
+TCP proxy there plays the Service (``e2e/proxy.py``), so replicas of slotwise come and go behind it.
 
     python3 -m e2e.cluster up       # start everything; prints how to reach it; Ctrl-C stops it
 
