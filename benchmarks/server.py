@@ -16,6 +16,11 @@ is sent what filter kept) and records the replies, which every timed reply must 
     python3 benchmarks/server.py                     # 5,000 nodes, 5 x 500 pods, 1,000 mutations
     python3 benchmarks/server.py --names 500         # what kube-scheduler's default sends at 5,000 nodes
     python3 benchmarks/server.py --nodes 1213 --pods 2000
+    python3 benchmarks/server.py --attackers 3       # the same cycles again while 3 clients send big preempts
+
+With ``--attackers N``, after the figures above the same cycles are replayed while N other clients
+each send preempt requests of 3,000 candidate nodes back to back (what anyone who can reach the
+Service could send), and the legitimate p99 under that load is printed beside the one without it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,8 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 MODELS = ("A100-SXM4-80GB", "A10", "Tesla-T4")
+#: /metrics needs a token: the benchmark's own.
+METRICS_TOKEN = "benchmark-" + "m" * 32
 
 
 def node(i: int) -> dict[str, Any]:
@@ -65,9 +73,10 @@ def start_service(folder: Path, port: int, nodes: int) -> subprocess.Popen[bytes
     bound = [pod(f"run-{i}", int(rng.integers(1, 4)), 4, f"n{i}") for i in range(nodes) if i % 4 != 3]
     for kind, items in (("nodes", [node(i) for i in range(nodes)]), ("pods", bound)):
         (folder / f"{kind}.json").write_text(json.dumps({"kind": "List", "items": items}))
+    (folder / "metrics-token").write_text(METRICS_TOKEN)
     command = [sys.executable, "-m", "slotwise.cli", "serve", "--port", str(port), "--managed", "bench",
                "--db", f"sqlite:///{folder / 'slotwise.db'}", "--nodes", str(folder / "nodes.json"),
-               "--pods", str(folder / "pods.json")]
+               "--pods", str(folder / "pods.json"), "--metrics-token-file", str(folder / "metrics-token")]
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -100,7 +109,7 @@ class Client:
     def handler_seconds(self) -> dict[tuple[str, str], float]:
         """``slotwise_decision_seconds``' sum and count so far, by ("sum" or "count", verb), from the
         service's /metrics (from reading the body to the reply; the HTTP framing is not in it)."""
-        self.connection.request("GET", "/metrics")
+        self.connection.request("GET", "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
         text = self.connection.getresponse().read().decode()
         return {(sample.name.rsplit("_", 1)[1], sample.labels["verb"]): sample.value
                 for family in text_string_to_metric_families(text) if family.name == "slotwise_decision_seconds"
@@ -154,6 +163,30 @@ def replay(client: Client, cycles: list[Cycle]) -> list[float]:
     return per_pod
 
 
+def under_attack(port: int, client: Client, cycles: list[Cycle], attackers: int, nodes: int) -> list[float]:
+    """``replay`` while ``attackers`` clients each post preempt requests back to back."""
+    victims = {f"n{i}": {"Pods": [{"UID": f"uid-run-{i}"}], "NumPDBViolations": 0}
+               for i in range(min(3000, nodes)) if i % 4 != 3}
+    body = orjson.dumps({"Pod": pod("greedy", 8, 64), "NodeNameToMetaVictims": victims})
+    stop = threading.Event()
+
+    def attack() -> None:
+        own = Client(port)
+        while not stop.is_set():
+            own.post("/extender/preempt", body)
+
+    threads = [threading.Thread(target=attack, daemon=True) for _ in range(attackers)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1)  # the attack under way
+    try:
+        return replay(client, cycles)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=5000)
@@ -162,6 +195,8 @@ def main() -> None:
     parser.add_argument("--pods", type=int, default=500, help="pods per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--mutations", type=int, default=1000)
+    parser.add_argument("--attackers", type=int, default=0, help="replay again while this many clients send "
+                        "preempt requests of 3,000 candidate nodes back to back")
     args = parser.parse_args()
 
     with socket.socket() as s:
@@ -207,6 +242,10 @@ def main() -> None:
             if k >= 50:
                 mutate.append(time.perf_counter() - start)
         print(f"webhook mutate, {args.mutations} reviews: {summary(mutate)}")
+        if args.attackers:
+            attacked = under_attack(port, client, cycles, args.attackers, args.nodes)
+            print(f"the same cycles while {args.attackers} clients send 3,000-node preempts: {summary(attacked)}; "
+                  f"p99 {np.percentile(attacked, 99) / np.percentile(per_pod, 99):.1f}x the p99 without them")
     finally:
         server.terminate()
         server.wait(10)

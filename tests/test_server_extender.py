@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -12,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slotwise.server.cache import ClusterCache
-from slotwise.server.extender import MAX_BODY_BYTES, _Recent, extender_router
+from slotwise.server.extender import MAX_BODY_BYTES, MAX_UNKNOWN_NODES, Extender, _Recent, extender_router
+from tests.quota_fixtures import serve_in_thread
 
 RECORDED = Path(__file__).parent / "recorded"
 A100 = "A100-SXM4-80GB"
@@ -167,6 +171,19 @@ def test_the_node_list_sent_every_cycle_stays_remembered():
     assert derived == [b"[all]", b"[kept-0]"]
 
 
+def test_names_the_cache_does_not_hold_are_answered_up_to_a_bound(client):
+    """One reply line per unknown name: past the bound, a request of names made up (4 MB of them
+    made a 19 MB reply) is refused instead."""
+    pod = gang_pod()
+    for verb in ("filter", "prioritize"):
+        few = client.post(f"/extender/{verb}", json={"Pod": pod, "NodeNames": [*ALL, *(f"new-{k}" for k in range(MAX_UNKNOWN_NODES))]})
+        assert few.status_code == 200, few.text
+        many = client.post(f"/extender/{verb}", json={"Pod": pod, "NodeNames": [*ALL, *(f"new-{k}" for k in range(MAX_UNKNOWN_NODES + 1))]})
+        assert many.status_code == 400 and "1,001 nodes slotwise's cache does not hold" in many.json()["detail"]
+    assert len(client.post("/extender/filter", json={"Pod": pod, "NodeNames": [f"new-{k}" for k in range(MAX_UNKNOWN_NODES)]}
+                           ).json()["FailedNodes"]) == MAX_UNKNOWN_NODES
+
+
 def test_huge_bodies_and_unknown_verbs_are_refused(client):
     huge = b'{"Pod": {}, "NodeNames": ["' + b"x" * (MAX_BODY_BYTES + 1) + b'"]}'
     assert client.post("/extender/filter", content=huge).status_code == 413
@@ -250,3 +267,34 @@ def test_filter_and_prioritize_replies_agree_with_the_engine(nodes, asks, picks)
             assert all(0 <= h["Score"] <= 10 for h in scored)
         # A node set change: n0 goes, so every remembered position is stale.
         cache.apply("nodes", "DELETED", _node_json(0, 0, False))
+
+
+def test_preempt_runs_off_the_event_loop_one_call_at_a_time(monkeypatch):
+    """Filter is answered while a preempt works, and callers of preempt queue rather than
+    multiply the work (several made filter wait seconds when it ran on the event loop)."""
+    started, release, lock = threading.Event(), threading.Event(), threading.Lock()
+    active, most = [0], [0]
+
+    def slow_preempt(self, args):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        started.set()
+        release.wait(10)
+        with lock:
+            active[0] -= 1
+        return {"NodeNameToMetaVictims": {}}
+
+    monkeypatch.setattr(Extender, "preempt", slow_preempt)
+    app = FastAPI()
+    app.include_router(extender_router(recorded_cache()))
+    app.get("/healthz")(lambda: {"status": "ok"})
+    preempt = {"Pod": gang_pod(), "NodeNameToMetaVictims": {}}
+    with serve_in_thread(app) as base, ThreadPoolExecutor(2) as pool:
+        calls = [pool.submit(httpx.post, f"{base}/extender/preempt", json=preempt, timeout=30) for _ in range(2)]
+        assert started.wait(10)
+        filtered = httpx.post(f"{base}/extender/filter", json={"Pod": gang_pod(), "NodeNames": ALL}, timeout=5)
+        assert filtered.status_code == 200 and filtered.json()["NodeNames"]
+        release.set()
+        assert [c.result().status_code for c in calls] == [200, 200]
+    assert most[0] == 1

@@ -15,6 +15,7 @@ slotwise's filters there, and drops the node otherwise. It never adds victims or
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
@@ -50,6 +51,9 @@ from slotwise.server.metrics import ServiceMetrics
 PLANNED_NODES_ANNOTATION = "slotwise.io/planned-nodes"
 MAX_EXTENDER_PRIORITY = 10
 MAX_BODY_BYTES = 4 * 2**20
+#: Names the cache does not hold, answered one by one (a node kube-scheduler saw before the
+#: watch brought it): past this the request is refused rather than a reply its size built.
+MAX_UNKNOWN_NODES = 1000
 _NAMES_KEY = b',"NodeNames":'
 T = TypeVar("T")
 
@@ -181,6 +185,9 @@ def _located(snap: Snapshot, names: list[str]) -> _Located:
         found = [index.get(n, -1) for n in names]
         position = np.array([i for i in found if i >= 0], dtype=np.int64)
         unknown = list(dict.fromkeys(n for n, i in zip(names, found) if i < 0))
+        if len(unknown) > MAX_UNKNOWN_NODES:  # each would be answered by name: the reply would grow with the request
+            raise HTTPException(400, f"the request names {len(unknown):,} nodes slotwise's cache does not hold "
+                                     f"(at most {MAX_UNKNOWN_NODES:,} are answered)")
     if len(position) and np.bincount(position).max() > 1:
         position = np.array(list(dict.fromkeys(position.tolist())), dtype=np.int64)
     position.flags.writeable = False  # shared by later requests with the same names
@@ -384,6 +391,7 @@ class _Endpoint:
         self.extender = extender
         self.metrics = metrics
         self.timed: dict[str, Callable[[bytes], bytes]] = {"filter": extender.filter, "prioritize": extender.prioritize}
+        self._preempting = asyncio.Semaphore(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -393,7 +401,12 @@ class _Endpoint:
             with self.metrics.timed(verb) if self.metrics is not None else nullcontext():
                 reply = self.timed[verb](await read_body(request))
         elif verb == "preempt":
-            reply = self.extender.preempt(await read_json(request))
+            # Rare, and it copies the snapshot and filters each candidate node: off the event
+            # loop that filter and the webhooks share, and one at a time, so that several
+            # callers queue instead of multiplying the work.
+            args = await read_json(request)
+            async with self._preempting:
+                reply = await run_in_threadpool(self.extender.preempt, args)
         elif verb == "bind":  # the only verb that waits on the API server: off the event loop
             reply = await run_in_threadpool(self.extender.bind, await read_json(request))
         else:
