@@ -158,8 +158,8 @@ def serve(
     from quota.store import MIN_TOKEN_CHARS, Store
     from scheduler.model import k8s_json
     from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
-    from slotwise.server.app import create_app
     from slotwise.server.agent_identity import AgentIdentity
+    from slotwise.server.app import create_app
     from slotwise.server.metrics import ServiceMetrics
     from slotwise.server.mig_layouts import StoredLayouts
     from slotwise.server.tls import serving_tls
