@@ -16,6 +16,17 @@ from scheduler.model.cluster import GpuDemand, Node, Pod, Taint
 from scheduler.model.resources import CPU, GPU, GPU_MILLI, MEMORY, MILLI_PER_GPU, PODS, Resources
 from scheduler.model.snapshot import Snapshot
 
+
+class Clock:
+    """An injected clock the test moves by setting ``now``."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 GiB = 2**30
 
 # The end-to-end tests import their plugin's helpers before pytest loads it as a plugin.

@@ -29,6 +29,7 @@ from slotwise.server.gpu_shares import (
     reservation_pod,
 )
 from slotwise.server.metrics import ServiceMetrics
+from tests.conftest import Clock
 from tests.quota_fixtures import sqlite_store
 from tests.test_server_admission_loop import GATE, T0, FakeKube
 
@@ -139,16 +140,8 @@ def test_a_share_that_does_not_fit_the_groups_gpu_takes_another(store):
 
 
 # The reconciler ----------------------------------------------------------------------------------
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def reconciler() -> tuple[ShareReconciler, FakeKube, Clock, ServiceMetrics]:
-    kube, clock, metrics = FakeKube(), Clock(), ServiceMetrics()
+    kube, clock, metrics = FakeKube(), Clock(T0), ServiceMetrics()
     return ShareReconciler(kube, metrics, clock), kube, clock, metrics  # type: ignore[arg-type]
 
 

@@ -14,18 +14,10 @@ from hypothesis import strategies as st
 from quota.admission import request_for
 from quota.store import Fenced
 from slotwise.server.leader import Elector, LeaseConflict, Timings
-from tests.conftest import build_pod
+from tests.conftest import Clock, build_pod
 from tests.quota_fixtures import sqlite_store
 
 TIMINGS = Timings()  # kube-scheduler's: 15 s lease, 10 s renew deadline, 2 s retry
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Lease:
@@ -56,7 +48,7 @@ def electors(n: int, lease: Lease, clock: Clock) -> list[Elector]:
 
 
 def test_the_first_candidate_creates_the_lease_and_leads_and_the_other_waits():
-    lease, clock = Lease(), Clock()
+    lease, clock = Lease(), Clock(1000.0)
     a, b = electors(2, lease, clock)
     assert a.try_acquire_or_renew() and a.leading() and a.term == 1
     assert not b.try_acquire_or_renew() and not b.leading()
@@ -66,7 +58,7 @@ def test_the_first_candidate_creates_the_lease_and_leads_and_the_other_waits():
 
 
 def test_a_dead_leaders_lease_is_taken_once_unchanged_for_its_duration_as_the_candidate_saw_it():
-    lease, clock = Lease(), Clock()
+    lease, clock = Lease(), Clock(1000.0)
     a, b = electors(2, lease, clock)
     a.try_acquire_or_renew()
     for _ in range(5):  # a renews every retry period; b sees a new record each time
@@ -83,7 +75,7 @@ def test_a_dead_leaders_lease_is_taken_once_unchanged_for_its_duration_as_the_ca
 
 
 def test_a_paused_leader_stops_deciding_at_the_renew_deadline_before_anyone_can_take_over():
-    lease, clock = Lease(), Clock()
+    lease, clock = Lease(), Clock(1000.0)
     a, b = electors(2, lease, clock)
     a.try_acquire_or_renew()
     b.try_acquire_or_renew()
@@ -95,7 +87,7 @@ def test_a_paused_leader_stops_deciding_at_the_renew_deadline_before_anyone_can_
 
 
 def test_a_leader_that_renews_late_but_before_anyone_took_over_leads_again_in_a_new_term():
-    lease, clock = Lease(), Clock()
+    lease, clock = Lease(), Clock(1000.0)
     [a] = electors(1, lease, clock)
     a.try_acquire_or_renew()
     clock.now += TIMINGS.renew_deadline_s + 1
@@ -105,7 +97,7 @@ def test_a_leader_that_renews_late_but_before_anyone_took_over_leads_again_in_a_
 
 
 def test_a_released_lease_is_taken_at_the_next_try():
-    lease, clock = Lease(), Clock()
+    lease, clock = Lease(), Clock(1000.0)
     a, b = electors(2, lease, clock)
     a.try_acquire_or_renew()
     assert not b.try_acquire_or_renew()
@@ -116,7 +108,7 @@ def test_a_released_lease_is_taken_at_the_next_try():
 
 
 def test_two_candidates_racing_for_an_expired_lease_one_wins():
-    lease, clock = Lease(), Clock()
+    lease, clock = Lease(), Clock(1000.0)
     a, b, c = electors(3, lease, clock)
     a.try_acquire_or_renew()
     b.try_acquire_or_renew()
@@ -140,7 +132,7 @@ def test_timings_must_leave_the_old_leader_time_to_stop():
 def test_never_two_leaders_whatever_the_order_pauses_and_crashes(steps):
     """Each step: one replica tries (or, paused or dead, does nothing) after the clock moved on.
     At no instant may two replicas believe they lead."""
-    lease, clock = Lease(), Clock()
+    lease, clock = Lease(), Clock(1000.0)
     replicas = electors(3, lease, clock)
     for who, elapsed, acts in steps:
         clock.now += elapsed

@@ -12,6 +12,7 @@ from kubernetes.client import ApiException
 from quota.store import Store
 from slotwise.server.agent_identity import AUDIENCE, NODE_NAME_EXTRA, REMEMBERED, REVIEW_TTL_S, AgentIdentity
 from slotwise.server.app import create_app
+from tests.conftest import Clock
 from tests.test_server_mig import FREE
 
 pytest_plugins = ["tests.quota_fixtures"]
@@ -36,14 +37,6 @@ class ApiServer:
             return {"authenticated": False, "error": "invalid bearer token"}
         user, node = self.tokens[token]
         return {"authenticated": True, "user": {"username": user, "extra": {NODE_NAME_EXTRA: [node]} if node else {}}}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 TOKENS = {"on-free": (AGENT, "mig-free"), "on-full": (AGENT, "mig-full"),

@@ -6,17 +6,10 @@ from __future__ import annotations
 from mig.store import ReportedFleet
 from quota.store import Store
 from slotwise.server.mig_layouts import VERSION_TTL_S, StoredLayouts
+from tests.conftest import Clock
 from tests.test_server_mig import FREE, FULL, report
 
 pytest_plugins = ["tests.quota_fixtures"]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_reports_are_kept_and_read_back(store: Store):

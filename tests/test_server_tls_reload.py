@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from slotwise.cli import app
 from slotwise.server.tls import ReloadingContext
+from tests.conftest import Clock
 from tests.processes import free_port, stop
 
 SERVICE = "slotwise.slotwise-system.svc"
@@ -109,14 +110,6 @@ def test_a_renewed_certificate_is_presented_without_a_restart(served, volume):
         time.sleep(0.2)
     assert presented(port, SERVICE) == der(new)
     assert healthz(port, new_ca) == 200
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def handshake(context: ssl.SSLContext, server_name: str | None = SERVICE) -> bytes:
