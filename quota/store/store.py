@@ -425,13 +425,17 @@ class Store:
     def put_layout(self, node: str, report: str) -> bool:
         """Keep ``report`` (JSON) as ``node``'s latest; False if it is the one kept already (agents
         report every few seconds, mostly the same layout: those cost one read, no lock)."""
-        with self._read() as s:
-            if s.scalar(select(LayoutReportRow.report).where(LayoutReportRow.node == node)) == report:
-                return False
+        if self.layout(node) == report:
+            return False
         with self._transaction() as (s, _):
             version = (s.scalar(select(func.max(LayoutReportRow.version))) or 0) + 1
             s.merge(LayoutReportRow(node=node, report=report, version=version))
         return True
+
+    def layout(self, node: str) -> str | None:
+        """``node``'s latest report, if it has one."""
+        with self._read() as s:
+            return s.scalar(select(LayoutReportRow.report).where(LayoutReportRow.node == node))
 
     def layouts(self) -> list[tuple[str, str]]:
         """Every node's latest report, by node name."""

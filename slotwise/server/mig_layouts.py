@@ -25,7 +25,8 @@ class StoredLayouts:
             self._version = None  # this replica sees its own report at once
 
     def get(self, node: str) -> NodeReport | None:
-        return next((r for r in self.reports() if r.node == node), None)
+        report = self.store.layout(node)
+        return None if report is None else NodeReport.model_validate_json(report)
 
     def nodes(self) -> list[str]:
         return [node for node, _ in self.store.layouts()]
