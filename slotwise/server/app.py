@@ -28,7 +28,14 @@ from slotwise.server.cache import ClusterCache
 from slotwise.server.extender import MAX_BODY_BYTES, extender_router
 from slotwise.server.metrics import ServiceMetrics, metrics_router
 from slotwise.server.mig_api import mig_router
-from slotwise.server.quota_api import BEARER, MAX_CONFIG_BYTES, MAX_DOCUMENT_VALUES, Clock, quota_router
+from slotwise.server.quota_api import (
+    BEARER,
+    MAX_CONFIG_BYTES,
+    MAX_DOCUMENT_VALUES,
+    Clock,
+    quota_router,
+    token_holder,
+)
 from slotwise.server.webhooks import webhook_router
 
 
@@ -78,9 +85,7 @@ def _scraper(store: Store, token: str | None) -> Callable[..., None]:
                                 headers={"WWW-Authenticate": "Bearer"})
         if token is not None and hmac.compare_digest(bearer.credentials.encode(), token.encode()):
             return
-        who = store.authenticate(bearer.credentials)
-        if who is None:
-            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+        who = token_holder(store, bearer.credentials)
         if who.role != "admin":
             raise HTTPException(403, f"token {who.name} may not read the metrics: use the metrics token or an admin token")
 

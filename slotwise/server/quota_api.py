@@ -98,16 +98,21 @@ BEARER = HTTPBearer(scheme_name="QuotaToken", auto_error=False,
                     description="An admin or viewer token (`slotwise quota token create`).")
 
 
+def token_holder(store: Store, token: str) -> Principal:
+    """Who ``token`` belongs to; 401 if nobody."""
+    who = store.authenticate(token)
+    if who is None:
+        raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
+    return who
+
+
 def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
     router = APIRouter(prefix="/quota", tags=["quota"])
 
     def principal(bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> Principal:
         if bearer is None:
             raise HTTPException(401, "send Authorization: Bearer <token>", headers={"WWW-Authenticate": "Bearer"})
-        who = store.authenticate(bearer.credentials)
-        if who is None:
-            raise HTTPException(401, "unknown token", headers={"WWW-Authenticate": "Bearer"})
-        return who
+        return token_holder(store, bearer.credentials)
 
     def admin(who: Annotated[Principal, Depends(principal)]) -> Principal:
         if who.role != "admin":
