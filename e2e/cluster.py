@@ -84,10 +84,14 @@ class Cluster:
     ports: dict[str, int] = field(default_factory=dict)
     #: What ``slotwise serve`` is started with besides what deploy/ gives it (kept across restarts).
     serve_options: list[str] = field(default_factory=list)
-    #: The replicas of slotwise running, by name: the port each serves on.
+    #: The replicas of slotwise running, by name: the port each serves its API on, and the one
+    #: that requires client certificates (the webhooks and the extender).
     replicas: dict[str, int] = field(default_factory=dict)
-    #: The Service in front of them, which the webhooks and kube-scheduler's extender call.
+    verified_ports: dict[str, int] = field(default_factory=dict)
+    #: The Service in front of them: its API port, and the one the webhooks and kube-scheduler's
+    #: extender call with their client certificates.
     front: Proxy = field(default_factory=Proxy)
+    control_plane: Proxy = field(default_factory=Proxy)
     #: The database the replicas share.
     db_url: str = ""
 
@@ -101,6 +105,13 @@ class Cluster:
         admin = self.ca.issue_cert("admin", common_name="admin", organization_name="system:masters")
         admin.private_key_pem.write_to_path(str(self.path("admin.key")))
         admin.cert_chain_pems[0].write_to_path(str(self.path("admin.crt")))
+        # The client CA of deploy/'s slotwise-client-ca, and the certificates it signs for the control plane.
+        client_ca = trustme.CA()
+        client_ca.cert_pem.write_to_path(str(self.path("client-ca.crt")))
+        for name in ("kube-apiserver", "kube-scheduler"):
+            client = client_ca.issue_cert(name, common_name=name)
+            client.private_key_pem.write_to_path(str(self.path(f"{name}-client.key")))
+            client.cert_chain_pems[0].write_to_path(str(self.path(f"{name}-client.crt")))
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.path("sa.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                                           serialization.NoEncryption()))
@@ -187,6 +198,7 @@ class Cluster:
             f"--service-account-signing-key-file={self.path('sa.key')}",
             "--service-account-issuer=https://kubernetes.default.svc", "--service-cluster-ip-range=10.96.0.0/16",
             "--authorization-mode=Node,RBAC", "--allow-privileged=true",
+            f"--admission-control-config-file={self._admission_config()}",
             "--endpoint-reconciler-type=none"])  # the kubernetes Service may not point at loopback
         self.kubeconfig("admin", {"client-certificate": str(self.path("admin.crt")),
                                   "client-key": str(self.path("admin.key"))})
@@ -234,7 +246,7 @@ class Cluster:
             configuration["metadata"].pop("annotations", None)  # cert-manager's CA injection: done here
             for webhook in configuration["webhooks"]:
                 path = webhook["clientConfig"]["service"]["path"]
-                webhook["clientConfig"] = {"url": f"{self.slotwise_url}{path}",
+                webhook["clientConfig"] = {"url": f"https://127.0.0.1:{self.control_plane.port}{path}",
                                            "caBundle": base64.b64encode(ca_bundle).decode()}
         self.apply(webhooks)
 
@@ -250,15 +262,18 @@ class Cluster:
         identity in the Lease)."""
         kubeconfig = kubeconfig or self.path("slotwise.kubeconfig")
         port = self.replicas[name] = free_port()
+        verified = self.verified_ports[name] = free_port()
         args = [sys.executable, "-m", "slotwise.cli", "serve", "--host=127.0.0.1", f"--port={port}",
                 f"--kubeconfig={kubeconfig}", "--managed=*", f"--tls-cert={self.path('slotwise.crt')}",
-                f"--tls-key={self.path('slotwise.key')}", f"--quota-config={self.path('pools.yaml')}",
+                f"--tls-key={self.path('slotwise.key')}", f"--client-ca={self.path('client-ca.crt')}",
+                f"--client-cert-port={verified}", f"--quota-config={self.path('pools.yaml')}",
                 f"--db={self.db_url}", *self.serve_options]
         # The tree under test, whatever copy of slotwise is installed (the CLI runs from the workdir).
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         self._start(name, args, env={"PYTHONPATH": path, "POD_NAME": name})
         self._wait(name, lambda: self._get(f"https://127.0.0.1:{port}/readyz", admin=False) == 200)
         self.front.backends.append(port)
+        self.control_plane.backends.append(verified)
 
     def use_pools(self, document: str) -> None:
         """Restart slotwise with this quota configuration, as an edited ConfigMap and a rollout would."""
@@ -279,15 +294,33 @@ class Cluster:
 
     def _end(self, name: str, how: signal.Signals) -> None:
         self.front.backends.remove(self.replicas.pop(name))
+        self.control_plane.backends.remove(self.verified_ports.pop(name))
         process = self.processes.pop(name)
         process.send_signal(how)
         process.wait(timeout=30)
 
+    def _admission_config(self) -> Path:
+        """deploy/apiserver's admission configuration: the webhooks' client certificate for the
+        Service's address (here the proxy's) and the files written by :meth:`_pki`."""
+        kubeconfig = yaml.safe_load((DEPLOY.parent / "apiserver" / "webhook-client.kubeconfig").read_text())
+        [user] = kubeconfig["users"]
+        user["name"] = f"127.0.0.1:{self.control_plane.port}"
+        user["user"] = {"client-certificate": str(self.path("kube-apiserver-client.crt")),
+                        "client-key": str(self.path("kube-apiserver-client.key"))}
+        self.path("webhook-client.kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+        config = yaml.safe_load((DEPLOY.parent / "apiserver" / "admission-configuration.yaml").read_text())
+        for plugin in config["plugins"]:
+            plugin["configuration"]["kubeConfigFile"] = str(self.path("webhook-client.kubeconfig"))
+        path = self.path("admission-configuration.yaml")
+        path.write_text(yaml.safe_dump(config))
+        return path
+
     def _scheduler_config(self) -> Path:
         config = yaml.safe_load((DEPLOY.parent / "scheduler" / "kube-scheduler-config.yaml").read_text())
         [extender] = config["extenders"]
-        extender["urlPrefix"] = f"{self.slotwise_url}/extender"
-        extender["tlsConfig"] = {"caFile": str(self.path("ca.crt"))}
+        extender["urlPrefix"] = f"https://127.0.0.1:{self.control_plane.port}/extender"
+        extender["tlsConfig"] = {"caFile": str(self.path("ca.crt")), "certFile": str(self.path("kube-scheduler-client.crt")),
+                                 "keyFile": str(self.path("kube-scheduler-client.key"))}
         config["clientConnection"] = {"kubeconfig": str(self.admin)}
         config["leaderElection"] = {"leaderElect": False}
         path = self.path("kube-scheduler-config.yaml")
@@ -312,6 +345,7 @@ class Cluster:
 
     def stop(self) -> None:
         self.front.close()
+        self.control_plane.close()
         for name in reversed(list(self.processes)):
             process = self.processes[name]
             if process.poll() is None:

@@ -24,11 +24,13 @@ from slotwise.server.webhooks import webhook_router
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy" / "base"
 HA = DEPLOY.parent / "ha"
 SCHEDULER = DEPLOY.parent / "scheduler"
+APISERVER = DEPLOY.parent / "apiserver"
 #: The Kubernetes version the manifests are checked against (strict: unknown fields fail).
 KUBERNETES = "1.33"
 NAMESPACE = "slotwise-system"
 SYSTEM_NAMESPACES = {"kube-system", "kube-public", "kube-node-lease", NAMESPACE}
 CERT_MANAGER = "cert-manager.io/v1"
+SERVING = "slotwise-serving"
 
 
 def kustomization() -> dict[str, Any]:
@@ -139,7 +141,8 @@ def test_deployment_serves_https_with_health_probes_as_a_locked_down_non_root_po
     pod = deployment["spec"]["template"]["spec"]
     c = container()
     assert c["command"] + c["args"][:3] == ["slotwise", "serve", "--host=0.0.0.0", "--port=8443"]
-    assert c["ports"] == [{"name": "https", "containerPort": 8443, "protocol": "TCP"}]
+    assert c["ports"] == [{"name": "https", "containerPort": 8443, "protocol": "TCP"},
+                          {"name": "control-plane", "containerPort": 9443, "protocol": "TCP"}]
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         assert c[probe]["httpGet"] == {"path": path, "port": "https", "scheme": "HTTPS"}
     assert pod["serviceAccountName"] == one("ServiceAccount", "slotwise")["metadata"]["name"]
@@ -221,7 +224,7 @@ def test_the_database_tls_pools_and_token_sit_on_volumes_the_read_only_root_allo
     options = serve_options()
     tls = mounts[str(options["tls_cert"].parent)]
     assert options["tls_key"].parent == options["tls_cert"].parent
-    assert tls["secret"]["secretName"] == one("Certificate")["spec"]["secretName"]
+    assert tls["secret"]["secretName"] == one("Certificate", SERVING)["spec"]["secretName"]
     pools = mounts[str(options["quota_config"].parent)]["configMap"]
     assert pools["name"] == one("ConfigMap")["metadata"]["name"]
     config_from_yaml(one("ConfigMap")["data"][options["quota_config"].name])  # the shipped pools import
@@ -230,9 +233,10 @@ def test_the_database_tls_pools_and_token_sit_on_volumes_the_read_only_root_allo
     assert not any(o["kind"] == "Secret" for o in OBJECTS)  # the admin creates the token; none ships
 
 
-def test_service_maps_443_to_the_https_port_of_the_pods():
+def test_service_maps_443_and_9443_to_the_pods_ports():
     service = one("Service")["spec"]
-    assert service["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
+    assert service["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"},
+                                {"name": "control-plane", "port": 9443, "targetPort": "control-plane", "protocol": "TCP"}]
     assert service["selector"].items() <= one("Deployment")["spec"]["template"]["metadata"]["labels"].items()
 
 
@@ -241,7 +245,7 @@ def service_host() -> str:
 
 
 def test_certificate_names_the_service_and_comes_from_the_issuer():
-    issuer, certificate = one("Issuer"), one("Certificate")
+    issuer, certificate = one("Issuer", "slotwise-selfsigned"), one("Certificate", SERVING)
     assert issuer["apiVersion"] == certificate["apiVersion"] == CERT_MANAGER
     assert issuer["spec"] == {"selfSigned": {}}
     assert certificate["spec"]["issuerRef"] == {"kind": "Issuer", "name": issuer["metadata"]["name"]}
@@ -253,14 +257,14 @@ def test_certificate_names_the_service_and_comes_from_the_issuer():
                                         ("ValidatingWebhookConfiguration", "/webhooks/validate")])
 def test_webhooks_admit_pod_creation_outside_system_namespaces(kind, path):
     configuration = one(kind)
-    certificate = one("Certificate")["metadata"]
+    certificate = one("Certificate", SERVING)["metadata"]
     assert configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == \
         f"{certificate['namespace']}/{certificate['name']}"
     [webhook] = configuration["webhooks"]
     assert webhook["sideEffects"] == "None" and webhook["timeoutSeconds"] == 5
     assert webhook["admissionReviewVersions"] == ["v1"] and webhook["failurePolicy"] == "Fail"
     assert webhook["clientConfig"]["service"] == {"namespace": NAMESPACE, "name": one("Service")["metadata"]["name"],
-                                                  "path": path, "port": 443}
+                                                  "path": path, "port": 9443}
     assert "caBundle" not in webhook["clientConfig"]  # cert-manager's CA injector fills it
     if kind == "MutatingWebhookConfiguration":
         assert webhook["reinvocationPolicy"] == "IfNeeded"  # the mutation only adds what is absent
@@ -281,6 +285,78 @@ def test_webhook_and_extender_paths_are_the_service_routes():
     assert f"{urlsplit(extender()['urlPrefix']).path}/{{verb}}" in served
 
 
+def port_of(service_port: int) -> int:
+    """The container port behind a port of the Service."""
+    [target] = [p["targetPort"] for p in one("Service")["spec"]["ports"] if p["port"] == service_port]
+    [port] = [p["containerPort"] for p in container()["ports"] if p["name"] == target]
+    return port
+
+
+def test_the_webhooks_and_the_extender_answer_the_control_plane_s_client_certificates_only():
+    """The Service port the webhooks and the extender call leads to the listener that requires a
+    client certificate; that listener trusts the client CA cert-manager keeps, which signs the
+    certificates kube-apiserver (by the webhook's address) and kube-scheduler present."""
+    options = serve_options()
+    webhook_port = one("MutatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["service"]["port"]
+    assert port_of(webhook_port) == port_of(urlsplit(extender()["urlPrefix"]).port) == options["client_cert_port"]
+    volumes = {v["name"]: v for v in one("Deployment")["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container()["volumeMounts"]}
+    ca_volume = mounts[str(options["client_ca"].parent)]["secret"]
+    client_ca = one("Certificate", "slotwise-client-ca")
+    assert client_ca["spec"]["isCA"] and ca_volume["secretName"] == client_ca["spec"]["secretName"]
+    assert ca_volume["items"] == [{"key": "ca.crt", "path": options["client_ca"].name}]
+    issuer = one("Issuer", "slotwise-client-ca")
+    assert issuer["spec"] == {"ca": {"secretName": client_ca["spec"]["secretName"]}}
+    secrets = {}
+    for name in ("slotwise-kube-apiserver", "slotwise-kube-scheduler"):
+        spec = one("Certificate", name)["spec"]
+        assert spec["issuerRef"] == {"kind": "Issuer", "name": issuer["metadata"]["name"]}
+        assert "client auth" in spec["usages"] and "server auth" not in spec["usages"]
+        secrets[name] = spec["secretName"]
+
+    apiserver = yaml.safe_load((APISERVER / "admission-configuration.yaml").read_text())
+    assert (apiserver["apiVersion"], apiserver["kind"]) == ("apiserver.config.k8s.io/v1", "AdmissionConfiguration")
+    assert {p["configuration"]["kind"] for p in apiserver["plugins"]} == {"WebhookAdmissionConfiguration"}
+    assert {p["name"]: p["configuration"]["kubeConfigFile"] for p in apiserver["plugins"]} == dict.fromkeys(
+        ("MutatingAdmissionWebhook", "ValidatingAdmissionWebhook"), "/etc/kubernetes/slotwise/webhook-client.kubeconfig")
+    [user] = yaml.safe_load((APISERVER / "webhook-client.kubeconfig").read_text())["users"]
+    # kube-apiserver picks the credentials by the webhook's address: <service>.<namespace>.svc:<port>.
+    assert user["name"] == f"{service_host()}:{webhook_port}"
+    assert set(user["user"]) == {"client-certificate", "client-key"}
+    assert {"certFile", "keyFile", "caFile"} <= set(extender()["tlsConfig"])
+
+
+@NO_KUBECTL
+def test_the_overlay_without_client_certificates_serves_the_webhooks_on_the_main_port():
+    objects = kustomize(DEPLOY.parent / "without-client-certs")
+    for obj in objects:
+        if obj["apiVersion"] != CERT_MANAGER:
+            kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+    [deployment] = [o for o in objects if o["kind"] == "Deployment"]
+    [c] = deployment["spec"]["template"]["spec"]["containers"]
+    command = typer.main.get_command(cli.app).commands["serve"]  # type: ignore[attr-defined]
+    options = command.make_context("serve", list(c["args"][1:])).params
+    assert options["client_ca"] is None and c["args"] == [a for a in container()["args"] if not a.startswith("--client-c")]
+    [service] = [o for o in objects if o["kind"] == "Service"]
+    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
+        [configuration] = [o for o in objects if o["kind"] == kind]
+        port = configuration["webhooks"][0]["clientConfig"]["service"]["port"]
+        [target] = [p["targetPort"] for p in service["spec"]["ports"] if p["port"] == port]
+        assert [p["containerPort"] for p in c["ports"] if p["name"] == target] == [options["port"]]
+    assert not [o for o in objects if o["kind"] == "NetworkPolicy"]
+    assert len(objects) == len(OBJECTS) - 1
+
+
+def test_the_network_policy_admits_the_two_ports_the_pods_serve_and_no_other():
+    policy = one("NetworkPolicy")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= one("Deployment")["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["policyTypes"] == ["Ingress"]
+    admitted = {port["port"] for rule in policy["ingress"] for port in rule["ports"]}
+    assert admitted == {p["name"] for p in container()["ports"]}
+    [api] = [rule for rule in policy["ingress"] if rule["ports"][0]["port"] == "https"]
+    assert api["from"] == [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"slotwise.io/client": "true"}}}]
+
+
 def extender() -> dict[str, Any]:
     [found] = yaml.safe_load((SCHEDULER / "kube-scheduler-config.yaml").read_text())["extenders"]
     return found
@@ -290,7 +366,7 @@ def test_scheduler_extender_stanza():
     config = yaml.safe_load((SCHEDULER / "kube-scheduler-config.yaml").read_text())
     assert (config["apiVersion"], config["kind"]) == ("kubescheduler.config.k8s.io/v1", "KubeSchedulerConfiguration")
     stanza = extender()
-    assert stanza["urlPrefix"] == f"https://{service_host()}/extender"
+    assert stanza["urlPrefix"] == f"https://{service_host()}:9443/extender"
     assert (stanza["filterVerb"], stanza["prioritizeVerb"], stanza["preemptVerb"]) == \
         ("filter", "prioritize", "preempt")
     assert "bindVerb" not in stanza  # slotwise does not bind, and RBAC gives it no pods/binding

@@ -187,6 +187,8 @@ def pem(tmp_path) -> dict[str, Path]:
     (["--tls-cert", "{cert}", "--tls-key", "{other-key}"], "the key {other-key} does not match the certificate {cert}"),
     (["--tls-cert", "{key}", "--tls-key", "{key}"], "{key} holds no PEM certificate"),
     (["--tls-cert", "{cert}", "--tls-key", "{cert}"], "{cert} holds no PEM private key"),
+    (["--client-ca", "{cert}"], "--client-ca needs --tls-cert and --tls-key: client certificates are checked over TLS"),
+    (["--tls-cert", "{cert}", "--tls-key", "{key}", "--client-ca", "{key}"], "{key} holds no PEM certificate"),
     *((["--host", host], f"refusing plain HTTP on {host}: the webhooks, the extender and the API's bearer tokens would "
                          "cross the network readable and forgeable; give --tls-cert and --tls-key, or --insecure-http "
                          "behind a proxy that terminates TLS") for host in ("0.0.0.0", "10.0.0.7", "::", "slotwise.example")),

@@ -127,6 +127,8 @@ def serve(
     managed: Annotated[str, typer.Option(help="Namespaces whose pods the webhooks gate and check, comma-separated, or '*' for all but the system ones (default: none).")] = "",
     tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate, reloaded when the file changes (webhooks require TLS).")] = None,
     tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key.")] = None,
+    client_ca: Annotated[Path | None, typer.Option(help="Serve the webhooks and the extender on --client-cert-port only, to callers presenting a certificate this CA signed (kube-apiserver, kube-scheduler); reloaded when the file changes. On the main port they answer 403.")] = None,
+    client_cert_port: Annotated[int, typer.Option(help="The port that requires client certificates (with --client-ca).")] = 9443,
     metrics_token_file: Annotated[Path | None, typer.Option(help="Let Prometheus scrape /metrics with the bearer token in this file (an admin token works too; without either, /metrics answers 401).")] = None,
     mig_agents: Annotated[str | None, typer.Option(help="Accept MIG layout reports from node agents running as this ServiceAccount (NAMESPACE/NAME), each with its own projected token (audience slotwise) and for its own node only, checked with a TokenReview. Needs a cluster to follow.")] = None,
     mig_token_file: Annotated[Path | None, typer.Option(help="Accept MIG layout reports from node agents sending this token, and place MIG pods on the instances they report.")] = None,
@@ -159,13 +161,15 @@ def serve(
     from scheduler.model import k8s_json
     from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
     from slotwise.server.agent_identity import AgentIdentity
-    from slotwise.server.app import create_app
+    from slotwise.server.app import create_app, verified_callers
     from slotwise.server.metrics import ServiceMetrics
     from slotwise.server.mig_layouts import StoredLayouts
-    from slotwise.server.tls import serving_tls
+    from slotwise.server.listeners import run
+    from slotwise.server.tls import serving_tls, verifying_tls
 
     try:
         tls = serving_tls(tls_cert, tls_key)
+        verifying = verifying_tls(tls, client_ca)
         if tls is None and not insecure_http and not _loopback(host):
             raise ValueError(f"refusing plain HTTP on {host}: the webhooks, the extender and the API's bearer tokens "
                              "would cross the network readable and forgeable; give --tls-cert and --tls-key, or "
@@ -196,7 +200,8 @@ def serve(
     # reports kept in the database: every replica sees them all, and a restart loses none.
     mig_fleet = ReportedFleet(StoredLayouts(store)) if mig_token is not None or agents is not None else None
     app_ = create_app(store, cache=cache, managed=scope, mig_token=mig_token, mig_fleet=mig_fleet,
-                      classes=workload_classes, metrics=metrics, metrics_token=metrics_token, mig_agents=agents)
+                      classes=workload_classes, metrics=metrics, metrics_token=metrics_token, mig_agents=agents,
+                      client_cert_port=client_cert_port if verifying else None)
     loop = election = None
     if cache.kube is not None:  # a real cluster: decide gated pods and lift their gates
         from slotwise.server.admission_loop import AdmissionLoop
@@ -216,9 +221,11 @@ def serve(
     try:
         # On SIGTERM uvicorn stops accepting and finishes the requests in flight (the Deployment's
         # preStop pause has taken the pod out of the Service first).
-        uvicorn.run(app_, host=host, port=port, log_level="info", access_log=access_log,
-                    ssl_context_factory=(lambda *_: tls.context) if tls else None,
-                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+        options = {"host": host, "log_level": "info", "access_log": access_log,
+                   "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S}
+        main = uvicorn.Config(app_, port=port, ssl_context_factory=(lambda *_: tls.context) if tls else None, **options)
+        run(main, *([uvicorn.Config(verified_callers(app_), port=client_cert_port, lifespan="off",
+                                    ssl_context_factory=lambda *_: verifying.context, **options)] if verifying else []))
     finally:
         if loop is not None:
             loop.stop()

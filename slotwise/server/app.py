@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mig.store import MemoryLayoutStore, ReportedFleet
 from quota.store import Store
@@ -92,6 +93,36 @@ def _scraper(store: Store, token: str | None) -> Callable[..., None]:
     return check
 
 
+#: The ASGI scope key the client-certificate listener sets on every request it serves.
+VERIFIED_CALLER = "slotwise.verified_caller"
+_FOR_VERIFIED_CALLERS = ("/extender", "/webhooks")
+
+
+def verified_callers(app: ASGIApp) -> ASGIApp:
+    """``app`` as the listener that requires a client certificate serves it: the TLS handshake
+    has verified the caller before any request arrives."""
+    async def marked(scope: Scope, receive: Receive, send: Send) -> None:
+        await app({**scope, VERIFIED_CALLER: True}, receive, send)
+    return marked
+
+
+class _VerifiedCallersOnly:
+    """The webhooks and the extender for verified callers only: elsewhere a 403 that names the
+    port to call, before the body is read. A plain ASGI middleware, as the extender's latency counts."""
+
+    def __init__(self, app: ASGIApp, port: int):
+        self.app = app
+        self.refusal = JSONResponse({"detail": f"the webhooks and the extender answer on port {port} only, to callers "
+                                               "presenting a client certificate the service's client CA signed"},
+                                    status_code=403)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get(VERIFIED_CALLER) and scope["path"].startswith(_FOR_VERIFIED_CALLERS):
+            await self.refusal(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 def create_app(
     store: Store,
     clock: Clock = time.time,
@@ -104,6 +135,7 @@ def create_app(
     classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
     metrics_token: str | None = None,
     mig_agents: AgentIdentity | None = None,
+    client_cert_port: int | None = None,
 ) -> FastAPI:
     """``cache``: the cluster the extender decides on (none: no extender); ``managed``: the
     namespaces whose pods the webhooks gate; ``mig_token``: the bearer token node agents send
@@ -111,7 +143,9 @@ def create_app(
     no MIG endpoint); ``mig_fleet``: the fleet their reports make,
     over the store that keeps them (default with a token: a new in-memory one), which the extender
     places MIG pods on and the ``slotwise_mig_slices_free`` gauge counts; ``metrics_token``: the
-    bearer token Prometheus scrapes ``/metrics`` with (an admin token works too)."""
+    bearer token Prometheus scrapes ``/metrics`` with (an admin token works too);
+    ``client_cert_port``: the webhooks and the extender answer only requests that listener
+    verified a client certificate for (:func:`verified_callers` marks them)."""
     reports = mig_token is not None or mig_agents is not None
     if reports and mig_fleet is None:
         mig_fleet = ReportedFleet(MemoryLayoutStore())
@@ -119,6 +153,8 @@ def create_app(
     app = FastAPI(title="slotwise", description="Placement, quota, MIG and overflow for Kubernetes ML platforms.",
                   max_body_size=MAX_BODY_BYTES)
     metrics = metrics or ServiceMetrics()
+    if client_cert_port is not None:
+        app.add_middleware(_VerifiedCallersOnly, port=client_cert_port)
     if cache is not None:  # first: routes are matched in order, and the extender is called twice per pod
         app.include_router(extender_router(cache, classes=classes, metrics=metrics, mig=mig_fleet))
     app.include_router(quota_router(store, clock), responses=_refusals(400, 401, 403, 404, 409, 413, 422, 503))
