@@ -143,7 +143,7 @@ def handshake(server: ssl.SSLContext, cert: trustme.LeafCert) -> None:
 
 
 def test_a_renewed_client_ca_is_followed_without_a_restart(tmp_path):
-    server = leaf(trustme.CA(), "slotwise", tmp_path)
+    leaf(trustme.CA(), "slotwise", tmp_path)  # the serving pair
     old_ca, new_ca = trustme.CA(), trustme.CA()
     old_client, new_client = leaf(old_ca, "old", tmp_path), leaf(new_ca, "new", tmp_path)
     old_ca.cert_pem.write_to_path(tmp_path / "client-ca.crt")
