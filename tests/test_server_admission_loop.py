@@ -176,14 +176,14 @@ def test_a_pod_within_quota_is_ungated_with_affinity_to_its_node(store):
 
 def test_a_pod_whose_decision_fails_waits_saying_so_while_the_others_go_on(store, monkeypatch):
     admission = loop(store)
-    decide = admission.placer.decide
+    decide = Placer.decide
 
-    def failing_for_bad(snap, pod, *args, **kw):
+    def failing_for_bad(self, snap, pod, *args, **kw):
         if pod.name == "bad":
             raise RuntimeError("boom")
-        return decide(snap, pod, *args, **kw)
+        return decide(self, snap, pod, *args, **kw)
 
-    monkeypatch.setattr(admission.placer, "decide", failing_for_bad)
+    monkeypatch.setattr(Placer, "decide", failing_for_bad)
     snap = build_snapshot([build_node("n1", gpus=8)])
     actions = {a.pod_key: a for a in admission.plan(snap, gated(pod_json("bad"), pod_json("good")), T0)}
     assert isinstance(actions["nlp/good"], Ungate)

@@ -132,6 +132,7 @@ def serve(
     metrics_token_file: Annotated[Path | None, typer.Option(help="Let Prometheus scrape /metrics with the bearer token in this file (an admin token works too; without either, /metrics answers 401).")] = None,
     mig_agents: Annotated[str | None, typer.Option(help="Accept MIG layout reports from node agents running as this ServiceAccount (NAMESPACE/NAME), each with its own projected token (audience slotwise) and for its own node only, checked with a TokenReview. Needs a cluster to follow.")] = None,
     mig_token_file: Annotated[Path | None, typer.Option(help="Accept MIG layout reports from node agents sending this token, and place MIG pods on the instances they report.")] = None,
+    profile: Annotated[str, typer.Option(help="The placement profile the admission loop and the extender decide with (slotwise simulate --help lists them); fgd measures fragmentation against the shapes of the pods the cluster holds.")] = "default",
     burst: Annotated[Path | None, typer.Option(help="Let the admission loop overflow waiting work as this burst YAML says.")] = None,
     classes: Annotated[Path | None, typer.Option(help="Workload class overrides (YAML, e.g. serving: {gpu_pack: true}).")] = None,
     quota_config: Annotated[Path | None, typer.Option(help="Make this pool configuration (YAML, as slotwise quota export writes) the whole quota configuration at start, as slotwise quota import does.")] = None,
@@ -160,6 +161,7 @@ def serve(
     from quota.store import MIN_TOKEN_CHARS, Store
     from scheduler.model import k8s_json
     from scheduler.placement.classes import DEFAULT_CLASSES, classes_from_yaml
+    from scheduler.placement.profile import profile_names
     from slotwise.server.agent_identity import AgentIdentity
     from slotwise.server.app import create_app, verified_callers
     from slotwise.server.metrics import ServiceMetrics
@@ -182,6 +184,8 @@ def serve(
         metrics_token = metrics_token_file.read_text().strip() if metrics_token_file else None
         if metrics_token is not None and len(metrics_token) < MIN_TOKEN_CHARS:
             raise ValueError(f"{metrics_token_file}: a token of at least {MIN_TOKEN_CHARS} characters is needed")
+        if profile not in profile_names():
+            raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(profile_names())}")
         burst_config = burst_from_yaml(burst.read_text()) if burst else None
         workload_classes = classes_from_yaml(classes.read_text()) if classes else DEFAULT_CLASSES
         if mig_agents is not None and cache.kube is None:
@@ -201,7 +205,7 @@ def serve(
     mig_fleet = ReportedFleet(StoredLayouts(store)) if mig_token is not None or agents is not None else None
     app_ = create_app(store, cache=cache, managed=scope, mig_token=mig_token, mig_fleet=mig_fleet,
                       classes=workload_classes, metrics=metrics, metrics_token=metrics_token, mig_agents=agents,
-                      client_cert_port=client_cert_port if verifying else None)
+                      client_cert_port=client_cert_port if verifying else None, profile=profile)
     loop = election = None
     if cache.kube is not None:  # a real cluster: decide gated pods and lift their gates
         from slotwise.server.admission_loop import AdmissionLoop
@@ -211,7 +215,7 @@ def serve(
         namespace = os.environ.get("POD_NAMESPACE", defaults.namespace)
         reservations = ReservationSettings(namespace, gpu_reservation_image or defaults.image)
         election = _election(cache.kube, lease, namespace) if leader_elect else None
-        loop = AdmissionLoop(cache, cache.kube, store, burst=burst_config, classes=workload_classes, metrics=metrics,
+        loop = AdmissionLoop(cache, cache.kube, store, profile, burst=burst_config, classes=workload_classes, metrics=metrics,
                              mig=mig_fleet, reservations=reservations, leader=election.elector if election else None)
         loop.start()
     gc.freeze()  # the app and a dry run's cache live as long as the service (ClusterCache._follow says why)

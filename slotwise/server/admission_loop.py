@@ -56,13 +56,13 @@ from scheduler.model.snapshot import Snapshot
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.placement.decision import Placement
 from scheduler.placement.engine import Placer
-from scheduler.placement.profile import build_profile
 from slotwise.server.cache import ClusterCache
 from slotwise.server.extender import PLANNED_NODES_ANNOTATION
 from slotwise.server.gpu_share_reconciler import ShareReconciler
 from slotwise.server.gpu_shares import Reservation, ReservationSettings, plan_share
 from slotwise.server.kube import Kube
 from slotwise.server.leader import Elector
+from slotwise.server.live_profile import LiveProfile
 from slotwise.server.metrics import ServiceMetrics
 from slotwise.server.webhooks import ADMISSION_GATE
 
@@ -246,7 +246,8 @@ class AdmissionLoop:
         self._term = 0
         self.classes = classes
         self.metrics = metrics
-        self.placer = Placer(build_profile(placer_profile, classes=classes))
+        self.profiles = LiveProfile(cache, placer_profile, classes)
+        self._placer: Placer | None = None
         self.mig = mig
         self.reservations = reservations
         self.shares = ShareReconciler(kube, metrics, clock)
@@ -275,7 +276,7 @@ class AdmissionLoop:
         gangs = any(u.gang for u in units)
         # Gang keys of running pods, worked out only when a gang waits: a pass over every pod.
         running = {_workload_key(a.pod, self.classes) for a in snapshot.assignments.values()} if gangs else set()
-        trial = self._trial(snapshot, gangs)
+        trial = self._trial(snapshot, gangs, [g.pod for g in gated_pods])
         for unit in sorted(units, key=lambda u: u.order):
             try:
                 actions += self._plan_unit(trial, unit, admitted, now, config, snapshot, unit.key in running)
@@ -310,14 +311,22 @@ class AdmissionLoop:
             actions += [Pending(g.pod.key, timed_out.reason, TIMED_OUT, g.pod.uid) for g in unit.members]
         return actions
 
-    def _trial(self, snapshot: Snapshot, gangs: bool) -> _Trial:
+    def _placer_for(self, deciding: Sequence[Pod]) -> Placer:
+        """A placer over the profile's current workload, kept while that does not change."""
+        profile = self.profiles.current(deciding)
+        if self._placer is None or self._placer.profile is not profile:
+            self._placer = Placer(profile)
+        return self._placer
+
+    def _trial(self, snapshot: Snapshot, gangs: bool, deciding: Sequence[Pod]) -> _Trial:
+        placer = self._placer_for(deciding)
         trial = snapshot.copy()
         topology = self._topology(trial) if gangs else None
         groups = {(r.node, r.index): r.name for r in map(Reservation.of, self.cache.pods()) if r is not None}
         if self.mig is None:
-            return _Trial(trial, self.placer, topology, None, groups)
+            return _Trial(trial, placer, topology, None, groups)
         fleet = self.mig().copy()
-        return _Trial(trial, mig_placer(fleet, self.placer.profile), topology, fleet, groups)
+        return _Trial(trial, mig_placer(fleet, placer.profile), topology, fleet, groups)
 
     def _topology(self, snapshot: Snapshot) -> Topology:
         """The topology of the snapshot's nodes, rebuilt only when the node set changes (the cache

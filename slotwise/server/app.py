@@ -136,6 +136,7 @@ def create_app(
     metrics_token: str | None = None,
     mig_agents: AgentIdentity | None = None,
     client_cert_port: int | None = None,
+    profile: str = "default",
 ) -> FastAPI:
     """``cache``: the cluster the extender decides on (none: no extender); ``managed``: the
     namespaces whose pods the webhooks gate; ``mig_token``: the bearer token node agents send
@@ -145,7 +146,8 @@ def create_app(
     places MIG pods on and the ``slotwise_mig_slices_free`` gauge counts; ``metrics_token``: the
     bearer token Prometheus scrapes ``/metrics`` with (an admin token works too);
     ``client_cert_port``: the webhooks and the extender answer only requests that listener
-    verified a client certificate for (:func:`verified_callers` marks them)."""
+    verified a client certificate for (:func:`verified_callers` marks them); ``profile``: the
+    placement profile the extender scores with."""
     reports = mig_token is not None or mig_agents is not None
     if reports and mig_fleet is None:
         mig_fleet = ReportedFleet(MemoryLayoutStore())
@@ -156,7 +158,7 @@ def create_app(
     if client_cert_port is not None:
         app.add_middleware(_VerifiedCallersOnly, port=client_cert_port)
     if cache is not None:  # first: routes are matched in order, and the extender is called twice per pod
-        app.include_router(extender_router(cache, classes=classes, metrics=metrics, mig=mig_fleet))
+        app.include_router(extender_router(cache, profile, classes=classes, metrics=metrics, mig=mig_fleet))
     app.include_router(quota_router(store, clock), responses=_refusals(400, 401, 403, 404, 409, 413, 422, 503))
     app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics), responses=_refusals(400, 413))
     app.include_router(metrics_router(metrics, refresh=lambda: _refresh(metrics, store, clock(), mig_fleet)),

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import numpy as np
 import orjson
@@ -43,8 +43,9 @@ from scheduler.placement.filters import (
     ResourcesFit,
     TaintToleration,
 )
-from scheduler.placement.profile import build_profile
+from scheduler.placement.profile import Profile
 from slotwise.server.cache import ClusterCache
+from slotwise.server.live_profile import LiveProfile
 from slotwise.server.metrics import ServiceMetrics
 
 #: Set by the admission loop on gang members: the nodes of the gang's placement plan.
@@ -246,22 +247,34 @@ class _Failures:
         return b"{" + b",".join(parts) + b"}"
 
 
+class _Placers(NamedTuple):
+    scorer: Placer
+    unresolvable: Placer  # the filters eviction cannot fix
+    resolvable: Placer  # the shortages eviction can
+
+
 class Extender:
     def __init__(self, cache: ClusterCache, profile_name: str,
                  classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES, mig: FleetSource | None = None):
         self.cache = cache
-        profile = build_profile(profile_name, classes=classes)
-        resolvable: tuple[Filter, ...] = RESOLVABLE_FILTERS
-        if mig is not None:  # only then: pods without MIG pay nothing for it
-            profile = with_mig_score(mig, profile)
-            resolvable = (*resolvable, MigSlotFilter(mig))
         self.mig = mig
-        self.scorer = Placer(profile)
-        self.unresolvable = Placer(profile, UNRESOLVABLE_FILTERS)
-        self.resolvable = Placer(profile, resolvable)
+        self.profiles = LiveProfile(cache, profile_name, classes)
+        self._built: tuple[Profile, _Placers] | None = None
         self._names_json: tuple[int, np.ndarray] = (-1, np.empty(0, dtype=object))
         self._pods: _Recent[Pod] = _Recent()
         self._names: _Recent[_Located] = _Recent()
+
+    def _placers(self, pod: Pod) -> _Placers:
+        """The profile's placers over the cluster's current workload, rebuilt when it changes."""
+        profile = self.profiles.current((pod,))
+        if self._built is None or self._built[0] is not profile:
+            scored: Profile = profile
+            resolvable: tuple[Filter, ...] = RESOLVABLE_FILTERS
+            if self.mig is not None:  # only then: pods without MIG pay nothing for it
+                scored, resolvable = with_mig_score(self.mig, profile), (*resolvable, MigSlotFilter(self.mig))
+            self._built = (profile, _Placers(Placer(scored), Placer(scored, UNRESOLVABLE_FILTERS),
+                                             Placer(scored, resolvable)))
+        return self._built[1]
 
     def _read(self, snap: Snapshot, body: bytes) -> tuple[Pod, _Located]:
         """A filter or prioritize body's pod and node names."""
@@ -289,7 +302,8 @@ class Extender:
                                            "node not in the pod's gang placement plan")
             candidate = candidate[inside]
         rest = candidate
-        for placer, out in ((self.unresolvable, hopeless), (resolvable or self.resolvable, failed)):
+        placers = self._placers(pod)
+        for placer, out in ((placers.unresolvable, hopeless), (resolvable or placers.resolvable, failed)):
             if len(rest):
                 result = placer.filter(snap, pod, rest)
                 out.rejected.append(result.rejections)
@@ -315,7 +329,7 @@ class Extender:
         with self.cache.snapshot() as snap:
             pod, located = self._read(snap, body)
             nodes = located.position
-            total, _ = self.scorer.score(snap, pod, nodes) if len(nodes) else (np.zeros(0), [])
+            total, _ = self._placers(pod).scorer.score(snap, pod, nodes) if len(nodes) else (np.zeros(0), [])
             encoded = self._encoded(snap)
         scores = np.clip(np.rint(total * MAX_EXTENDER_PRIORITY / 100), 0, MAX_EXTENDER_PRIORITY).astype(np.int64)
         # Scores take at most 11 values: join each score's hosts in C instead of building 5,000 dicts.
@@ -342,7 +356,7 @@ class Extender:
                 continue
             keys = [k for k in dict.fromkeys(map(self.cache.pod_key, uids)) if k is not None and k in trial.assignments]
             evicted = [trial.release(k) for k in keys]
-            resolvable = (self._after_evicting(node, [a.pod for a in evicted])
+            resolvable = (self._after_evicting(pod, node, [a.pod for a in evicted])
                           if self.mig is not None and requested_profile(pod)[0] else None)
             kept, *_ = self.feasible(trial, pod, _Located(np.array([trial.index[node]]), []), resolvable)
             for a in evicted:
@@ -351,7 +365,7 @@ class Extender:
                 agreed[node] = victims
         return {"NodeNameToMetaVictims": agreed}
 
-    def _after_evicting(self, node: str, victims: list[Pod]) -> Placer:
+    def _after_evicting(self, pod: Pod, node: str, victims: list[Pod]) -> Placer:
         """The shortage filters on a trial fleet where the MIG instances ``victims`` hold on
         ``node`` are idle (layouts are fixed: an evicted 2g frees a 2g, nothing else)."""
         assert self.mig is not None
@@ -360,7 +374,7 @@ class Extender:
             held, _ = requested_profile(victim)
             if held is not None:
                 fleet.vacate(node, held)
-        return Placer(self.resolvable.profile, (*RESOLVABLE_FILTERS, MigSlotFilter(fleet)))
+        return Placer(self._placers(pod).resolvable.profile, (*RESOLVABLE_FILTERS, MigSlotFilter(fleet)))
 
     @staticmethod
     def _victim_uids(node: str, victims: Any) -> list[str]:

@@ -1,0 +1,49 @@
+"""A placement profile over the workload a live cluster holds. FGD measures fragmentation against
+the pod shapes the cluster expects; in a simulation that is the whole trace, in a cluster it is
+what has arrived: the shapes of the pods the cache holds, running or waiting. The profile is
+rebuilt from them at most every ``every_s`` seconds (36 ms for 8,000 pods), and only when the
+shapes or their counts changed. A profile that builds without a workload is built once. The
+first build of one that needs it waits for a pod to decide: with none, there is nothing to
+measure against."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+
+from scheduler.model.cluster import Pod, WorkloadKind
+from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
+from scheduler.placement.profile import Profile, build_profile
+from scheduler.placement.workload import TargetWorkload
+from slotwise.server.cache import ClusterCache
+
+REFRESH_S = 10.0
+
+
+class LiveProfile:
+    def __init__(self, cache: ClusterCache, name: str, classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
+                 every_s: float = REFRESH_S, clock: Callable[[], float] = time.monotonic):
+        self.cache, self.name, self.classes = cache, name, classes
+        self._every_s, self._clock = every_s, clock
+        self._workload: TargetWorkload | None = None
+        self._profile: Profile | None = None
+        self._next = 0.0
+        try:  # a profile that builds without a workload takes none: never rebuilt
+            self._profile = build_profile(name, classes=classes)
+            self._next = float("inf")
+        except ValueError:
+            pass
+
+    def current(self, deciding: Iterable[Pod] = ()) -> Profile:
+        """The profile, rebuilt if its workload is ``every_s`` old and has changed (``deciding``:
+        the pods the caller is placing, counted if the cache has no pod yet); the same object
+        otherwise, so that what callers derive from it can be kept."""
+        now = self._clock()
+        if self._profile is None or now >= self._next:
+            self._next = now + self._every_s
+            pods = self.cache.pods() or list(deciding)
+            workload = TargetWorkload.from_pods(pods) if pods else None
+            if self._profile is None or workload != self._workload:
+                self._workload = workload
+                self._profile = build_profile(self.name, classes=self.classes, workload=workload)
+        return self._profile

@@ -1,0 +1,61 @@
+"""A placement profile over the workload a live cluster holds: fgd, which needs the pod shapes
+the cluster expects, decides in the admission loop and the extender from the pods the cache
+holds, and the profile is rebuilt only when those shapes change, at most every refresh period."""
+
+from __future__ import annotations
+
+import jsonpatch
+import orjson
+import pytest
+
+from scheduler.model.k8s_json import pod_from_k8s
+from slotwise.server.admission_loop import AdmissionLoop, Ungate
+from slotwise.server.extender import Extender
+from slotwise.server.live_profile import LiveProfile
+from tests.conftest import Clock
+from tests.test_server_admission_loop import T0, cache_of, gated, node_names, pod_json, store  # noqa: F401
+
+
+def test_the_profile_follows_the_shapes_the_cache_holds_at_most_every_period():
+    cache = cache_of(pod_json("a"))
+    clock = Clock()
+    live = LiveProfile(cache, "fgd", every_s=10, clock=clock)
+    first = live.current()
+    assert live.current() is first
+    cache.replace("pods", [pod_json("a"), pod_json("b")])  # one more of the same shape: counts changed
+    clock.now += 9
+    assert live.current() is first  # not yet looked at again
+    clock.now += 1
+    second = live.current()
+    assert second is not first
+    clock.now += 10
+    assert live.current() is second  # nothing changed: kept, and what callers built from it too
+
+
+def test_a_profile_without_a_workload_is_built_once():
+    cache = cache_of(pod_json("a"))
+    clock = Clock()
+    live = LiveProfile(cache, "default", every_s=10, clock=clock)
+    first = live.current()
+    cache.replace("pods", [pod_json("a", gpus=4)])
+    clock.now += 100
+    assert live.current() is first
+
+
+def test_an_empty_cache_measures_against_the_pods_being_decided():
+    profile = LiveProfile(cache_of(), "fgd").current([pod_from_k8s(pod_json("a"))])
+    assert profile.name == "fgd"
+    with pytest.raises(ValueError, match="fgd needs a target workload"):
+        LiveProfile(cache_of(), "fgd").current([])  # nothing to decide, nothing to measure against
+
+
+def test_the_admission_loop_and_the_extender_decide_with_fgd(store):  # noqa: F811
+    obj = pod_json("a", gpus=2)
+    cache = cache_of(obj, gpus=(8, 4))
+    admission = AdmissionLoop(cache, None, store, "fgd", clock=lambda: T0)  # type: ignore[arg-type]  # plan needs no API
+    with cache.snapshot() as snap:
+        [action] = admission.plan(snap.copy(), gated(obj), T0)
+    assert isinstance(action, Ungate)
+    assert node_names(jsonpatch.apply_patch(obj, action.patch)) in ([["n0"]], [["n1"]])
+    scored = orjson.loads(Extender(cache, "fgd").prioritize(orjson.dumps({"Pod": obj, "NodeNames": ["n0", "n1"]})))
+    assert {s["Host"] for s in scored} == {"n0", "n1"}
