@@ -94,6 +94,10 @@ class Cluster:
     control_plane: Proxy = field(default_factory=Proxy)
     #: The database the replicas share.
     db_url: str = ""
+    #: False: kube-scheduler alone, no slotwise, no webhooks, no extender (benchmarks/cluster.py).
+    with_slotwise: bool = True
+    #: kube-scheduler's requests per second to the API server (None: its default, 50).
+    scheduler_qps: float | None = None
 
     # Certificates and kubeconfigs -------------------------------------------------------------
     def _pki(self) -> None:
@@ -220,7 +224,8 @@ class Cluster:
         self.add_node("kwok-probe", {"cpu": "1", "memory": "1Gi"})  # kwok plays nodes: one turns Ready
         self._wait("kwok", lambda: self.node_ready("kwok-probe"))
         self.kubectl("delete", "node", "kwok-probe")
-        self._deploy_slotwise()
+        if self.with_slotwise:
+            self._deploy_slotwise()
         self._start("kube-scheduler", [str(self.bin / "kube-scheduler"), f"--config={self._scheduler_config()}",
                                        "--bind-address=127.0.0.1", f"--secure-port={self.ports['scheduler']}"])
         self._wait("kube-scheduler", lambda: self._get(f"https://127.0.0.1:{self.ports['scheduler']}/healthz",
@@ -321,7 +326,11 @@ class Cluster:
         extender["urlPrefix"] = f"https://127.0.0.1:{self.control_plane.port}/extender"
         extender["tlsConfig"] = {"caFile": str(self.path("ca.crt")), "certFile": str(self.path("kube-scheduler-client.crt")),
                                  "keyFile": str(self.path("kube-scheduler-client.key"))}
+        if not self.with_slotwise:
+            del config["extenders"]
         config["clientConnection"] = {"kubeconfig": str(self.admin)}
+        if self.scheduler_qps is not None:
+            config["clientConnection"] |= {"qps": self.scheduler_qps, "burst": int(2 * self.scheduler_qps)}
         config["leaderElection"] = {"leaderElect": False}
         path = self.path("kube-scheduler-config.yaml")
         path.write_text(yaml.safe_dump(config))
@@ -361,13 +370,14 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running(workdir: Path | None = None) -> Iterator[Cluster]:
-    """A started cluster, stopped (and its folder removed, unless given) on exit."""
+def running(workdir: Path | None = None, **settings: Any) -> Iterator[Cluster]:
+    """A started cluster, stopped (and its folder removed, unless given) on exit; ``settings``:
+    :class:`Cluster` fields (``serve_options``, ``with_slotwise``, ``scheduler_qps``)."""
     _etcd()  # missing etcd is said before a build of minutes that could not be used
     binaries = build()
     own = workdir is None
     folder = Path(tempfile.mkdtemp(prefix="slotwise-e2e-")) if own else workdir
-    cluster = Cluster(folder, binaries)
+    cluster = Cluster(folder, binaries, **settings)
     try:
         cluster.start()
         yield cluster

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from quota.store import Store
+from scheduler.model.resources import CPU, GPU, MEMORY
 from scheduler.model.k8s_json import pod_from_k8s
 from slotwise.server.admission_loop import AdmissionLoop, Gated, Ungate
 from slotwise.server.cache import ClusterCache
@@ -216,11 +217,16 @@ def test_group_state_reads_every_group_from_the_pods():
 
 
 # The model ---------------------------------------------------------------------------------------
-def test_reservations_hold_nothing_in_the_model_beyond_their_shares():
+def test_reservations_hold_their_cpu_and_memory_and_leave_their_gpu_to_their_shares():
+    """kube-scheduler counts a reservation pod's 10m CPU and 64Mi on its node: a plan that took
+    them would be refused. Its GPU is the shares' (700 milli left of it)."""
     cache = cache_of(reservation_json("g", "n0", 0), share_json("a", 300, node="n0", group="g", slot=0))
     with cache.snapshot() as snap:
-        assert set(snap.assignments) == {"nlp/a"}
+        assert set(snap.assignments) == {"nlp/a", "slotwise-system/g"}
         assert list(snap.gpu_free[0]) == [700, 1000]
+        reservation = snap.assignments["slotwise-system/g"].pod
+        assert (reservation.requests[CPU], reservation.requests[MEMORY]) == (10, 64 * 2**20)
+        assert reservation.requests[GPU] == 0
 
 
 def test_pods_naming_their_gpu_slots_keep_them_whatever_came_first():

@@ -358,3 +358,31 @@ def test_any_valid_configuration_imports_over_any_other(store, first, second):
     assert config_to_yaml(store.config()) == config_to_yaml(second)
     after = store.audit(10**6)  # newest first: what was there is still its tail
     assert after[len(after) - len(trail):] == trail
+
+
+def test_a_batch_commits_its_changes_together_and_one_failing_leaves_the_others(loaded):
+    """An admission cycle's decisions in one transaction: readers of the committed state see none
+    of them until the batch ends; a change that fails inside is undone alone."""
+    with loaded.batch():
+        assert loaded.admit(gpu_request("nlp-a", "nlp", 2), 10.0, ACTOR).kind == "admit"
+        with pytest.raises(StoreError, match="already admitted"):
+            loaded.admit(gpu_request("nlp-a", "nlp", 2), 11.0, ACTOR)
+        loaded.record(ACTOR, "place", "nlp-a", {"node": "n1"})
+        assert loaded.admit(gpu_request("nlp-b", "nlp", 1), 12.0, ACTOR).kind == "admit"
+        committed = threading.Thread(target=lambda: seen.extend(w.key for w in loaded.ledger().charged()))
+        seen: list[str] = []
+        committed.start()
+        committed.join()
+        assert seen == []  # another thread reads the last commit
+    assert sorted(w.key for w in loaded.ledger().charged()) == ["nlp-a", "nlp-b"]
+    assert [e.action for e in loaded.audit()][:3] == ["admit", "place", "admit"]
+
+
+def test_a_batch_that_fails_keeps_nothing(loaded):
+    before = db_state(loaded)
+    with pytest.raises(RuntimeError, match="cycle failed"), loaded.batch():
+        assert loaded.admit(gpu_request("nlp-a", "nlp", 2), 10.0, ACTOR).kind == "admit"
+        loaded.record(ACTOR, "place", "nlp-a", {"node": "n1"})
+        raise RuntimeError("cycle failed")
+    assert db_state(loaded) == before
+    assert list(loaded.ledger().charged()) == []

@@ -354,6 +354,50 @@ def test_the_loop_reads_gated_pods_from_the_cache_and_lifts_a_gate_once(store):
     assert cache.gated(GATE) == [] and admission.run_once() == []
 
 
+def test_room_planned_for_a_pod_not_bound_yet_is_not_planned_again(store):
+    """Between the gate's removal and kube-scheduler's binding, the pod holds its planned room
+    (kube-scheduler's assumed pods): a later cycle plans another pod elsewhere, not onto it."""
+    kube = FakeKube()
+    cache = cache_of(pod_json("a", gpus=2), gpus=(2, 2))
+    admission = AdmissionLoop(cache, kube, store, clock=lambda: T0)  # type: ignore[arg-type]
+    [first] = admission.run_once()
+    assert isinstance(first, Ungate)
+    ungated = {**pod_json("a", gpus=2)}
+    ungated["spec"] = {**ungated["spec"], "schedulingGates": []}
+    cache.apply("pods", "MODIFIED", ungated)  # the watch brought the gate's removal, not a binding
+    cache.apply("pods", "ADDED", pod_json("b", gpus=2))
+    [second] = admission.run_once()
+    assert isinstance(second, Ungate) and second.node != first.node
+    cache.apply("pods", "ADDED", pod_json("c", gpus=2))
+    [third] = admission.run_once()  # both nodes are taken, bound or not
+    assert isinstance(third, Pending) and third.cause == "NoCapacity"
+    cache.apply("pods", "MODIFIED", bound(pod_json("a", gpus=2), first.node))  # bound: the cache accounts it now
+    cache.apply("pods", "DELETED", pod_json("b", gpus=2))  # gone before binding: its room is free again
+    cache.apply("pods", "DELETED", pod_json("c", gpus=2))
+    cache.apply("pods", "ADDED", pod_json("d", gpus=2))
+    [fourth] = admission.run_once()
+    assert isinstance(fourth, Ungate) and fourth.node == second.node
+
+
+def test_a_gated_pod_arriving_is_decided_without_waiting_out_the_interval(store):
+    kube = FakeKube()
+    cache = cache_of()
+    admission = AdmissionLoop(cache, kube, store, clock=lambda: T0, interval_s=60, batch_s=0.05)  # type: ignore[arg-type]
+    admission.start()
+    try:
+        time.sleep(0.2)  # the first cycle ran (nothing gated) and the loop waits
+        started = time.monotonic()
+        cache.apply("pods", "ADDED", pod_json("a"))
+        while not kube.calls:
+            assert time.monotonic() - started < 5, "the arrival did not wake the loop"
+            time.sleep(0.01)
+        assert kube.calls[0][:2] == ("patch", "nlp/a")
+    finally:
+        stopping = time.monotonic()
+        admission.stop()
+    assert time.monotonic() - stopping < 1  # stop wakes the wait too
+
+
 class Leadership:
     """An elector whose lease the test grants and takes away; ``lapse_after`` patches: it lapses then."""
 
@@ -390,7 +434,7 @@ def test_a_lease_that_lapses_during_a_cycle_leaves_the_rest_of_its_actions_to_th
     leader = Leadership(kube, lapse_after=1)
     leader.grant()
     admission = AdmissionLoop(cache_of(pod_json("a"), pod_json("b")), kube, store, clock=lambda: T0,  # type: ignore[arg-type]
-                              leader=leader)
+                              leader=leader, patch_workers=1)  # one at a time: "the rest" is well defined
     assert admission.may_decide()
     assert len([a for a in admission.run_once() if isinstance(a, Ungate)]) == 2
     assert [kind for kind, _, _ in kube.calls] == ["patch"]  # the second gate stays for the next leader

@@ -13,7 +13,7 @@ import hashlib
 import json
 import secrets
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -72,6 +72,7 @@ class Store:
         self._config: tuple[int, QuotaConfig] | None = None
         self._ledger: tuple[tuple[int, int, tuple[tuple[str, int], ...] | None], Ledger] | None = None
         self._epoch: int | None = None  # fenced: every change first checks that this epoch is still the newest
+        self._batch = threading.local()  # .open: this thread's transaction of a batch (Store.batch)
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (Alembic). A schema already there costs one
@@ -94,7 +95,17 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[tuple[Session, VersionRow]]:
-        """A transaction holding the store's lock; cached state is dropped if it fails."""
+        """A transaction holding the store's lock; cached state is dropped if it fails. Inside a
+        batch, a savepoint of the batch's transaction."""
+        opened = getattr(self._batch, "open", None)
+        if opened is not None:
+            try:
+                with opened[0].begin_nested():
+                    yield opened
+            except BaseException:
+                self._ledger = None
+                raise
+            return
         try:
             with self._changing, refused_values(), Session(self.engine, expire_on_commit=False) as session, \
                     session.begin():
@@ -106,6 +117,22 @@ class Store:
         except BaseException:
             self._ledger = None
             raise
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """This thread's changes inside the block as one transaction, committed at its end: one
+        commit (and one fsync) for an admission cycle's decisions rather than one each. Each
+        change is a savepoint, so one that fails leaves the others; if the whole fails (the
+        database gone, a newer leader), none is kept. The store's lock is held throughout."""
+        if getattr(self._batch, "open", None) is not None:
+            yield
+            return
+        with self._transaction() as opened:
+            self._batch.open = opened
+            try:
+                yield
+            finally:
+                self._batch.open = None
 
     # Leadership ---------------------------------------------------------------------------------
     def take_leadership(self, holder: str) -> int:
@@ -125,6 +152,7 @@ class Store:
         view.__dict__.update(self.__dict__)
         view._config = view._ledger = None  # admissions change a cached ledger in place: never share one
         view._epoch = epoch
+        view._batch = threading.local()
         return view
 
     @contextmanager
@@ -141,8 +169,13 @@ class Store:
     def record(self, actor: str, action: str, subject: str, detail: Mapping[str, Any]) -> None:
         """Append an audit entry for a decision taken outside the store (a placement, a gang
         giving up), so that the trail holds every decision, not only quota's."""
+        self.record_all(actor, [(action, subject, detail)])
+
+    def record_all(self, actor: str, entries: Iterable[tuple[str, str, Mapping[str, Any]]]) -> None:
+        """Append ``(action, subject, detail)`` entries in one transaction: all or none."""
         with self._transaction() as (s, _):
-            self._audit(s, actor, action, subject, detail)
+            for action, subject, detail in entries:
+                self._audit(s, actor, action, subject, detail)
 
     def audit(self, limit: int = 100, subject: str | None = None) -> list[AuditEntry]:
         """The newest entries first."""

@@ -24,7 +24,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -52,6 +53,7 @@ from scheduler.gang.queue import TimedOut
 from scheduler.gang.topology import Topology
 from scheduler.model.cluster import GPU_INDICES_ANNOTATION, Node, Pod, WorkloadKind
 from scheduler.model.json_patch import set_entries
+from scheduler.model.k8s_json import pod_from_k8s
 from scheduler.model.snapshot import Snapshot
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.placement.decision import Placement
@@ -59,7 +61,7 @@ from scheduler.placement.engine import Placer
 from slotwise.server.cache import ClusterCache
 from slotwise.server.extender import PLANNED_NODES_ANNOTATION
 from slotwise.server.gpu_share_reconciler import ShareReconciler
-from slotwise.server.gpu_shares import Reservation, ReservationSettings, plan_share
+from slotwise.server.gpu_shares import Reservation, ReservationSettings, plan_share, without_its_gpu
 from slotwise.server.kube import Kube
 from slotwise.server.leader import Elector
 from slotwise.server.live_profile import LiveProfile
@@ -106,6 +108,8 @@ class Ungate:
     node: str = ""
     group: str = ""
     reservation: dict[str, Any] | None = None
+    pod: Pod | None = None  # with ``gpus``: the room it holds until the cache shows it bound
+    gpus: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,9 +233,22 @@ def _timed_out_before(unit: _Unit) -> TimedOut | None:
     return None
 
 
+#: Gate patches in flight at once: enough to hide the API server's round trip, few enough not to crowd it.
+PATCH_WORKERS = 8
+
+
+def _failed(action: Action, exc: Exception) -> None:
+    """An API call that failed (the pod gone, a PDB refusing, the connection cut): the rest go on."""
+    if isinstance(exc, ApiException):
+        log.warning("%s %s failed: %s %s", type(action).__name__, action.pod_key, exc.status, exc.reason)
+    else:
+        log.warning("%s %s failed: %s", type(action).__name__, action.pod_key, exc)
+
+
 class AdmissionLoop:
     def __init__(self, cache: ClusterCache, kube: Kube, store: Store, placer_profile: str = "default",
                  burst: BurstConfig | None = None, clock: Callable[[], float] = time.time, interval_s: float = 2.0,
+                 batch_s: float = 0.2, patch_workers: int = PATCH_WORKERS,
                  classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,
                  metrics: ServiceMetrics | None = None, mig: FleetSource | None = None,
                  reservations: ReservationSettings = ReservationSettings(), leader: Elector | None = None):
@@ -253,13 +270,15 @@ class AdmissionLoop:
         self.shares = ShareReconciler(kube, metrics, clock)
         self.burst = burst
         self.clock = clock
-        self.interval_s = interval_s
+        self.interval_s, self.batch_s = interval_s, batch_s
+        self.patch_workers = patch_workers
         self._denied: dict[str, QuotaConfig] = {}  # key -> the configuration that denied it: not asked again until it changes
         self._told: dict[str, str] = {}  # pod key -> the reason last written to it
         self._timed_out: dict[str, TimedOut] = {}  # gang key -> why it gave up: never tried again
         self._refused: dict[str, Evict] = {}  # pod key -> an eviction a PodDisruptionBudget refused: retried
         self._evicted_at: dict[str, float] = {}  # pod uid -> when its eviction last went through
         self._lifted: set[str] = set()  # uids of pods whose gate came off, until the cache sees it gone
+        self._assumed: dict[str, Ungate] = {}  # pods ungated here, until the cache shows them bound or gone
         self._topology_of: tuple[tuple[Node, ...], Topology] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -399,9 +418,13 @@ class AdmissionLoop:
         group, annotations, reservation = "", {}, None
         if pod.gpu is not None and pod.gpu.shared:
             group, annotations, reservation = plan_share(pod, node, gpus[0], trial.groups, self.reservations)
+            if reservation is not None:  # its CPU and memory count on the node, for kube-scheduler too
+                with suppress(ValueError):  # 10m short: the kubelet's admission has the last word
+                    trial.snapshot.assign(without_its_gpu(pod_from_k8s(reservation)), trial.snapshot.index[node])
         elif gpus:
             annotations = {GPU_INDICES_ANNOTATION: ",".join(map(str, gpus))}
-        return Ungate(pod.key, ungate_patch(g.obj, node, planned, annotations), pod.uid, node, group, reservation)
+        return Ungate(pod.key, ungate_patch(g.obj, node, planned, annotations), pod.uid, node, group, reservation,
+                      pod, tuple(gpus))
 
     def _give_up(self, unit: _Unit, decided: Sequence[Action], admitted: set[str], now: float) -> TimedOut | None:
         """A gang's timeout, as :class:`scheduler.gang.queue.GangQueue` keeps it: a gang not placed
@@ -544,25 +567,36 @@ class AdmissionLoop:
     # Effects --------------------------------------------------------------------------------------
     def apply(self, actions: Iterable[Action]) -> None:
         """Perform each action; one failing (the pod gone, a PDB refusing eviction) never stops the
-        rest. Stops if the lease lapses meanwhile: what is left is the next leader's to decide."""
+        rest. Stops if the lease lapses meanwhile: what is left is the next leader's to decide.
+
+        Gates are lifted together: the placements are recorded first, in one transaction (a crash
+        before the patches leaves decisions taken again after the restart, never a pod placed with
+        no trace in the trail), then the patches go out ``patch_workers`` at a time, each while
+        the lease holds. One at a time, a cycle's round trips held the decisions behind them."""
+        actions = list(actions)
+        lifts = [a for a in actions if isinstance(a, Ungate | Burst)]
+        if lifts:
+            if not self._still_leading():
+                return
+            # A burst is in the trail already, as its spend.
+            self.store.record_all(ACTOR, [("place", a.pod_key, {"node": a.node, **({"gpu_group": a.group} if a.group else {})})
+                                          for a in lifts if isinstance(a, Ungate)])
+            with ThreadPoolExecutor(self.patch_workers, thread_name_prefix="ungate") as pool:
+                lifted = list(pool.map(self._lift, lifts))
+            for action, done in zip(lifts, lifted, strict=True):
+                if done:
+                    self._told.pop(action.pod_key, None)
+                    self._lifted.add(action.uid)
+                    if isinstance(action, Ungate) and action.pod is not None:
+                        self._assumed[action.pod_key] = action
         for action in actions:
-            if self.leader is not None and not (self.leader.leading() and self.leader.term == self._term):
-                log.warning("the lease lapsed during a cycle: its other actions are left to the next leader")
+            if isinstance(action, Ungate | Burst):
+                continue
+            if not self._still_leading():
                 return
             namespace, name = action.pod_key.split("/", 1)
             try:
-                if isinstance(action, Ungate | Burst):
-                    # Recorded before the patch: a crash between the two leaves a decision taken
-                    # again after the restart, never a pod placed with no trace in the trail.
-                    if isinstance(action, Ungate):  # a burst is in the trail already, as its spend
-                        self.store.record(ACTOR, "place", action.pod_key,
-                                          {"node": action.node, **({"gpu_group": action.group} if action.group else {})})
-                        if action.reservation is not None:
-                            self._reserve(action.reservation)
-                    self.kube.patch_pod(namespace, name, action.patch)
-                    self._told.pop(action.pod_key, None)
-                    self._lifted.add(action.uid)
-                elif isinstance(action, Evict):
+                if isinstance(action, Evict):
                     self._evict(namespace, name, action)
                 elif self._told.get(action.pod_key) != action.reason:  # write a reason once, not every cycle
                     self.kube.create_event(namespace, name, action.uid, EVENT_REASON, action.reason)
@@ -570,10 +604,28 @@ class AdmissionLoop:
                         "type": CONDITION, "status": "False", "reason": action.cause, "message": action.reason,
                         "lastTransitionTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
                     self._told[action.pod_key] = action.reason
-            except ApiException as exc:
-                log.warning("%s %s failed: %s %s", type(action).__name__, action.pod_key, exc.status, exc.reason)
-            except HTTPError as exc:  # the connection failed: the rest may still get through
-                log.warning("%s %s failed: %s", type(action).__name__, action.pod_key, exc)
+            except (ApiException, HTTPError) as exc:
+                _failed(action, exc)
+
+    def _still_leading(self) -> bool:
+        if self.leader is not None and not (self.leader.leading() and self.leader.term == self._term):
+            log.warning("the lease lapsed during a cycle: its other actions are left to the next leader")
+            return False
+        return True
+
+    def _lift(self, action: Ungate | Burst) -> bool:
+        """Patch the gate off (a new GPU share group's reservation pod first); whether it went through."""
+        if not self._still_leading():
+            return False
+        namespace, name = action.pod_key.split("/", 1)
+        try:
+            if isinstance(action, Ungate) and action.reservation is not None:
+                self._reserve(action.reservation)
+            self.kube.patch_pod(namespace, name, action.patch)
+        except (ApiException, HTTPError) as exc:
+            _failed(action, exc)
+            return False
+        return True
 
     def _reserve(self, reservation: dict[str, Any]) -> None:
         """Create a share group's reservation pod; one there already (a decision taken again
@@ -635,6 +687,21 @@ class AdmissionLoop:
                 due |= {p.key: Evict(p.key, int(grace), p.uid, requester) for p in late}
         return list(due.values())
 
+    def _assume(self, snapshot: Snapshot, cached: Sequence[Pod]) -> None:
+        """Pods this loop ungated that the cache does not show bound yet hold their planned room
+        in ``snapshot``, as kube-scheduler's assumed pods do. Without them, a cycle that runs
+        before kube-scheduler has bound the last cycle's pods plans the same room again, and
+        kube-scheduler then finds it taken (Unschedulable, and back-off)."""
+        unbound = {p.key for p in cached if p.node_name is None}
+        for key, ungate in list(self._assumed.items()):
+            if key not in unbound:  # bound (the snapshot accounts it) or gone
+                del self._assumed[key]
+            elif key not in snapshot.assignments and ungate.node in snapshot.index and ungate.pod is not None:
+                try:
+                    snapshot.assign(ungate.pod, snapshot.index[ungate.node], ungate.gpus or None)
+                except ValueError:  # the cluster changed under it: kube-scheduler decides where it goes
+                    del self._assumed[key]
+
     def run_once(self) -> list[Action]:
         """One cycle: release and settle what finished, plan the gated pods, apply (refused
         evictions again first). Nothing until the cache is synced and knows the PodGroups (or that
@@ -647,14 +714,16 @@ class AdmissionLoop:
         # would charge (or burst) it twice.
         self._lifted &= {pod.uid for pod, _ in held}
         gated = [Gated.of(pod, obj, now) for pod, obj in held if pod.uid not in self._lifted]
+        cached = self.cache.pods()  # before the snapshot: a pod bound in between is in the snapshot
         with self.cache.snapshot() as live:
             snapshot = live.copy()  # plan outside the cache's lock: the extender reads it meanwhile
-        cached = self.cache.pods()
+        self._assume(snapshot, cached)
         live = self._live(cached)  # one pass over every cached pod's gang membership, not one per use
         self.release_finished(live)
         self.settle_bursts(live)
         unfinished = self._unfinished_evictions(snapshot, now)  # before planning marks new victims
-        with self.metrics.timed("admit") if self.metrics is not None else nullcontext():
+        # One transaction for the cycle's admissions, committed before any gate is lifted.
+        with self.metrics.timed("admit") if self.metrics is not None else nullcontext(), self.store.batch():
             planned = self.plan(snapshot, gated, now)
         actions: list[Action] = [*self._retries(snapshot), *unfinished, *planned]
         self.apply(actions)
@@ -675,6 +744,7 @@ class AdmissionLoop:
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
+        self.cache.gated_arrived.set()  # out of its wait at once
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -702,4 +772,12 @@ class AdmissionLoop:
                 log.warning("not deciding: %s", exc)
             except Exception:  # the API server or database being away must not kill the loop
                 log.exception("admission cycle failed")
-            self._stop.wait(self.interval_s)
+            self._wait()
+
+    def _wait(self) -> None:
+        """Until the interval has passed or a gated pod arrives; then ``batch_s`` more, so that pods
+        created together are decided in one cycle (a gang's members among them). Cleared before
+        the cycle: a pod arriving during it wakes the next wait at once."""
+        if self.cache.gated_arrived.wait(self.interval_s):
+            self._stop.wait(self.batch_s)
+        self.cache.gated_arrived.clear()

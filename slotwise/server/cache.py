@@ -29,7 +29,7 @@ from scheduler.gang.groups import SCHEDULER_PLUGINS, VOLCANO, PodGroup, PodGroup
 from scheduler.model.cluster import Node, Pod
 from scheduler.model.k8s_json import ModelError, finished, node_from_k8s, pod_from_k8s
 from scheduler.model.snapshot import Snapshot
-from slotwise.server.gpu_shares import is_reservation
+from slotwise.server.gpu_shares import is_reservation, without_its_gpu
 from slotwise.server.kube import (
     CUSTOM_LISTERS,
     LISTERS,
@@ -116,6 +116,8 @@ class ClusterCache:
         self._absent: set[str] = set()  # custom kinds whose CRD is not installed (or not readable)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        #: Set when a gated pod arrives or changes: the admission loop decides it without waiting out its interval.
+        self.gated_arrived = threading.Event()
 
     # Feeding ------------------------------------------------------------------------------------
     def replace(self, kind: str, items: list[Mapping[str, Any]]) -> None:
@@ -190,6 +192,8 @@ class ClusterCache:
             new = model if isinstance(model, Pod) else None
             if new is not None:
                 _index(new, obj, self._pods, self._by_uid, self._gated)
+                if new.key in self._gated:
+                    self.gated_arrived.set()
             if self._snap is not None:
                 if old is not None and old.key in self._snap.assignments:
                     self._snap.release(old.key)
@@ -205,8 +209,10 @@ class ClusterCache:
         return old
 
     def _account(self, snap: Snapshot, pod: Pod) -> None:
-        if pod.node_name is None or pod.node_name not in snap.index or is_reservation(pod):
-            return  # pending, on a node the watch has not delivered yet, or a GPU its shares account
+        if pod.node_name is None or pod.node_name not in snap.index:
+            return  # pending, or on a node the watch has not delivered yet
+        if is_reservation(pod):
+            pod = without_its_gpu(pod)
         try:
             snap.assign(pod, snap.index[pod.node_name], pod.gpu_indices or None)
         except ValueError as exc:  # the API server's truth wins; our arithmetic only warns
@@ -231,7 +237,10 @@ class ClusterCache:
         """The current snapshot, held still (under the lock) for the caller's block."""
         with self._lock:
             if self._snap is None:
-                snap = Snapshot(list(self._nodes.values()))
+                # Nodes by name: where scores tie, the first wins, so the order is the tie-break; by
+                # name it is the same whatever order the watch brought them in, and the same as a
+                # simulation of the cluster's nodes (simulator.replay) gets.
+                snap = Snapshot(sorted(self._nodes.values(), key=lambda n: n.name))
                 # Pods that name their GPU slots first: the others take whatever slots are left.
                 for pod in sorted(self._pods.values(), key=lambda p: not p.gpu_indices):
                     self._account(snap, pod)

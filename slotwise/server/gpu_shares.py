@@ -19,7 +19,7 @@ themselves hold nothing in the model beyond their shares.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from scheduler.model.cluster import GPU_INDICES_ANNOTATION, Pod
@@ -85,6 +85,12 @@ class Reservation:
 
 def is_reservation(pod: Pod) -> bool:
     return RESERVATION_LABEL in pod.labels
+
+
+def without_its_gpu(reservation: Pod) -> Pod:
+    """A reservation pod as a snapshot holds it: its CPU and memory, which kube-scheduler counts
+    on the node, and not its GPU, which the shares of its group account."""
+    return replace(reservation, requests=reservation.requests.without((GPU,)), gpu=None, gpu_indices=())
 
 
 def group_name(first_share_uid: str) -> str:

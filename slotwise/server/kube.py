@@ -47,6 +47,16 @@ class Listing:
     resource_version: str
 
 
+def _body(response: Any) -> bytes:
+    """The reply's body, its connection back in the pool. With ``_preload_content=False`` urllib3
+    holds the connection until it is released, and the next request opened (and TLS-handshook) a
+    new one: a quarter of the admission loop's time at 25 pods/s."""
+    try:
+        return response.data
+    finally:
+        response.release_conn()
+
+
 class Kube:
     def __init__(self, api: client.ApiClient):
         self.core = client.CoreV1Api(api)
@@ -78,7 +88,7 @@ class Kube:
             if kind in CUSTOM_LISTERS and exc.status in (403, 404):
                 raise Unavailable(f"{exc.status} {exc.reason}") from None
             raise
-        body = json.loads(response.data)
+        body = json.loads(_body(response))
         return Listing(body.get("items") or [], body["metadata"]["resourceVersion"])
 
     def watch(self, kind: str, resource_version: str, timeout_s: int) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -109,21 +119,21 @@ class Kube:
             target=client.V1ObjectReference(api_version="v1", kind="Node", name=node),
         )
         # The API returns a Status, which the generated client cannot deserialise as a Binding.
-        self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False)
+        _body(self.core.create_namespaced_pod_binding(name, namespace, body, _preload_content=False))
 
     def patch_pod(self, namespace: str, name: str, json_patch: list[dict[str, Any]]) -> None:
         """Apply an RFC 6902 JSON Patch to the pod; a failed ``test`` op answers 422 (``ApiException``)."""
-        self.core.patch_namespaced_pod(name, namespace, json_patch, _content_type="application/json-patch+json",
-                                       _preload_content=False)
+        _body(self.core.patch_namespaced_pod(name, namespace, json_patch, _content_type="application/json-patch+json",
+                                             _preload_content=False))
 
     def create_pod(self, namespace: str, body: dict[str, Any]) -> None:
-        self.core.create_namespaced_pod(namespace, body, _preload_content=False)
+        _body(self.core.create_namespaced_pod(namespace, body, _preload_content=False))
 
     def delete_pod(self, namespace: str, name: str) -> None:
-        self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+        _body(self.core.delete_namespaced_pod(name, namespace, _preload_content=False))
 
     def create_config_map(self, namespace: str, body: dict[str, Any]) -> None:
-        self.core.create_namespaced_config_map(namespace, body, _preload_content=False)
+        _body(self.core.create_namespaced_config_map(namespace, body, _preload_content=False))
 
     def evict(self, namespace: str, name: str, grace_seconds: int) -> None:
         """Evict through the Eviction API (policy/v1), so PodDisruptionBudgets are honoured (429 if not now)."""
@@ -131,7 +141,7 @@ class Kube:
             api_version="policy/v1", kind="Eviction", metadata=client.V1ObjectMeta(name=name, namespace=namespace),
             delete_options=client.V1DeleteOptions(grace_period_seconds=grace_seconds),
         )
-        self.core.create_namespaced_pod_eviction(name, namespace, body, _preload_content=False)
+        _body(self.core.create_namespaced_pod_eviction(name, namespace, body, _preload_content=False))
 
     def create_event(self, namespace: str, name: str, uid: str, reason: str, message: str,
                      event_type: str = "Normal", component: str = "slotwise") -> None:
@@ -144,7 +154,7 @@ class Kube:
             reason=reason, message=message, type=event_type, count=1, first_timestamp=now, last_timestamp=now,
             source=client.V1EventSource(component=component),
         )
-        self.core.create_namespaced_event(namespace, body, _preload_content=False)
+        _body(self.core.create_namespaced_event(namespace, body, _preload_content=False))
 
     def review_token(self, token: str, audiences: list[str]) -> dict[str, Any]:
         """A TokenReview's status: whether the API server authenticates ``token`` for one of
@@ -152,14 +162,14 @@ class Kube:
         body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
                 "spec": {"token": token, "audiences": audiences}}
         response = self.authentication.create_token_review(body, _preload_content=False)
-        return json.loads(response.data).get("status") or {}
+        return json.loads(_body(response)).get("status") or {}
 
     def set_pod_condition(self, namespace: str, name: str, condition: dict[str, Any]) -> None:
         """Set one pod condition through the status subresource; a strategic merge keys conditions
         by type, so the kubelet's and scheduler's own conditions stay."""
-        self.core.patch_namespaced_pod_status(name, namespace, {"status": {"conditions": [condition]}},
-                                              _content_type="application/strategic-merge-patch+json",
-                                              _preload_content=False)
+        _body(self.core.patch_namespaced_pod_status(name, namespace, {"status": {"conditions": [condition]}},
+                                                    _content_type="application/strategic-merge-patch+json",
+                                                    _preload_content=False))
 
 
 class KubeLease:
@@ -181,7 +191,7 @@ class KubeLease:
             if exc.status == 404:
                 return None
             raise
-        body = json.loads(response.data)
+        body = json.loads(_body(response))
         return body.get("spec") or {}, body["metadata"]["resourceVersion"]
 
     def create(self, spec: dict[str, Any]) -> None:
@@ -199,7 +209,7 @@ class KubeLease:
     @staticmethod
     def _write(method: Callable[..., Any], *args: Any) -> None:
         try:
-            method(*args, _preload_content=False)
+            _body(method(*args, _preload_content=False))
         except client.ApiException as exc:
             if exc.status == 409:  # someone wrote it since our read, or created it first
                 raise LeaseConflict(exc.reason) from None

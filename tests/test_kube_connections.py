@@ -1,0 +1,62 @@
+"""The adapter's writes reuse one connection to the API server: each reply is read and its
+connection handed back to the pool. Before, every write opened (and, in a cluster, TLS-handshook)
+a connection of its own: a quarter of the admission loop's time at 25 pods/s."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import pytest
+
+from slotwise.server.kube import Kube
+
+
+class KeepAlive(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    connections: ClassVar[set[int]] = set()
+    requests: ClassVar[int] = 0
+
+    def _answer(self) -> None:
+        KeepAlive.connections.add(id(self.connection))
+        KeepAlive.requests += 1
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = json.dumps({"kind": "Status", "status": "Success",
+                           "metadata": {"resourceVersion": "1"}, "spec": {}}).encode()
+        self.send_response(201 if self.command == "POST" else 200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def api() -> Iterator[str]:
+    KeepAlive.connections, KeepAlive.requests = set(), 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_writes_and_reads_share_one_connection(api):
+    kube = Kube.at(api)
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}}
+    for _ in range(5):
+        kube.patch_pod("ns", "p", [{"op": "remove", "path": "/spec/schedulingGates/0"}])
+        kube.set_pod_condition("ns", "p", {"type": "x", "status": "False"})
+        kube.create_event("ns", "p", "uid", "Reason", "message")
+        kube.create_pod("ns", pod)
+        kube.delete_pod("ns", "p")
+        kube.review_token("token", ["slotwise"])
+    assert KeepAlive.requests == 30
+    assert len(KeepAlive.connections) == 1
