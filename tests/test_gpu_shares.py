@@ -127,6 +127,24 @@ def test_shares_on_a_new_gpu_start_one_group_with_one_reservation_pod(store):
         assert notes["slotwise.io/gpu-indices"] == reservation["metadata"]["annotations"]["slotwise.io/gpu-indices"]
 
 
+def test_a_share_starts_a_group_only_where_its_reservation_pod_fits_too(store):
+    """kube-scheduler counts the reservation pod's 10m and 64Mi on the node: a share that would
+    take the node's last CPU and start a group there goes where the reservation fits as well."""
+    whole_cpu = share_json("a", 300, gated=True)
+    whole_cpu["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "16"  # what n0 has left
+    busy = share_json("busy", milli=None, node="n0")
+    busy["metadata"]["namespace"] = "other"
+    busy["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "16"
+    cache = cache_of(whole_cpu, busy)
+    small = {"metadata": {"name": "n1", "labels": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}},
+             "status": {"allocatable": {"cpu": "16100m", "memory": "256Gi", "pods": "110", "nvidia.com/gpu": "1"}}}
+    cache.apply("nodes", "ADDED", small)
+    loop = AdmissionLoop(cache, None, store, clock=lambda: T0)  # type: ignore[arg-type]
+    with cache.snapshot() as snap:
+        [ungate] = loop.plan(snap, [Gated.of(pod_from_k8s(whole_cpu), whole_cpu, T0)], T0)
+    assert isinstance(ungate, Ungate) and ungate.node == "n1" and ungate.reservation is not None
+
+
 def test_a_share_joins_the_group_already_holding_its_gpu(store):
     running = share_json("old", 500, node="n0", group="gpu-share-old", slot=1)
     [action] = plan(store, reservation_json("gpu-share-old", "n0", 1), running, share_json("new", 300, gated=True))
