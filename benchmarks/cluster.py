@@ -268,12 +268,13 @@ def overcommitted(pods: dict[str, dict[str, Any]], placed: dict[str, str], gpus_
     return bad
 
 
-def why_waiting(pod: dict[str, Any]) -> str:
-    """The reason of a pod's failing condition (slotwise's, or kube-scheduler's PodScheduled)."""
+def why_waiting(pod: dict[str, Any]) -> tuple[str, str]:
+    """The type and reason of a pod's failing condition (slotwise's, or kube-scheduler's
+    PodScheduled), and its message."""
     for condition in pod.get("status", {}).get("conditions") or []:
         if condition.get("status") == "False":
-            return f"{condition['type']}: {condition.get('reason', '')}: {condition.get('message', '')[:160]}"
-    return "no condition"
+            return f"{condition['type']} {condition.get('reason', '')}", condition.get("message", "")
+    return "no condition", ""
 
 
 def gpu_milli(pod: dict[str, Any]) -> int:
@@ -302,6 +303,7 @@ class Result:
     sim_allocation: float | None = None
     same_node_decided_order: float | None = None
     waiting: dict[str, int] = field(default_factory=dict)  # never placed, by the reason the pod shows
+    example: dict[str, str] = field(default_factory=dict)  # a message for each reason
 
 
 def sustained(times: list[float]) -> float:
@@ -357,7 +359,9 @@ def run(config: str, node_rows: list[dict[str, str]], pods: list[dict[str, Any]]
         with client(cluster) as http:
             listed = http.get(f"/api/v1/namespaces/{NAMESPACE}/pods").json()["items"]
         decided = decision_order(cluster.db_url) if slotwise else []
-        result.waiting = dict(Counter(why_waiting(p) for p in listed if not p["spec"].get("nodeName")).most_common())
+        reasons = [why_waiting(p) for p in listed if not p["spec"].get("nodeName")]
+        result.waiting = dict(Counter(why for why, _ in reasons).most_common())
+        result.example = {why: message[:200] for why, message in reversed(reasons)}
         say(f"{len(watch.bound)} bound, {result.wall_s:.0f} s")
 
     by_name = {p["metadata"]["name"]: p for p in pods}
@@ -449,8 +453,8 @@ def main() -> None:
     results = [run(config, node_rows, pods, args) for config in configs]
     print(table(results))
     for r in results:
-        if r.waiting:
-            print(f"{r.config}: never placed, by reason: " + ", ".join(f"{why} {n}" for why, n in r.waiting.items()))
+        for why, count in r.waiting.items():
+            print(f"{r.config}: {count} never placed, {why}, e.g. {r.example[why]}")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in results], indent=2))
 
