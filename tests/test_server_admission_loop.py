@@ -392,6 +392,9 @@ def test_a_gated_pod_arriving_is_decided_without_waiting_out_the_interval(store)
             assert time.monotonic() - started < 5, "the arrival did not wake the loop"
             time.sleep(0.01)
         assert kube.calls[0][:2] == ("patch", "nlp/a")
+        cache.gated_arrived.clear()
+        cache.apply("pods", "MODIFIED", {**pod_json("a"), "status": {"conditions": [{"type": "x"}]}})
+        assert not cache.gated_arrived.is_set()  # a change to a pod already waiting is no arrival
     finally:
         stopping = time.monotonic()
         admission.stop()

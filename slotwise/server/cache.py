@@ -116,7 +116,7 @@ class ClusterCache:
         self._absent: set[str] = set()  # custom kinds whose CRD is not installed (or not readable)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        #: Set when a gated pod arrives or changes: the admission loop decides it without waiting out its interval.
+        #: Set when a gated pod arrives: the admission loop decides it without waiting out its interval.
         self.gated_arrived = threading.Event()
 
     # Feeding ------------------------------------------------------------------------------------
@@ -188,11 +188,12 @@ class ClusterCache:
                 if self._nodes.get(name) != before:
                     self._snap = None
                 return
+            was_gated = _meta_key(obj) in self._gated
             old = self._forget_pod(obj)
             new = model if isinstance(model, Pod) else None
             if new is not None:
                 _index(new, obj, self._pods, self._by_uid, self._gated)
-                if new.key in self._gated:
+                if new.key in self._gated and not was_gated:  # not the loop's own condition updates
                     self.gated_arrived.set()
             if self._snap is not None:
                 if old is not None and old.key in self._snap.assignments:

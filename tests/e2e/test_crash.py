@@ -1,5 +1,6 @@
-"""slotwise killed (SIGKILL) while it lifts the gates of a gang, then started again: no member stays
-gated, the gang is charged once, and the audit trail says where each member runs."""
+"""slotwise killed (SIGKILL) between recording a gang's placements and lifting all their gates,
+then started again: no member stays gated, the gang is charged once, and the audit trail says
+where each member runs."""
 
 from __future__ import annotations
 
@@ -31,14 +32,15 @@ def test_a_kill_mid_gang_admission_leaves_nothing_gated_or_charged_twice(cluster
         cluster.apply([pod(n, ns, cpu="1", annotations={"slotwise.io/gang": "allreduce",
                                                         "slotwise.io/gang-min-members": str(MEMBERS)},
                            node_selector=FLEET) for n in names])
-        # The trail records each member's placement just before its gate is lifted: kill halfway.
+        # A cycle records its placements (one transaction) before it lifts any gate, eight at a
+        # time: killed once they are in the trail, some gates (all, or all but a few) are still on.
         deadline = time.monotonic() + 90
         while sum(e.action == "place" for e in trail.audit(limit=100) if e.subject.startswith(f"{ns}/")) < MEMBERS // 2:
             assert time.monotonic() < deadline, "slotwise did not place half the gang within 90 s"
             time.sleep(0.01)
         cluster.kill_slotwise()
         still_gated = [n for n, p in pods(cluster, ns).items() if gated(p)]
-        assert 0 < len(still_gated) < MEMBERS, still_gated  # the kill came mid-admission
+        assert still_gated  # the kill came before the admission was done
 
         cluster.start_slotwise()
         homes = bound(cluster, ns, names)
@@ -56,3 +58,5 @@ def test_a_kill_mid_gang_admission_leaves_nothing_gated_or_charged_twice(cluster
         assert last_placed == homes
     finally:
         trail.close()
+        if "slotwise" not in cluster.replicas:  # failed before the restart: the other scenarios need it
+            cluster.start_slotwise()

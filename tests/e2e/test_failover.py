@@ -134,9 +134,9 @@ def gated(pod_object: dict) -> bool:
     return bool(pod_object["spec"].get("schedulingGates"))
 
 
-def kill_leader(pair: Pair) -> tuple[str, float]:
-    """SIGKILL the leader: its name and when."""
-    leader = pair.leader()
+def kill_leader(pair: Pair, leader: str | None = None) -> tuple[str, float]:
+    """SIGKILL the leader (``leader``, when the caller read it beforehand): its name and when."""
+    leader = leader or pair.leader()
     pair.cluster.kill_slotwise(leader)
     return leader, time.monotonic()
 
@@ -167,13 +167,15 @@ def test_the_leader_killed_mid_gang_the_other_replica_takes_over_and_finishes(pa
     nodes = fleet(cluster, "failover", 3)
     ns = namespace(cluster, "failover", managed=True)
     members = [f"rank-{k}" for k in range(24)]
+    leading = pair.leader()  # read now: killed the moment the placements are in the trail
     cluster.apply([pod(n, ns, annotations={"slotwise.io/gang": "allreduce", "slotwise.io/gang-min-members": "24"},
                        node_selector=nodes) for n in members])
     deadline = time.monotonic() + 90
     while sum(e.action == "place" for e in pair.store.audit(limit=200) if e.subject.startswith(f"{ns}/")) < 12:
         assert time.monotonic() < deadline, "the leader did not place half the gang within 90 s"
         time.sleep(0.01)
-    leader, killed = kill_leader(pair)
+    # A cycle records its placements in one transaction, then lifts the gates eight at a time.
+    leader, killed = kill_leader(pair, leading)
     assert any(gated(p) for p in pods(cluster, ns).values())  # killed mid-admission
     cluster.apply(pod("late", ns, node_selector=nodes))  # the other replica answers the webhooks meanwhile
     took = takeover(pair, leader, killed)
