@@ -21,6 +21,7 @@ import trustme
 from slotwise.server.tls import ReloadingContext
 from tests.conftest import Clock
 from tests.processes import free_port, stop
+from tests.test_server_tls_reload import handshake
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"
@@ -119,29 +120,6 @@ def test_an_unverified_caller_does_not_get_past_the_handshake(served, caller):
         http.post("/webhooks/mutate", json=review())
 
 
-def handshake(server: ssl.SSLContext, cert: trustme.LeafCert) -> None:
-    """A TLS 1.2 handshake in memory, the client presenting ``cert``; raises SSLError if refused.
-    (In TLS 1.3 the server checks the client's certificate after the client has finished.)"""
-    client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client_context.check_hostname, client_context.verify_mode = False, ssl.CERT_NONE
-    client_context.maximum_version = ssl.TLSVersion.TLSv1_2
-    cert.configure_cert(client_context)
-    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = client_context.wrap_bio(to_client, to_server, server_hostname="slotwise.slotwise-system.svc")
-    tls = server.wrap_bio(to_server, to_client, server_side=True)
-    pending = [client, tls]
-    for _ in range(10):
-        for side in list(pending):
-            try:
-                side.do_handshake()
-                pending.remove(side)
-            except ssl.SSLWantReadError:
-                pass
-        if not pending:
-            return
-    raise AssertionError("the handshake did not finish")
-
-
 def test_a_renewed_client_ca_is_followed_without_a_restart(tmp_path):
     leaf(trustme.CA(), "slotwise", tmp_path)  # the serving pair
     old_ca, new_ca = trustme.CA(), trustme.CA()
@@ -150,12 +128,12 @@ def test_a_renewed_client_ca_is_followed_without_a_restart(tmp_path):
     clock = Clock()
     tls = ReloadingContext(tmp_path / "slotwise.crt", tmp_path / "slotwise.key", check_every=5, clock=clock,
                            client_ca=tmp_path / "client-ca.crt")
-    handshake(tls.context, old_client)
+    handshake(tls.context, client=old_client)
     with pytest.raises(ssl.SSLError):
-        handshake(tls.context, new_client)
+        handshake(tls.context, client=new_client)
 
     new_ca.cert_pem.write_to_path(tmp_path / "client-ca.crt")  # the CA Secret renewed
     clock.now += 5
-    handshake(tls.context, new_client)
+    handshake(tls.context, client=new_client)
     with pytest.raises(ssl.SSLError):
-        handshake(tls.context, old_client)
+        handshake(tls.context, client=old_client)

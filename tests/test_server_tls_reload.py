@@ -112,10 +112,15 @@ def test_a_renewed_certificate_is_presented_without_a_restart(served, volume):
     assert healthz(port, new_ca) == 200
 
 
-def handshake(context: ssl.SSLContext, server_name: str | None = SERVICE) -> bytes:
-    """A TLS handshake in memory against ``context``; the certificate it presented."""
+def handshake(context: ssl.SSLContext, server_name: str | None = SERVICE, client: trustme.LeafCert | None = None) -> bytes:
+    """A TLS handshake in memory against ``context``, presenting ``client``'s certificate if
+    given (over TLS 1.2, where the server checks it before the handshake ends; raises SSLError
+    if refused); the certificate the server presented."""
     client_context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     client_context.check_hostname, client_context.verify_mode = False, ssl.CERT_NONE
+    if client is not None:
+        client_context.maximum_version = ssl.TLSVersion.TLSv1_2
+        client.configure_cert(client_context)
     to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
     client = client_context.wrap_bio(to_client, to_server, server_hostname=server_name)
     server = context.wrap_bio(to_server, to_client, server_side=True)
