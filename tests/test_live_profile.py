@@ -59,3 +59,14 @@ def test_the_admission_loop_and_the_extender_decide_with_fgd(store):  # noqa: F8
     assert node_names(jsonpatch.apply_patch(obj, action.patch)) in ([["n0"]], [["n1"]])
     scored = orjson.loads(Extender(cache, "fgd").prioritize(orjson.dumps({"Pod": obj, "NodeNames": ["n0", "n1"]})))
     assert {s["Host"] for s in scored} == {"n0", "n1"}
+
+
+def test_serve_refuses_an_unknown_profile_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from slotwise.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--db", f"sqlite:///{tmp_path / 'q.db'}", "--profile", "nope"])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: unknown profile 'nope'; choose one of default, ")
+    assert not (tmp_path / "q.db").exists()

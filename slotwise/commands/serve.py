@@ -176,6 +176,8 @@ def serve(
             raise ValueError(f"refusing plain HTTP on {host}: the webhooks, the extender and the API's bearer tokens "
                              "would cross the network readable and forgeable; give --tls-cert and --tls-key, or "
                              "--insecure-http behind a proxy that terminates TLS")
+        if profile not in profile_names():
+            raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(profile_names())}")
         store = Store(db)
         store.migrate()
         _seed(store, quota_config, admin_token_file)
@@ -184,8 +186,6 @@ def serve(
         metrics_token = metrics_token_file.read_text().strip() if metrics_token_file else None
         if metrics_token is not None and len(metrics_token) < MIN_TOKEN_CHARS:
             raise ValueError(f"{metrics_token_file}: a token of at least {MIN_TOKEN_CHARS} characters is needed")
-        if profile not in profile_names():
-            raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(profile_names())}")
         burst_config = burst_from_yaml(burst.read_text()) if burst else None
         workload_classes = classes_from_yaml(classes.read_text()) if classes else DEFAULT_CLASSES
         if mig_agents is not None and cache.kube is None:

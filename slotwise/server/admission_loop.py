@@ -420,7 +420,7 @@ class AdmissionLoop:
         if pod.gpu is not None and pod.gpu.shared:
             group, annotations, reservation = plan_share(pod, node, gpus[0], trial.groups, self.reservations)
             if reservation is not None:  # its CPU and memory count on the node, for kube-scheduler too
-                with suppress(ValueError):  # 10m short: the kubelet's admission has the last word
+                with suppress(ValueError):  # a gang member, planned without that check: kubelet admission decides
                     trial.snapshot.assign(without_its_gpu(pod_from_k8s(reservation)), trial.snapshot.index[node])
         elif gpus:
             annotations = {GPU_INDICES_ANNOTATION: ",".join(map(str, gpus))}
