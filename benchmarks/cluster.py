@@ -322,7 +322,10 @@ def run(config: str, node_rows: list[dict[str, str]], pods: list[dict[str, Any]]
     if slotwise:
         settings["serve_options"] = [f"--profile={config}"]
     result = Result(config, len(nodes), len(pods), args.rate)
-    say = lambda text: print(f"[{config}] {text}", file=sys.stderr, flush=True)  # noqa: E731
+
+    def say(text: str) -> None:
+        print(f"[{config}] {text}", file=sys.stderr, flush=True)
+
     with running(**settings) as cluster:
         started = time.monotonic()
         create_all(cluster, "/api/v1/nodes", nodes, args.creators, 0)
