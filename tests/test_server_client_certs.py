@@ -5,6 +5,7 @@ serving pair."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import subprocess
@@ -137,3 +138,18 @@ def test_a_renewed_client_ca_is_followed_without_a_restart(tmp_path):
     handshake(tls.context, client=new_client)
     with pytest.raises(ssl.SSLError):
         handshake(tls.context, client=old_client)
+
+
+def test_an_idle_keep_alive_connection_is_not_closed_under_the_caller(served):
+    """kube-apiserver's Go transport reuses a connection idle for up to 90 s. The service keeps it
+    longer (uvicorn's default closed it after 5 s, and a request sent as it closed failed: EOF)."""
+    trust = ssl.create_default_context()
+    served.server_ca.configure_trust(trust)
+    connection = http.client.HTTPSConnection("127.0.0.1", served.main, context=trust, timeout=10)
+    try:
+        for pause in (0, 6):
+            time.sleep(pause)
+            connection.request("GET", "/healthz")
+            assert connection.getresponse().read() == b'{"status":"ok"}'
+    finally:
+        connection.close()

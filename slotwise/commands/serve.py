@@ -74,6 +74,10 @@ def _exit(signum: int, _frame: object) -> None:
 
 #: How long in-flight requests get to finish on SIGTERM (the pod's grace period is 30 s).
 GRACEFUL_SHUTDOWN_S = 15
+#: How long an idle keep-alive connection stays open: longer than Go's transport keeps one idle
+#: (90 s), so that kube-apiserver and kube-scheduler close it first. With uvicorn's 5 s, a request
+#: sent on a connection the server was closing failed with EOF (a refused pod under Fail).
+KEEP_ALIVE_S = 120
 
 
 @dataclass
@@ -226,7 +230,7 @@ def serve(
         # On SIGTERM uvicorn stops accepting and finishes the requests in flight (the Deployment's
         # preStop pause has taken the pod out of the Service first).
         options = {"host": host, "log_level": "info", "access_log": access_log,
-                   "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S}
+                   "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S, "timeout_keep_alive": KEEP_ALIVE_S}
         main = uvicorn.Config(app_, port=port, ssl_context_factory=(lambda *_: tls.context) if tls else None, **options)
         run(main, *([uvicorn.Config(verified_callers(app_), port=client_cert_port, lifespan="off",
                                     ssl_context_factory=lambda *_: verifying.context, **options)] if verifying else []))
