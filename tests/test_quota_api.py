@@ -161,6 +161,20 @@ def test_import_config_as_yaml_and_json(api):
                          ).json()["changes"] == [{"action": "pool.delete", "subject": "extra", "detail": {}}]
 
 
+def test_an_export_imports_back_whatever_characters_json_carried(api):
+    """JSON allows a raw DEL (and other characters YAML's reader refuses) in a string: a JSON body
+    is read as JSON, so what was accepted and exported imports back unchanged."""
+    document = api.admin.get("/quota/config").json()
+    document["pools"].append({"name": "extra", "guaranteed": {"cpu": "2"}, "description": "tab\there, del\x7f, bell\x07"})
+    changed = api.admin.put("/quota/config", content=json.dumps(document, ensure_ascii=False).encode(),
+                            headers={"Content-Type": "application/json"})
+    assert changed.status_code == 200, changed.text
+    exported = api.admin.get("/quota/config")
+    assert {p["name"]: p.get("description") for p in exported.json()["pools"]}["extra"] == "tab\there, del\x7f, bell\x07"
+    again = api.admin.put("/quota/config", content=exported.content, headers={"Content-Type": "application/json"})
+    assert again.status_code == 200 and again.json() == {"changes": []}, again.text
+
+
 def test_import_moves_the_children_of_a_removed_pool(api):
     yaml_type = {"Content-Type": "application/yaml"}
     assert api.admin.put("/quota/config", content=EXAMPLE_POOLS.read_text(), headers=yaml_type).status_code == 200

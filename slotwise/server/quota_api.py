@@ -6,6 +6,7 @@ refused change, 401/403 for authentication, 404 for what does not exist, 409 for
 422 for an invalid configuration (every problem listed).
 """
 
+import json
 import time
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -106,6 +107,20 @@ def token_holder(store: Store, token: str) -> Principal:
     return who
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _document(body: bytes) -> Any:
+    """A configuration body: JSON read as JSON, which takes every character JSON allows (a raw
+    DEL, say, where YAML's reader refuses control characters, so an export would not import
+    back); anything else, or JSON's NaN and Infinity, as YAML."""
+    try:
+        return json.loads(body, parse_constant=_refuse_constant)
+    except ValueError:  # not JSON (or not UTF-8): YAML says what is wrong with it
+        return load_yaml(body)
+
+
 def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
     router = APIRouter(prefix="/quota", tags=["quota"])
 
@@ -176,7 +191,7 @@ def quota_router(store: Store, clock: Clock = time.time) -> APIRouter:
 
     def replace_config(body: bytes, actor: str) -> list[tuple[str, str, dict[str, Any]]]:
         try:
-            data = load_yaml(body)  # JSON is YAML, so one parser reads both
+            data = _document(body)
             if data is None:  # an empty body would remove every pool unused: a slip, not a wish
                 raise HTTPException(400, 'the body holds no configuration; to remove every pool send {"pools": []}')
             if _values(data, MAX_DOCUMENT_VALUES) > MAX_DOCUMENT_VALUES:
