@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -268,6 +268,9 @@ class AdmissionLoop:
         self._placer: Placer | None = None
         self.mig = mig
         self.reservations = reservations
+        # What a share group's reservation pod holds on its node, as the snapshot counts it (its
+        # CPU and memory; the shares account its GPU): built once, named per group when placed.
+        self._reservation_room = without_its_gpu(pod_from_k8s(reservation_pod("room", "", 0, reservations)))
         self.shares = ShareReconciler(kube, metrics, clock)
         self.burst = burst
         self.clock = clock
@@ -421,7 +424,7 @@ class AdmissionLoop:
             group, annotations, reservation = plan_share(pod, node, gpus[0], trial.groups, self.reservations)
             if reservation is not None:  # its CPU and memory count on the node, for kube-scheduler too
                 with suppress(ValueError):  # a gang member, planned without that check: kubelet admission decides
-                    trial.snapshot.assign(without_its_gpu(pod_from_k8s(reservation)), trial.snapshot.index[node])
+                    trial.snapshot.assign(replace(self._reservation_room, name=group), trial.snapshot.index[node])
         elif gpus:
             annotations = {GPU_INDICES_ANNOTATION: ",".join(map(str, gpus))}
         return Ungate(pod.key, ungate_patch(g.obj, node, planned, annotations), pod.uid, node, group, reservation,
@@ -485,8 +488,7 @@ class AdmissionLoop:
         if pod.gpu is None or not pod.gpu.shared or (decision.node, decision.gpus[0]) in trial.groups:
             return True
         snap = trial.snapshot
-        reservation = without_its_gpu(pod_from_k8s(reservation_pod("fit", decision.node, decision.gpus[0],
-                                                                   self.reservations)))
+        reservation = self._reservation_room
         try:
             snap.assign(pod, decision.node_index, decision.gpus)
             snap.assign(reservation, decision.node_index)
