@@ -16,8 +16,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from quota.store import Store
-from slotwise.server.webhooks import ADMISSION_GATE, webhook_router
+from scheduler.model.k8s_json import pod_from_k8s
+from slotwise.server.webhooks import ADMISSION_GATE, QuotaCheck, webhook_router
 from quota.config import config_from_yaml
+from tests.conftest import Clock
 from tests.processes import free_port
 from tests.quota_fixtures import ACTOR
 
@@ -203,6 +205,22 @@ def test_validate_rejects_pods_that_can_never_run(webhook, pod, says):
     response = webhook("/webhooks/validate", review(pod)).json()["response"]
     assert response["allowed"] is False
     assert response["status"]["code"] == 422 and says in response["status"]["message"]
+
+
+def test_the_quota_check_reads_a_changed_configuration_within_its_max_age(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'quota.db'}")
+    store.migrate()
+    store.replace_config(config_from_yaml(POOLS), ACTOR)
+    clock = Clock(1000.0)
+    check = QuotaCheck(store, clock, max_age_s=1.0)
+    nine = pod_from_k8s({**job_pod("9"), "metadata": {"name": "train-7-x", "namespace": "nlp"}})
+    assert "more than the max of pool nlp" in check.never(nine)
+    store.replace_config(config_from_yaml(POOLS.replace("max: {nvidia.com/gpu: 8}", "max: {nvidia.com/gpu: 16}")), ACTOR)
+    clock.now += 0.9
+    assert "more than the max of pool nlp" in check.never(nine)  # read 0.9 s ago: still the old max
+    clock.now += 0.1
+    assert check.never(nine) is None
+    store.close()
 
 
 def test_a_pod_in_a_namespace_without_a_pool_is_denied_by_quota(webhook):

@@ -69,7 +69,7 @@ class Store:
         # Held by this process's changes for their whole transaction: they change the cached ledger
         # in place. Readers never wait for it (Store.ledger).
         self._changing = threading.RLock()
-        self._config: tuple[int, QuotaConfig] | None = None
+        self._config: tuple[int, QuotaConfig, dict[str, int]] | None = None  # version, config, pool ids by name
         self._ledger: tuple[tuple[int, int, tuple[tuple[str, int], ...] | None], Ledger] | None = None
         self._epoch: int | None = None  # fenced: every change first checks that this epoch is still the newest
         self._batch = threading.local()  # .open: this thread's transaction of a batch (Store.batch)
@@ -219,7 +219,7 @@ class Store:
         reclaim = ReclaimSettings(float(settings.get("reclaim.grace_s", defaults.grace_s)),
                                   float(settings.get("reclaim.min_loan_s", defaults.min_loan_s)))
         config = QuotaConfig(tuple(pools), reclaim)
-        self._config = (version, config)
+        self._config = (version, config, {r.name: r.id for r in rows})
         return config
 
     def replace_config(self, config: QuotaConfig, actor: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -360,9 +360,9 @@ class Store:
         the grace period to stop, and are released (:meth:`release`) once gone; the requester is
         charged at once, so nobody else takes the capacity meanwhile."""
         with self._transaction() as (s, versions):
-            if s.get(WorkloadRow, request.key) is not None:
+            ledger = self._current_ledger(s, versions)  # holds exactly the admitted rows: same versions
+            if request.key in ledger.workloads:
                 raise StoreError(f"workload {request.key} is already admitted")
-            ledger = self._current_ledger(s, versions)
             decision = decide(ledger, request, now)
             if isinstance(decision, Reclaim):
                 for victim in decision.victims:
@@ -373,7 +373,7 @@ class Store:
             if isinstance(decision, Admit | Reclaim):
                 workload = request.charged(decision.gpu_model, now)
                 ledger.add(workload, force=isinstance(decision, Reclaim))
-                s.add(WorkloadRow(key=workload.key, pool_id=self._pool_id(s, workload.pool), priority=workload.priority,
+                s.add(WorkloadRow(key=workload.key, pool_id=self._pool_id(s, versions, workload.pool), priority=workload.priority,
                                   admitted_at=now, gpu_model=decision.gpu_model,
                                   borrowed=isinstance(decision, Admit) and bool(decision.borrowed),
                                   charge=json.dumps(dict(workload.charge), sort_keys=True)))
@@ -397,9 +397,10 @@ class Store:
             self._audit(s, actor, "release", key, {"pool": workload.pool})
         return workload
 
-    @staticmethod
-    def _pool_id(s: Session, name: str) -> int:
-        return s.scalars(select(PoolRow.id).where(PoolRow.name == name)).one()
+    def _pool_id(self, s: Session, versions: VersionRow, name: str) -> int:
+        self._load_config(s, versions.config)  # cached: ids change only with the configuration
+        assert self._config is not None
+        return self._config[2][name]
 
     # Overflow spend ---------------------------------------------------------------------------
     def budget_left(self, pool: str, at: datetime) -> tuple[float, float] | None:

@@ -104,18 +104,25 @@ def mutation(obj: Mapping[str, Any], namespace: str) -> list[dict[str, Any]]:
 
 
 class QuotaCheck:
-    """Whether a pod's request can ever be admitted in its project (above a max: never)."""
+    """Whether a pod's request can ever be admitted in its project (above a max: never).
 
-    def __init__(self, store: Store, clock: Callable[[], float] = time.time):
+    The configuration is read again once it is ``max_age_s`` old, not for every pod: every pod
+    creation waits for this check, and need not wait for a database round trip too. A pool
+    raised lets its pods in that much later; the admission loop, which decides, reads the newest."""
+
+    def __init__(self, store: Store, clock: Callable[[], float] = time.time, max_age_s: float = 1.0):
         self.store = store
         self.clock = clock
-        self._ledger: tuple[QuotaConfig, Ledger] | None = None
+        self.max_age_s = max_age_s
+        self._ledger: tuple[float, QuotaConfig, Ledger] | None = None  # read at, config, its empty ledger
 
     def never(self, pod: Pod) -> str | None:
-        config = self.store.config()
-        if self._ledger is None or self._ledger[0] is not config:  # the store caches the config per version
-            self._ledger = (config, Ledger(config))
-        decision = decide(self._ledger[1], request_for(pod.key, [pod]), self.clock())
+        now = self.clock()
+        if self._ledger is None or not 0 <= now - self._ledger[0] < self.max_age_s:
+            config = self.store.config()  # the store caches it per version: the same object if unchanged
+            ledger = self._ledger[2] if self._ledger is not None and self._ledger[1] is config else Ledger(config)
+            self._ledger = (now, config, ledger)
+        decision = decide(self._ledger[2], request_for(pod.key, [pod]), now)
         return decision.reason if isinstance(decision, Deny) else None
 
 
