@@ -67,17 +67,25 @@ def pod(name: str, gpus: int, cpu: int, node_name: str | None = None) -> dict[st
             "status": {"phase": "Running" if node_name else "Pending"}}
 
 
-def start_service(folder: Path, port: int, nodes: int) -> subprocess.Popen[bytes]:
-    """``slotwise serve`` on ``nodes`` generated nodes and pods bound to three quarters of them."""
+def start_service(folder: Path, port: int, nodes: int, bound_pods: int | None) -> tuple[subprocess.Popen[bytes], int]:
+    """``slotwise serve`` on ``nodes`` generated nodes: a GPU pod bound to three quarters of them,
+    then, up to ``bound_pods``, CPU pods bound to every node in turn; and how many pods are bound."""
     rng = np.random.default_rng(0)
     bound = [pod(f"run-{i}", int(rng.integers(1, 4)), 4, f"n{i}") for i in range(nodes) if i % 4 != 3]
+    bound += [pod(f"cpu-{j}", 0, 2, f"n{j % nodes}") for j in range(max(0, (bound_pods or 0) - len(bound)))]
     for kind, items in (("nodes", [node(i) for i in range(nodes)]), ("pods", bound)):
         (folder / f"{kind}.json").write_text(json.dumps({"kind": "List", "items": items}))
     (folder / "metrics-token").write_text(METRICS_TOKEN)
     command = [sys.executable, "-m", "slotwise.cli", "serve", "--port", str(port), "--managed", "bench",
                "--db", f"sqlite:///{folder / 'slotwise.db'}", "--nodes", str(folder / "nodes.json"),
                "--pods", str(folder / "pods.json"), "--metrics-token-file", str(folder / "metrics-token")]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), len(bound)
+
+
+def peak_mib(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM, Linux' /proc)."""
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 def cpu_seconds(pid: int) -> float:
@@ -194,6 +202,8 @@ def main() -> None:
                         "default percentageOfNodesToScore sends about 10%% of 5,000)")
     parser.add_argument("--pods", type=int, default=500, help="pods per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--bound", type=int, help="pods bound in the cluster (default: one on three quarters "
+                        "of the nodes)")
     parser.add_argument("--mutations", type=int, default=1000)
     parser.add_argument("--attackers", type=int, default=0, help="replay again while this many clients send "
                         "preempt requests of 3,000 candidate nodes back to back")
@@ -203,7 +213,7 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     folder = tempfile.TemporaryDirectory()
-    server = start_service(Path(folder.name), port, args.nodes)
+    server, bound = start_service(Path(folder.name), port, args.nodes, args.bound)
     names = [f"n{i}" for i in range(args.nodes)]
     try:
         client = Client(port)
@@ -242,6 +252,7 @@ def main() -> None:
             if k >= 50:
                 mutate.append(time.perf_counter() - start)
         print(f"webhook mutate, {args.mutations} reviews: {summary(mutate)}")
+        print(f"slotwise's peak memory (VmHWM), {args.nodes} nodes and {bound} bound pods cached: {peak_mib(server.pid):.0f} MiB")
         if args.attackers:
             attacked = under_attack(port, client, cycles, args.attackers, args.nodes)
             print(f"the same cycles while {args.attackers} clients send 3,000-node preempts: {summary(attacked)}; "
