@@ -62,6 +62,7 @@ from scheduler.model.k8s_json import node_from_k8s, pod_from_k8s  # noqa: E402
 from quota.store import Store  # noqa: E402
 from scheduler.placement.workload import TargetWorkload  # noqa: E402
 from simulator.replay import replay  # noqa: E402
+from slotwise.server.gpu_shares import ReservationSettings, reservation_room  # noqa: E402
 
 OPENB = ROOT.parent / "shared" / "traces" / "openb"
 NAMESPACE = "bench"
@@ -388,7 +389,8 @@ def run(config: str, node_rows: list[dict[str, str]], pods: list[dict[str, Any]]
         model_nodes = sorted((node_from_k8s(n) for n in nodes), key=lambda n: n.name)
         model_pods = {f"{NAMESPACE}/{p['metadata']['name']}": pod_from_k8s(p) for p in pods}
         live = {f"{NAMESPACE}/{name}": placed.get(name) for name in by_name}
-        simulated = replay(model_nodes, list(model_pods.values()), config)
+        room = reservation_room(ReservationSettings())  # as deploy/ runs it
+        simulated = replay(model_nodes, list(model_pods.values()), config, group_room=room)
         result.same_node = same_node(live, simulated)
         result.same_outcome = sum((live[k] is None) == (simulated[k] is None) for k in live) / len(live)
         result.sim_allocation = sum(gpu_milli(by_name[k.split("/", 1)[1]]) for k, v in simulated.items() if v) / capacity
@@ -396,7 +398,7 @@ def run(config: str, node_rows: list[dict[str, str]], pods: list[dict[str, Any]]
         # creation order where pods created close together reached it in different cycles.
         ordered = [model_pods[k] for k in decided if k in model_pods]
         ordered += [p for k, p in model_pods.items() if k not in set(decided)]
-        result.same_node_decided_order = same_node(live, replay(model_nodes, ordered, config,
+        result.same_node_decided_order = same_node(live, replay(model_nodes, ordered, config, group_room=room,
                                                                 workload=TargetWorkload.from_pods(model_pods.values())))
     return result
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 from kubernetes.client import ApiException
 from urllib3.exceptions import HTTPError
 
@@ -54,15 +53,15 @@ from scheduler.gang.queue import TimedOut
 from scheduler.gang.topology import Topology
 from scheduler.model.cluster import GPU_INDICES_ANNOTATION, Node, Pod, WorkloadKind
 from scheduler.model.json_patch import set_entries
-from scheduler.model.k8s_json import pod_from_k8s
 from scheduler.model.snapshot import Snapshot
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.placement.decision import Placement
+from scheduler.placement import share_groups
 from scheduler.placement.engine import Placer
 from slotwise.server.cache import ClusterCache
 from slotwise.server.extender import PLANNED_NODES_ANNOTATION
 from slotwise.server.gpu_share_reconciler import ShareReconciler
-from slotwise.server.gpu_shares import Reservation, ReservationSettings, plan_share, reservation_pod, without_its_gpu
+from slotwise.server.gpu_shares import Reservation, ReservationSettings, plan_share, reservation_room
 from slotwise.server.kube import Kube
 from slotwise.server.leader import Elector
 from slotwise.server.live_profile import LiveProfile
@@ -268,9 +267,7 @@ class AdmissionLoop:
         self._placer: Placer | None = None
         self.mig = mig
         self.reservations = reservations
-        # What a share group's reservation pod holds on its node, as the snapshot counts it (its
-        # CPU and memory; the shares account its GPU): built once, named per group when placed.
-        self._reservation_room = without_its_gpu(pod_from_k8s(reservation_pod("room", "", 0, reservations)))
+        self._reservation_room = reservation_room(reservations)  # built once, named per group when placed
         self.shares = ShareReconciler(kube, metrics, clock)
         self.burst = burst
         self.clock = clock
@@ -466,11 +463,7 @@ class AdmissionLoop:
             commit(snap, plan)
             return placed
         pod = unit.members[0].pod
-        decision = trial.placer.decide(snap, pod)
-        among = np.arange(len(snap))
-        while isinstance(decision, Placement) and not self._reservation_fits(trial, pod, decision):
-            among = among[among != decision.node_index]  # the share would start a group its node cannot hold
-            decision = trial.placer.decide(snap, pod, among)
+        decision = share_groups.decide(trial.placer, snap, pod, trial.groups, self._reservation_room)
         if not isinstance(decision, Placement):
             profile, _ = requested_profile(pod)
             if trial.fleet is not None and profile is not None and trial.fleet.choose(profile) is None:
@@ -480,25 +473,6 @@ class AdmissionLoop:
         assert short is None, short  # the MIG filter kept only nodes with a free instance
         snap.assign(pod, decision.node_index, decision.gpus)
         return {pod.key: decision.node}
-
-    def _reservation_fits(self, trial: _Trial, pod: Pod, decision: Placement) -> bool:
-        """Whether a share that starts a group on its GPU leaves room on the node for the group's
-        reservation pod (kube-scheduler counts its CPU and memory there; without that room it
-        would refuse the share). Other pods, and shares joining a group, need none."""
-        if pod.gpu is None or not pod.gpu.shared or (decision.node, decision.gpus[0]) in trial.groups:
-            return True
-        snap = trial.snapshot
-        reservation = self._reservation_room
-        try:
-            snap.assign(pod, decision.node_index, decision.gpus)
-            snap.assign(reservation, decision.node_index)
-            return True
-        except ValueError:
-            return False
-        finally:
-            for key in (pod.key, reservation.key):
-                if key in snap.assignments:
-                    snap.release(key)
 
     @staticmethod
     def _take_instances(fleet: Fleet | None, placed: Sequence[tuple[Pod, str]]) -> str | None:

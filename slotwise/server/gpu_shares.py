@@ -24,6 +24,7 @@ from typing import Any
 
 from scheduler.model.cluster import GPU_INDICES_ANNOTATION, Pod
 from scheduler.model.json_patch import set_entries
+from scheduler.model.k8s_json import pod_from_k8s
 from scheduler.model.resources import GPU, GPU_MILLI
 
 #: On a share pod: the reservation (group) whose GPU it shares.
@@ -137,6 +138,12 @@ def reservation_pod(name: str, node: str, index: int, settings: ReservationSetti
             }],
         },
     }
+
+
+def reservation_room(settings: ReservationSettings) -> Pod:
+    """What a group's reservation pod holds on its node, as a snapshot counts it (its CPU and
+    memory; the group's shares account its GPU). Named ``room``: rename it per group to place it."""
+    return without_its_gpu(pod_from_k8s(reservation_pod("room", "", 0, settings)))
 
 
 def env_config_map(pod: Pod, name: str, device: str) -> dict[str, Any]:
