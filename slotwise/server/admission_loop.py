@@ -54,9 +54,9 @@ from scheduler.gang.topology import Topology
 from scheduler.model.cluster import GPU_INDICES_ANNOTATION, Node, Pod, WorkloadKind
 from scheduler.model.json_patch import set_entries
 from scheduler.model.snapshot import Snapshot
+from scheduler.placement import share_groups
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
 from scheduler.placement.decision import Placement
-from scheduler.placement import share_groups
 from scheduler.placement.engine import Placer
 from slotwise.server.cache import ClusterCache
 from slotwise.server.extender import PLANNED_NODES_ANNOTATION
