@@ -3,8 +3,8 @@ loop's writes (pod patch, eviction, event, pod condition; GPU reservation pods a
 ConfigMaps), the leader election's Lease and the TokenReviews of MIG agents' tokens, nothing else. Nodes and pods come through
 CoreV1Api, PodGroups (scheduler-plugins' and Volcano's CRDs) through CustomObjectsApi.
 
-Objects travel as plain camelCase dicts (lists with ``_preload_content=False``, watch events'
-``raw_object``) because ``scheduler.model.k8s_json`` reads exactly those, and skipping the
+Objects travel as plain camelCase dicts (lists with ``_preload_content=False``, watch events as
+the stream carries them) because ``scheduler.model.k8s_json`` reads exactly those, and skipping the
 client's model classes is what makes a 5,000-node relist cheap. Watch streams are read here too:
 the client's reader decodes every event three times (JSON, back to JSON, JSON again), and with
 ``deserialize=False`` client 37 fails on ERROR events, the very ones that carry 410 Gone.
