@@ -414,8 +414,10 @@ def decision_order(db_url: str) -> list[str]:
 
 
 def same_node(live: dict[str, str | None], simulated: dict[str, str | None]) -> float:
-    """The share of pods placed, live, on the node the simulation placed them on."""
-    return sum(node is not None and node == simulated[key] for key, node in live.items()) / len(live)
+    """Of the pods placed live, the share the simulation placed on the same node (whether the
+    others were placed at all is ``same_outcome``)."""
+    placed = {key: node for key, node in live.items() if node is not None}
+    return sum(node == simulated[key] for key, node in placed.items()) / max(len(placed), 1)
 
 
 def table(results: list[Result]) -> str:
