@@ -27,8 +27,8 @@ import httpx
 import pytest
 import uvicorn
 import yaml
-from sqlalchemy import create_engine, make_url, select, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, create_engine, make_url, select, text
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
 from quota.admission import Request
@@ -96,9 +96,22 @@ def postgres_database(base: str) -> Iterator[str]:
     try:
         yield make_url(base).set(database=name).render_as_string(hide_password=False)
     finally:
-        with maintenance.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _drop(maintenance, name)
         maintenance.dispose()
+
+
+def _drop(maintenance: Engine, name: str, attempts: int = 50) -> None:
+    """``WITH (FORCE)`` ends the test's own sessions, but PostgreSQL refuses it while an
+    autovacuum worker (of no role of ours) is on the database: that ends in moments, so again."""
+    for attempt in range(attempts):
+        try:
+            with maintenance.connect() as c:
+                c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except ProgrammingError as exc:
+            if attempt == attempts - 1 or "pg_signal_backend" not in str(exc):
+                raise
+            time.sleep(0.1)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
