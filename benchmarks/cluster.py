@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import queue
 import ssl
 import statistics
@@ -57,6 +56,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.server import cpu_seconds, peak_mib  # noqa: E402
 from e2e.cluster import KWOK_ANNOTATION, Cluster, running  # noqa: E402
 from scheduler.model.k8s_json import node_from_k8s, pod_from_k8s  # noqa: E402
 from quota.store import Store  # noqa: E402
@@ -229,22 +229,6 @@ def schedulable(node: dict[str, Any]) -> bool:
     return ready and not node.get("spec", {}).get("taints")
 
 
-# Processes ------------------------------------------------------------------------------------------
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 # What a run shows -----------------------------------------------------------------------------------
 def overcommitted(pods: dict[str, dict[str, Any]], placed: dict[str, str], gpus_of: dict[str, int]) -> set[str]:
     """Shares kube-scheduler put where the node's GPUs have no room for them: per node, the
@@ -358,7 +342,7 @@ def run(config: str, node_rows: list[dict[str, str]], pods: list[dict[str, Any]]
         result.wall_s = time.monotonic() - begun
         result.cpu_s = {name: cpu_seconds(pid) - before[name] for name, pid in processes.items()}
         if "slotwise" in processes:
-            result.slotwise_peak_mib = peak_rss_mib(processes["slotwise"])
+            result.slotwise_peak_mib = peak_mib(processes["slotwise"])
         watch.stop()
         with client(cluster) as http:
             listed = http.get(f"/api/v1/namespaces/{NAMESPACE}/pods").json()["items"]

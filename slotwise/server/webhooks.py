@@ -168,7 +168,7 @@ def webhook_router(managed: Managed, store: Store | None = None, clock: Callable
             return _reply(review["uid"])
         with timed("validate"):
             try:
-                reason = await run_in_threadpool(problems, review["object"], review["namespace"], quota)  # reads SQL
+                reason = await run_in_threadpool(problems, review["object"], review["namespace"], quota)  # SQL once a second
             except (OperationalError, InterfaceError):  # the database is away: a check that cannot be
                 # made must not refuse the pod; the gate still holds it
                 log.warning("quota check skipped: the database is unavailable", exc_info=True)
