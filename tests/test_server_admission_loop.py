@@ -339,6 +339,19 @@ def test_finished_workloads_are_released(store):
     assert {w.key for w in store.ledger().charged()} == {"nlp/alive", "nlp/away"}
 
 
+def test_a_workload_is_released_once_its_pod_leaves_the_gang_it_was_charged_as(store):
+    """Workload keys are remembered per pod object: a pod that changes (the same uid, a new object)
+    is read again, so a gang whose last member became a pod of its own has no pod left."""
+    for key in ("nlp/train", "nlp/a"):
+        pod = build_pod(key.split("/")[1], namespace="nlp", project="nlp", gpus=1)
+        store.admit(request_for(key, [pod]), T0 - 600, "test")
+    admission = loop(store)
+    admission.cache.replace("pods", [bound(gang_json("a", "train", 1), "n1")])
+    assert admission.release_finished() == ["nlp/a"]
+    admission.cache.replace("pods", [bound(pod_json("a"), "n1")])
+    assert admission.release_finished() == ["nlp/train"]
+
+
 def test_the_loop_reads_gated_pods_from_the_cache_and_lifts_a_gate_once(store):
     kube = FakeKube()
     cache = cache_of(pod_json("a"))

@@ -198,6 +198,31 @@ def _workload_key(pod: Pod, classes: Mapping[WorkloadKind, WorkloadClass]) -> st
     return m.key if m is not None else pod.key
 
 
+class _WorkloadKeys:
+    """Each pod's workload key, worked out once per pod object. The cache hands out the same
+    immutable Pod until the pod changes; reading the gang annotations of every cached pod in
+    every cycle was the loop's largest cost with thousands of pods bound."""
+
+    def __init__(self, classes: Mapping[WorkloadKind, WorkloadClass]):
+        self.classes = classes
+        self._known: dict[str, tuple[Pod, str]] = {}  # uid -> the pod object read, its key
+
+    def of(self, pod: Pod) -> str:
+        return self._read(pod, self._known)
+
+    def live(self, pods: Iterable[Pod]) -> set[str]:
+        """The keys of ``pods``, every pod the cache holds: what it no longer holds is forgotten."""
+        before, self._known = self._known, {}
+        return {self._read(pod, before) for pod in pods}
+
+    def _read(self, pod: Pod, known: Mapping[str, tuple[Pod, str]]) -> str:
+        seen = known.get(pod.uid)
+        if seen is None or seen[0] is not pod:
+            seen = (pod, _workload_key(pod, self.classes))
+        self._known[pod.uid] = seen
+        return seen[1]
+
+
 @dataclass(frozen=True, slots=True)
 class _Trial:
     """One cycle's what-if state: each unit placed takes its room (and MIG instances) here, so
@@ -262,6 +287,7 @@ class AdmissionLoop:
         self._unfenced = store
         self._term = 0
         self.classes = classes
+        self._keys = _WorkloadKeys(classes)
         self.metrics = metrics
         self.profiles = LiveProfile(cache, placer_profile, classes)
         self._placer: Placer | None = None
@@ -295,7 +321,7 @@ class AdmissionLoop:
         actions += problems
         gangs = any(u.gang for u in units)
         # Gang keys of running pods, worked out only when a gang waits: a pass over every pod.
-        running = {_workload_key(a.pod, self.classes) for a in snapshot.assignments.values()} if gangs else set()
+        running = {self._keys.of(a.pod) for a in snapshot.assignments.values()} if gangs else set()
         trial = self._trial(snapshot, gangs, [g.pod for g in gated_pods])
         for unit in sorted(units, key=lambda u: u.order):
             try:
@@ -528,13 +554,13 @@ class AdmissionLoop:
         """The running pods under each workload key they answer to: their own and their gang's."""
         out: dict[str, list[Pod]] = {}
         for a in snapshot.assignments.values():
-            for key in {a.pod.key, _workload_key(a.pod, self.classes)}:
+            for key in {a.pod.key, self._keys.of(a.pod)}:
                 out.setdefault(key, []).append(a.pod)
         return out
 
     def _live(self, pods: Iterable[Pod] | None = None) -> set[str]:
         """Workload keys with a pod in the cache (which drops Succeeded and Failed pods)."""
-        return {_workload_key(p, self.classes) for p in (self.cache.pods() if pods is None else pods)}
+        return self._keys.live(self.cache.pods() if pods is None else pods)
 
     def release_finished(self, live: set[str] | None = None) -> list[str]:
         """Give back the charge of admitted workloads with no pod left, evicted victims included.
@@ -673,8 +699,9 @@ class AdmissionLoop:
         the reclaim decision is in the database, so an eviction lost to a crash or a transport
         error is sent again, after a restart too."""
         ledger = self.store.ledger()
-        running = {a.pod.uid for a in snapshot.assignments.values()}
-        self._evicted_at = {uid: at for uid, at in self._evicted_at.items() if uid in running}
+        if self._evicted_at:  # a pass over every running pod, only when there are evictions to forget
+            running = {a.pod.uid for a in snapshot.assignments.values()}
+            self._evicted_at = {uid: at for uid, at in self._evicted_at.items() if uid in running}
         if not ledger.terminating:
             return []
         grace = ledger.config.reclaim.grace_s
@@ -733,7 +760,7 @@ class AdmissionLoop:
             self.metrics.set_pending(Counter(a.cause for a in actions if isinstance(a, Pending)))
         keys = {g.pod.key for g in gated}
         self._told = {k: v for k, v in self._told.items() if k in keys}
-        units = {_workload_key(g.pod, self.classes) for g in gated}
+        units = {self._keys.of(g.pod) for g in gated}
         self._denied = {k: v for k, v in self._denied.items() if k in units}
         self._timed_out = {k: v for k, v in self._timed_out.items() if k in units}
         return actions

@@ -171,7 +171,7 @@ class GroupState:
 
 def group_state(pods: Iterable[Pod]) -> GroupState:
     """Pure: read the groups from the cached pods (reservations and shares alike)."""
-    pods = list(pods)
+    pods = [p for p in pods if GROUP_ANNOTATION in p.annotations or RESERVATION_LABEL in p.labels]  # one pass over them all
     reservations = {r.name: r for r in map(Reservation.of, pods) if r is not None}
     used: set[str] = set()
     env_due: list[tuple[Pod, str, str]] = []
