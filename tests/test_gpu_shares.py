@@ -100,7 +100,8 @@ def test_an_existing_env_from_list_is_appended_to():
 # The admission loop ----------------------------------------------------------------------------
 def plan(store: Store, *objs: dict[str, Any], settings: ReservationSettings = ReservationSettings()) -> list[Any]:
     cache = cache_of(*objs)
-    loop = AdmissionLoop(cache, None, store, clock=lambda: T0, reservations=settings)  # type: ignore[arg-type]
+    # gpu-pack puts shares on a GPU already in use, so these tests choose which shares meet on one GPU.
+    loop = AdmissionLoop(cache, None, store, "gpu-pack", clock=lambda: T0, reservations=settings)  # type: ignore[arg-type]
     gated = [Gated.of(pod_from_k8s(o), o, T0) for o in objs if o["spec"].get("schedulingGates")]
     with cache.snapshot() as snap:
         return loop.plan(snap, gated, T0)

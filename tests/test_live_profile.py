@@ -32,14 +32,14 @@ def test_the_profile_follows_the_shapes_the_cache_holds_at_most_every_period():
     assert live.current() is second  # nothing changed: kept, and what callers built from it too
 
 
-def test_a_profile_without_a_workload_is_built_once():
-    cache = cache_of(pod_json("a"))
+def test_default_packs_gpu_pods_until_the_cache_holds_pods_then_measures_fragmentation_against_them():
+    cache = cache_of()
     clock = Clock()
     live = LiveProfile(cache, "default", every_s=10, clock=clock)
-    first = live.current()
+    assert live.current().gpu[0][0].name == "gpu-pack"  # nothing to measure against yet
     cache.replace("pods", [pod_json("a", gpus=4)])
-    clock.now += 100
-    assert live.current() is first
+    clock.now += 10
+    assert live.current().gpu[0][0].name == "fgd-cpu"
 
 
 def test_an_empty_cache_measures_against_the_pods_being_decided():

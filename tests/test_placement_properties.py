@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.model.resources import MILLI_PER_GPU, PODS
-from scheduler.model.snapshot import GPU_SHARE, PIPELINE, OvercommitError, Snapshot
+from scheduler.model.snapshot import GPU_AFFINITY, PIPELINE, OvercommitError, Snapshot, gpu_affinity
 from scheduler.placement.decision import Placement, Unschedulable
 from scheduler.placement.engine import Placer
 from scheduler.placement.filters import run_filters
@@ -193,13 +193,13 @@ def check_invariants(snap: Snapshot) -> None:
         if a.pod.pipeline:
             tallies[PIPELINE, a.pod.pipeline, a.node] += 1
         if a.pod.gpu is not None:
-            tallies[GPU_SHARE, a.pod.gpu.milli, a.node] += 1
+            tallies[GPU_AFFINITY, gpu_affinity(a.pod.gpu), a.node] += 1
     assert np.array_equal(snap.free, snap.allocatable - used)
     # every pod takes one of its node's pod slots
     per_node = np.bincount([a.node for a in snap.assignments.values()], minlength=len(snap))
     assert np.array_equal(snap.free[snap.column[PODS]], snap.allocatable[snap.column[PODS]] - per_node)
     assert np.array_equal(g[real], (MILLI_PER_GPU - gpu_used)[real])
-    for category in (PIPELINE, GPU_SHARE):
+    for category in (PIPELINE, GPU_AFFINITY):
         values = {v for c, v, _ in tallies if c == category}
         for v in values:
             assert snap.tally(category, v).tolist() == [tallies[category, v, i] for i in range(len(snap))]
@@ -276,7 +276,7 @@ def test_operations_keep_the_snapshot_exact(make_node, make_pod, cluster, ops, s
         twin.release(key)
     assert same(state(twin), fresh)
     assert same(state(snap, ("version",)), kept), "changing a copy changed its original"
-    for category in (PIPELINE, GPU_SHARE):
+    for category in (PIPELINE, GPU_AFFINITY):
         assert not twin.distinct(category).any()
 
     for key in list(snap.assignments):

@@ -46,12 +46,13 @@ PACKING_BOUND = [
     dict(on="half", share=400, at=(0,)), dict(on="half", gpus=1, at=(1,)),
 ]
 
-# Nodes for the gpu-clustering rows: which GPU shares their pods hold.
+# Nodes for the gpu-clustering rows, by the classes of their GPU pods (every share is one class,
+# whole-GPU pods one per GPU count): one 1-GPU pod; none; a 1-GPU pod and a share; a share.
 CLUSTERING_NODES = [dict(name=n, gpus=4) for n in ("other", "idle", "mixed", "same")]
 CLUSTERING_BOUND = [
-    dict(on="other", share=500, at=(0,)),
-    dict(on="mixed", share=300, at=(0,)), dict(on="mixed", share=500, at=(1,)),
-    dict(on="same", share=300, at=(0,)),
+    dict(on="other", gpus=1, at=(0,)),
+    dict(on="mixed", gpus=1, at=(0,)), dict(on="mixed", share=500, at=(1,)),
+    dict(on="same", share=500, at=(0,)),
 ]
 
 SCENARIOS = [
@@ -110,12 +111,14 @@ SCENARIOS = [
         bound=PACKING_BOUND),
     row("gpu-packing/idle-node-with-fewer-GPUs", "gpu-packing", PACKING_NODES, dict(gpus=1), "idle2", (0,),
         bound=PACKING_BOUND, among=["idle8", "idle2"]),
-    # gpu-clustering bands: only this share > this share among others > idle > other shares only
-    row("gpu-clustering/same-share-only", "gpu-clustering", CLUSTERING_NODES, dict(share=300), "same", (0,),
+    # gpu-clustering bands: only this class > this class among others > idle > other classes only
+    row("gpu-clustering/same-class-only", "gpu-clustering", CLUSTERING_NODES, dict(share=300), "same", (0,),
         bound=CLUSTERING_BOUND),
-    row("gpu-clustering/same-share-among-others", "gpu-clustering", CLUSTERING_NODES, dict(share=300), "mixed", (1,),
+    row("gpu-clustering/whole-GPU-pods-gather-by-count", "gpu-clustering", CLUSTERING_NODES, dict(gpus=1), "other",
+        (1,), bound=CLUSTERING_BOUND),
+    row("gpu-clustering/same-class-among-others", "gpu-clustering", CLUSTERING_NODES, dict(share=300), "mixed", (1,),
         bound=CLUSTERING_BOUND, among=["other", "idle", "mixed"]),
-    row("gpu-clustering/idle-over-other-shares", "gpu-clustering", CLUSTERING_NODES, dict(share=300), "idle", (0,),
+    row("gpu-clustering/idle-over-other-classes", "gpu-clustering", CLUSTERING_NODES, dict(share=300), "idle", (0,),
         bound=CLUSTERING_BOUND, among=["other", "idle"]),
     # dotprod, pod 16 cores + 1 GPU on 32-core 8-GPU nodes:
     #   gpus-busy: (16/32)(32/32) + (1/8)(4/8) = 0.5625;  cpu-busy: (16/32)(16/32) + (1/8)(8/8) = 0.375
@@ -139,9 +142,11 @@ SCENARIOS = [
         [dict(name="one", labels={FLUID.format("ml", "a"): "true"}),
          dict(name="both", labels={FLUID.format("ml", "a"): "true", FLUID.format("ml", "b"): "true"})],
         dict(namespace="ml", datasets=("a", "b")), "both"),
-    # default profile: gpu-pack for GPU pods, cpu-spread for CPU pods ----------------------
-    row("default/GPU-pod-packs", "default", [dict(name="empty", gpus=8), dict(name="used", gpus=8)],
-        dict(gpus=1), "used", (1,), bound=[dict(on="used", gpus=1, at=(0,))]),
+    # default profile: fgd for GPU pods (the workload known), cpu-spread for CPU pods --------
+    # A 300 share on the used GPU would leave 300, too little for the 600 shares expected: gpu-pack
+    # would take it there, fgd takes an idle GPU.
+    row("default/GPU-pod-by-fragmentation", "default", [dict(name="used", gpus=1), dict(name="idle", gpus=1)],
+        dict(share=300), "idle", (0,), bound=[dict(on="used", share=400, at=(0,))], workload=[dict(share=600)]),
     row("default/CPU-pod-spreads", "default", [dict(name="busy"), dict(name="idle")],
         dict(), "idle", bound=[dict(on="busy", cpu=8000)]),
 ]
@@ -169,6 +174,29 @@ def test_scenario(make_snapshot, make_pod, profile, nodes, bound, pod, node, gpu
     snap.assign(new, decision.node_index, decision.gpus)  # the decision is one the snapshot accepts
 
 
+def test_fgd_cpu_counts_the_idle_gpu_that_free_cpu_cannot_feed(make_snapshot, make_pod):
+    # Expected GPU pods: 1 GPU and 8 cores each, so a core feeds 1/8 of a GPU. "rich" has 4 idle
+    # GPUs and 40 cores; "busy" has no idle GPU. A 16-core CPU pod on "rich" leaves 24 cores, which
+    # feed 3 GPUs: the 4th is stranded. fgd sees nothing (one expected pod still fits) and takes
+    # the first node; fgd-cpu counts that GPU and goes to "busy".
+    nodes = [dict(name="rich", cpu=40_000, gpus=4), dict(name="busy", cpu=40_000, gpus=4)]
+    snap = make_snapshot(nodes, [dict(on="busy", gpus=4, at=(0, 1, 2, 3))])
+    workload = workload_of(make_pod, [dict(cpu=8000, gpus=1)])
+    pod = make_pod("cpu-heavy", cpu=16_000)
+    assert Placer(build_profile("fgd", workload=workload)).decide(snap, pod).node == "rich"
+    fgd_cpu = make("fgd-cpu", PolicyContext(np.random.default_rng(0), workload))
+    assert Placer(build_profile("fgd-cpu", workload=workload)).decide(snap, pod).node == "busy"
+    snap.assign(pod, snap.index["rich"])
+    # rich: 4 idle GPUs, 24 cores feed 3, one (1000 milli) is stranded; busy: no idle GPU
+    assert fgd_cpu.node_fragmentation(snap).tolist() == [1000, 0]
+
+
+def test_default_packs_gpu_pods_until_it_knows_the_workload(make_snapshot, make_pod):
+    snap = make_snapshot([dict(name="empty", gpus=8), dict(name="used", gpus=8)], [dict(on="used", gpus=1, at=(0,))])
+    decision = Placer(build_profile("default")).decide(snap, make_pod(gpus=1))
+    assert (decision.node, [name for name, _ in decision.scores]) == ("used", ["gpu-pack"])
+
+
 # Exact formulas ------------------------------------------------------------------------------
 
 
@@ -185,19 +213,22 @@ def test_bestfit_formula(make_snapshot, make_pod):
 
 
 def test_dotprod_formula(make_snapshot, make_pod):
-    snap = make_snapshot([dict(name="gpus-busy", gpus=8), dict(name="cpu-busy", gpus=8)],
+    # Both dimensions are normalised by the largest node (32 cores, 8 GPUs), as the paper's -norm
+    # max does: the small idle node's dot is 16/32 * 16/32 + 1/8 * 4/8, not 16/16 * 16/16 + 1/4 * 4/4.
+    snap = make_snapshot([dict(name="gpus-busy", gpus=8), dict(name="cpu-busy", gpus=8), dict(name="small", cpu=16_000, gpus=4)],
                          [dict(on="gpus-busy", cpu=0, gpus=4, at=(0, 1, 2, 3)), dict(on="cpu-busy", cpu=16_000)])
     scores = make("dotprod", PolicyContext(np.random.default_rng(0))).score(snap, make_pod(cpu=16_000, gpus=1),
-                                                                             np.arange(2))
-    assert scores.tolist() == [100 * (1 - 0.5625 / 2), 100 * (1 - 0.375 / 2)]
+                                                                             np.arange(3))
+    assert scores.tolist() == [100 * (1 - 0.5625 / 2), 100 * (1 - 0.375 / 2), 100 * (1 - 0.3125 / 2)]
 
 
 def test_gpu_clustering_bands(make_snapshot, make_pod):
     snap = make_snapshot(CLUSTERING_NODES, CLUSTERING_BOUND)
     scores = make("gpu-clustering", PolicyContext(np.random.default_rng(0))).score(snap, make_pod(share=300),
                                                                                     np.arange(4))
-    # 25 * (band + fullness): other 0, idle 1, mixed 2, same 3; fullness = 1 - idle milli / 4000
-    assert scores.tolist() == pytest.approx([25 * (0 + 500 / 4000), 25 * 1, 25 * (2 + 800 / 4000), 25 * (3 + 300 / 4000)])
+    # 25 * (band + fullness): other 0, idle 1, mixed 2, same 3 (a share of another size is the same
+    # class); fullness = 1 - idle milli / 4000
+    assert scores.tolist() == pytest.approx([25 * (0 + 1000 / 4000), 25 * 1, 25 * (2 + 1500 / 4000), 25 * (3 + 500 / 4000)])
 
 
 def test_fgd_fragmentation_by_hand(make_snapshot, make_pod):
@@ -294,6 +325,19 @@ def test_random_is_reproducible_from_its_seed(make_snapshot, make_pod):
     others = {tuple(random_choices(make_snapshot, make_pod, build_profile("random", seed=s))) for s in range(5)}
     assert len(others) > 1
     assert len(set(first)) > 1  # it does wander
+
+
+def test_random_draws_a_node_uniformly_and_a_share_s_gpu_among_those_it_fits(make_snapshot, make_pod):
+    # Whole-number scores from random numbers would tie among the ~1% drawn highest and go to the
+    # lowest index: a bias to the first nodes, which packs. The paper's Random has none.
+    snap = make_snapshot([dict(name=f"n{i:04d}") for i in range(1000)])
+    placer = Placer(build_profile("random", seed=1))
+    chosen = [placer.decide(snap, make_pod(f"p{k}")).node_index for k in range(300)]
+    assert 400 < np.mean(chosen) < 600
+    # GPUs free [1000, 500, 200, 1000]: a 400 share fits on 0, 1 and 3, and is put on each.
+    snap = make_snapshot([dict(name="n", gpus=4)], [dict(on="n", share=500, at=(1,)), dict(on="n", share=800, at=(2,))])
+    gpus = {placer.decide(snap, make_pod(f"s{k}", share=400)).gpus for k in range(60)}
+    assert gpus == {(0,), (1,), (3,)}
 
 
 def test_registry_lists_every_policy_and_rejects_unknown_names():

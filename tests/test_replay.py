@@ -15,8 +15,9 @@ def test_a_share_that_starts_a_group_goes_where_its_reservation_fits_beside_it()
     tight = build_node("a-tight", cpu=8_000, memory=64 * GiB, gpus=1)
     roomy = build_node("b-roomy", cpu=64_000, memory=256 * GiB, gpus=1)
     share = build_pod("s1", cpu=8_000, memory=8 * GiB, share=500)
-    assert replay([tight, roomy], [share], "default", group_room=NO_ROOM) == {"default/s1": "a-tight"}
-    assert replay([tight, roomy], [share], "default", group_room=ROOM) == {"default/s1": "b-roomy"}
+    # bestfit takes the node the share fills exactly, unless its reservation pod must fit too
+    assert replay([tight, roomy], [share], "bestfit", group_room=NO_ROOM) == {"default/s1": "a-tight"}
+    assert replay([tight, roomy], [share], "bestfit", group_room=ROOM) == {"default/s1": "b-roomy"}
 
 
 def test_a_share_that_joins_a_group_needs_no_room_and_each_new_group_needs_its_own():

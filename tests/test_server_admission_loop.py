@@ -164,7 +164,7 @@ def node_names(doc: dict[str, Any]) -> list[list[str]]:
 def test_a_pod_within_quota_is_ungated_with_affinity_to_its_node(store):
     obj = pod_json("a")
     snap = build_snapshot([build_node("n1", gpus=8), build_node("n2", gpus=8)], [{"gpus": 4, "on": "n2"}])
-    [action] = loop(store).plan(snap, gated(obj), T0)
+    [action] = loop(store, placer_profile="gpu-pack").plan(snap, gated(obj), T0)
     assert isinstance(action, Ungate) and action.pod_key == "nlp/a"
     after = jsonpatch.apply_patch(obj, action.patch)
     assert after["spec"]["schedulingGates"] == []
@@ -221,12 +221,19 @@ def test_reclaim_evicts_the_borrower_and_the_requester_waits_charged(store):
     borrower = build_pod("borrow-0", namespace="nlp", project="nlp", gpus=6, on="n1")
     store.admit(request_for(borrower.key, [borrower]), T0 - 600, "test")
     snap = build_snapshot([build_node("n1", gpus=8)], [borrower])
-    actions = loop(store).plan(snap, gated(pod_json("t", "vision", gpus=4)), T0)
+    admission = loop(store)
+    actions = admission.plan(snap.copy(), gated(pod_json("t", "vision", gpus=4)), T0)
     assert actions[0] == Evict("nlp/borrow-0", 30, "", "vision/t")
     assert isinstance(actions[1], Pending) and actions[1].cause == "Reclaiming"
     assert "reclaims lent capacity from nlp/borrow-0" in actions[1].reason
     assert {w.key for w in store.ledger().charged()} == {"nlp/borrow-0", "vision/t"}
     assert [e.action for e in store.audit()][:2] == ["reclaim", "evict"]
+    # Next cycle, the victim still runs: the pod still says it waits for it, not that no node fits.
+    [again] = admission.plan(snap, gated(pod_json("t", "vision", gpus=4)), T0 + 5)
+    assert (again.cause, again.reason) == ("Reclaiming", actions[1].reason)
+    # Once it has gone, the room is there.
+    [placed] = admission.plan(build_snapshot([build_node("n1", gpus=8)]), gated(pod_json("t", "vision", gpus=4)), T0 + 40)
+    assert isinstance(placed, Ungate)
 
 
 def test_a_reclaim_eviction_lost_to_a_crash_is_sent_again_until_the_victim_goes(store):

@@ -41,9 +41,9 @@ def recorded_cache(kube=None) -> ClusterCache:
     return cache
 
 
-def client_for(cache: ClusterCache) -> TestClient:
+def client_for(cache: ClusterCache, profile: str = "default") -> TestClient:
     app = FastAPI()
-    app.include_router(extender_router(cache))
+    app.include_router(extender_router(cache, profile))
     return TestClient(app)
 
 
@@ -83,8 +83,8 @@ def test_filter_keeps_a_planned_gang_member_on_its_plan_and_never_adds_names(cli
     assert reply["FailedAndUnresolvableNodes"] == {"gpu-a1": "node not in the pod's gang placement plan"}
 
 
-def test_prioritize_scales_the_profile_to_max_extender_priority(client):
-    reply = client.post("/extender/prioritize", json={"Pod": gang_pod(), "NodeNames": ["gpu-b1", "gpu-a1", "nope"]})
+def test_prioritize_scales_the_profile_to_max_extender_priority():
+    reply = client_for(recorded_cache(), "gpu-pack").post("/extender/prioritize", json={"Pod": gang_pod(), "NodeNames": ["gpu-b1", "gpu-a1", "nope"]})
     assert reply.status_code == 200
     scores = {h["Host"]: h["Score"] for h in reply.json()}
     assert set(scores) == {"gpu-a1", "gpu-b1"}  # unknown names are left out, i.e. 0

@@ -18,7 +18,7 @@ from types import MappingProxyType
 
 import numpy as np
 
-from scheduler.model.cluster import Node, Pod, Taint, TaintEffect
+from scheduler.model.cluster import GpuDemand, Node, Pod, Taint, TaintEffect
 from scheduler.model.gpu_models import accepts_model
 from scheduler.model.resources import CPU, MEMORY, MILLI_PER_GPU, PODS, is_gpu
 
@@ -29,7 +29,7 @@ _FILTERING_EFFECTS = (TaintEffect.NO_SCHEDULE, TaintEffect.NO_EXECUTE)
 #: Categories of pods counted per node (see :meth:`Snapshot.tally`).
 PIPELINE = "pipeline"
 REPLICAS = "replicas"
-GPU_SHARE = "gpu-share"
+GPU_AFFINITY = "gpu-affinity"
 
 
 class OvercommitError(ValueError):
@@ -68,8 +68,14 @@ def _tally_keys(pod: Pod) -> list[tuple[str, object]]:
     if pod.deployment:
         keys.append((REPLICAS, (pod.namespace, pod.deployment)))
     if pod.gpu is not None:
-        keys.append((GPU_SHARE, pod.gpu.milli))
+        keys.append((GPU_AFFINITY, gpu_affinity(pod.gpu)))
     return keys
+
+
+def gpu_affinity(gpu: GpuDemand) -> int:
+    """The class of a GPU pod that gpu-clustering gathers by, as the FGD paper's simulator does:
+    every share is one class (0), whole-GPU pods one class per GPU count."""
+    return 0 if gpu.shared else gpu.count
 
 
 class Snapshot:

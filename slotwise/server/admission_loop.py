@@ -300,6 +300,7 @@ class AdmissionLoop:
         self.interval_s, self.batch_s = interval_s, batch_s
         self.patch_workers = patch_workers
         self._denied: dict[str, QuotaConfig] = {}  # key -> the configuration that denied it: not asked again until it changes
+        self._reclaiming: dict[str, tuple[str, frozenset[str]]] = {}  # key -> its reclaim's message and victims' keys
         self._told: dict[str, str] = {}  # pod key -> the reason last written to it
         self._timed_out: dict[str, TimedOut] = {}  # gang key -> why it gave up: never tried again
         self._refused: dict[str, Evict] = {}  # pod key -> an eviction a PodDisruptionBudget refused: retried
@@ -427,15 +428,31 @@ class AdmissionLoop:
                 running = self._pods_by_workload(snapshot)
                 evictions: list[Action] = [Evict(p.key, int(grace_s), p.uid, unit.key) for v in decision.victims
                                            for p in running.get(v.key, ())]
-                return evictions + pending(f"{decision.reason}; waiting for them to stop", "Reclaiming")
+                message = f"{decision.reason}; waiting for them to stop"
+                self._reclaiming[unit.key] = (message, frozenset(v.key for v in decision.victims))
+                return evictions + pending(message, "Reclaiming")
         placed = self._place(trial, unit)
         if isinstance(placed, tuple):
+            if (message := self._still_reclaiming(unit.key, snapshot)) is not None:
+                return pending(message, "Reclaiming")
             return self._burst_or(unit, now, True, *placed)
         planned = list(dict.fromkeys(placed.values()))
         return [self._ungate(trial, g, placed[g.pod.key], planned) if g.pod.key in placed
                 else Pending(g.pod.key, f"gang {unit.key} runs at its minimum; no room for this member", "NoCapacity",
                              g.pod.uid)
                 for g in unit.members]
+
+    def _still_reclaiming(self, key: str, snapshot: Snapshot) -> str | None:
+        """The reclaim's message while one of its victims still runs: the room is on its way, so
+        neither "no node can take it" nor an overflow is the answer yet."""
+        reclaim = self._reclaiming.get(key)
+        if reclaim is None:
+            return None
+        running = self._pods_by_workload(snapshot)
+        if any(victim in running for victim in reclaim[1]):
+            return reclaim[0]
+        del self._reclaiming[key]
+        return None
 
     def _ungate(self, trial: _Trial, g: Gated, node: str, planned: Sequence[str]) -> Ungate:
         """The pod's GPU slots are annotated (the model reads them back after a restart); a share
@@ -762,6 +779,7 @@ class AdmissionLoop:
         self._told = {k: v for k, v in self._told.items() if k in keys}
         units = {self._keys.of(g.pod) for g in gated}
         self._denied = {k: v for k, v in self._denied.items() if k in units}
+        self._reclaiming = {k: v for k, v in self._reclaiming.items() if k in units}
         self._timed_out = {k: v for k, v in self._timed_out.items() if k in units}
         return actions
 

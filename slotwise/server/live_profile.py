@@ -2,9 +2,9 @@
 the pod shapes the cluster expects; in a simulation that is the whole trace, in a cluster it is
 what has arrived: the shapes of the pods the cache holds, running or waiting. The profile is
 rebuilt from them at most every ``every_s`` seconds (36 ms for 8,000 pods), and only when the
-shapes or their counts changed. A profile that builds without a workload is built once. The
-first build of one that needs it waits for a pod to decide: with none, there is nothing to
-measure against."""
+shapes or their counts changed. Until the cache holds a pod, a profile that can do without a
+workload is built without one (``default`` packs GPU pods then); one that cannot (``fgd``) waits
+for a pod to decide: with none, there is nothing to measure against."""
 
 from __future__ import annotations
 
@@ -28,9 +28,8 @@ class LiveProfile:
         self._workload: TargetWorkload | None = None
         self._profile: Profile | None = None
         self._next = 0.0
-        try:  # a profile that builds without a workload takes none: never rebuilt
+        try:
             self._profile = build_profile(name, classes=classes)
-            self._next = float("inf")
         except ValueError:
             pass
 

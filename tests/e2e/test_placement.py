@@ -40,20 +40,6 @@ def test_gpu_pods_pack_and_cpu_pods_spread_as_slotwise_plans_them(nodes: Cluster
     assert len(set(cpu.values())) == 2 and set(cpu.values()) <= {"cpu-a", "cpu-b"}, cpu  # spread, off GPU hosts
 
 
-def test_the_extender_alone_packs_gpu_pods_created_one_at_a_time(cluster: Cluster):
-    """Unmanaged namespace: kube-scheduler decides, and slotwise's extender scores the nodes."""
-    fleet = {"e2e/fleet": "extender"}
-    for name in ("infer-a", "infer-b"):
-        cluster.add_node(name, {"cpu": "32", "memory": "128Gi", "nvidia.com/gpu": "4"}, fleet)
-    wait_for("two ready nodes", lambda: cluster.node_ready("infer-a") and cluster.node_ready("infer-b"))
-    ns = namespace(cluster, "extender-only", managed=False)
-    homes = []
-    for k in range(3):
-        cluster.apply(pod(f"infer-{k}", ns, cpu="2", gpus=1, node_selector=fleet))
-        homes.append(bound(cluster, ns, [f"infer-{k}"])[f"infer-{k}"])
-    assert len(set(homes)) == 1, homes
-
-
 def test_an_unplaceable_gpu_pod_says_why_with_numbers(nodes: Cluster):
     ns = namespace(nodes, "too-big", managed=False)
     nodes.apply(pod("huge", ns, gpus=16, node_selector=FLEET))
