@@ -3,7 +3,7 @@ slotwise's own process, and how much of it is per cycle rather than per pod.
 
 A cache is filled with ``--nodes`` generated nodes (benchmarks/server.py's) and ``--bound`` bound
 pods; each cycle then adds ``--batch`` gated pods and runs the loop once, with a SQLite quota store
-(a file, as ``slotwise serve`` keeps it) and a Kubernetes client that only records. The pods it
+(a file, as ``slotwise serve`` keeps it) and a Kubernetes client that drops every write. The pods it
 ungates are then shown bound, as kube-scheduler would bind them, so the next cycle starts from
 the cluster the last one left. Prints the median and p90 cycle time and the time per pod decided.
 
@@ -37,7 +37,7 @@ from slotwise.server.webhooks import ADMISSION_GATE  # noqa: E402
 POOL = 'pools:\n  - name: bench\n    guaranteed: {cpu: "10000000", memory: "1000000Ti", nvidia.com/gpu: "1000000"}\n'
 
 
-class RecordingKube:
+class DroppingKube:
     """Takes every write the loop makes and keeps nothing: the API server's side is not measured here."""
 
     def __getattr__(self, name: str) -> Any:
@@ -76,7 +76,7 @@ def main() -> None:
         store = Store(f"sqlite:///{Path(folder) / 'quota.db'}")
         store.migrate()
         store.replace_config(config_from_yaml(POOL), "benchmark")
-        loop = AdmissionLoop(cache, RecordingKube(), store)  # type: ignore[arg-type]  # records nothing
+        loop = AdmissionLoop(cache, DroppingKube(), store)  # type: ignore[arg-type]  # a stand-in
         waiting: dict[str, dict[str, Any]] = {}
         times: list[float] = []
         decided = 0

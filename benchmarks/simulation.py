@@ -121,14 +121,15 @@ def beyond(
 ) -> None:
     """The default profile beside fgd at 100% arrived: means, and the default's margin per seed."""
     paper = paper_figures()
+    runs = parse_seeds(seeds)
     lines = ["| trace | default | fgd | paper's FGD | margin: mean | margin: smallest seed |", "|---" * 6 + "|"]
     margins = {}
     for variant in traces_only.split(","):
-        results = sweep(_scenario(traces, variant), ["default", "fgd"], parse_seeds(seeds), workers)
+        results = sweep(_scenario(traces, variant), ["default", "fgd"], runs, workers)
         at = {(r.policy, r.seed): r.summary()["alloc@100%"] for r in results}
-        seed_margins = [at["default", seed] - at["fgd", seed] for policy, seed in at if policy == "fgd"]
+        seed_margins = [at["default", seed] - at["fgd", seed] for seed in runs]
         margins[variant] = statistics.mean(seed_margins)
-        default, fgd = (statistics.mean(v for (p, _), v in at.items() if p == name) for name in ("default", "fgd"))
+        default, fgd = (statistics.mean(at[name, seed] for seed in runs) for name in ("default", "fgd"))
         published = paper.get((variant, "fgd"))
         paper_fgd = f"{100 * published['alloc@100%']:.2f}%" if published else ""
         lines.append(f"| {variant} | {100 * default:.2f}% | {100 * fgd:.2f}% | {paper_fgd} | "

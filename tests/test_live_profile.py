@@ -42,6 +42,16 @@ def test_default_packs_gpu_pods_until_the_cache_holds_pods_then_measures_fragmen
     assert live.current().gpu[0][0].name == "fgd-cpu"
 
 
+def test_a_profile_no_workload_changes_is_built_once():
+    cache = cache_of(pod_json("a"))
+    clock = Clock()
+    live = LiveProfile(cache, "gpu-pack", every_s=10, clock=clock)
+    first = live.current()
+    cache.replace("pods", [pod_json("a", gpus=4)])
+    clock.now += 100
+    assert live.current() is first
+
+
 def test_an_empty_cache_measures_against_the_pods_being_decided():
     profile = LiveProfile(cache_of(), "fgd").current([pod_from_k8s(pod_json("a"))])
     assert profile.name == "fgd"

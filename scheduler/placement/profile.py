@@ -44,6 +44,19 @@ def profile_names() -> tuple[str, ...]:
     return (DEFAULT, *available())
 
 
+def follows_workload(name: str) -> bool:
+    """Whether the profile ``name`` is built from the workload the cluster expects, so that a live
+    one must be rebuilt as that changes: ``default`` (gpu-pack until it knows one, fgd-cpu then)
+    and every policy that cannot be built without one."""
+    if name == DEFAULT:
+        return True
+    try:
+        build_profile(name)
+    except ValueError:
+        return True
+    return False
+
+
 def build_profile(
     name: str = DEFAULT, *, seed: int = 0, rng: np.random.Generator | None = None, workload: TargetWorkload | None = None,
     classes: Mapping[WorkloadKind, WorkloadClass] = DEFAULT_CLASSES,

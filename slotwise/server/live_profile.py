@@ -2,9 +2,10 @@
 the pod shapes the cluster expects; in a simulation that is the whole trace, in a cluster it is
 what has arrived: the shapes of the pods the cache holds, running or waiting. The profile is
 rebuilt from them at most every ``every_s`` seconds (36 ms for 8,000 pods), and only when the
-shapes or their counts changed. Until the cache holds a pod, a profile that can do without a
-workload is built without one (``default`` packs GPU pods then); one that cannot (``fgd``) waits
-for a pod to decide: with none, there is nothing to measure against."""
+shapes or their counts changed. A profile that no workload changes (``gpu-pack``) is built once.
+Until the cache holds a pod, ``default`` is built without one (it packs GPU pods then); a profile
+that cannot do without one (``fgd``) waits for a pod to decide: with none, there is nothing to
+measure against."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from scheduler.model.cluster import Pod, WorkloadKind
 from scheduler.placement.classes import DEFAULT_CLASSES, WorkloadClass
-from scheduler.placement.profile import Profile, build_profile
+from scheduler.placement.profile import Profile, build_profile, follows_workload
 from scheduler.placement.workload import TargetWorkload
 from slotwise.server.cache import ClusterCache
 
@@ -32,6 +33,8 @@ class LiveProfile:
             self._profile = build_profile(name, classes=classes)
         except ValueError:
             pass
+        if not follows_workload(name):
+            self._next = float("inf")  # the same profile whatever the cluster holds
 
     def current(self, deciding: Iterable[Pod] = ()) -> Profile:
         """The profile, rebuilt if its workload is ``every_s`` old and has changed (``deciding``:

@@ -2,15 +2,16 @@
 
 FGD (:mod:`.fgd`) counts a node's idle GPU as lost to a pod shape only once one pod of that
 shape no longer fits there. A node may still fit one such pod and yet have far less CPU left
-than its idle GPUs will need: the GPU pods the cluster expects ask, together, ``kappa`` CPU
-milli per milli-GPU (the target workload's GPU shapes, weighted by how often each is seen). So
-of the GPU that FGD counts as usable on a node, whatever its free CPU cannot feed at that ratio,
-``usable - cpu_free / kappa``, is counted as fragment too: GPU that stays idle because another
-resource on the machine ran out first, the stranding Borg measures (Verma et al., EuroSys '15)
-and Tetris packs against (Grandl et al., SIGCOMM '14). Placing a CPU-hungry pod on a node with
-idle GPUs then shows as fragmentation growth, and the descent steers it elsewhere. Like PWR
-(Lettich et al., "Power- and Fragmentation-aware Online Scheduling for GPU Datacenters", 2024),
-which adds a power term beside FGD's, it keeps FGD's measure and adds the one it lacks.
+than its idle GPUs will need: the GPU pods the cluster expects ask, together, one milli-GPU per
+``1 / gpu_per_cpu`` CPU milli (the target workload's GPU shapes, weighted by how often each is
+seen). So of the GPU that FGD counts as usable on a node, whatever its free CPU cannot feed at
+that ratio, ``usable - cpu_free * gpu_per_cpu``, is counted as fragment too: GPU that stays idle
+because another resource on the machine ran out first, the stranding Borg measures (Verma et
+al., EuroSys '15) and Tetris packs against (Grandl et al., SIGCOMM '14). Placing a CPU-hungry
+pod on a node with idle GPUs then shows as fragmentation growth, and the descent steers it
+elsewhere. Like PWR (Lettich et al., "Power- and Fragmentation-aware Online Scheduling for GPU
+Datacenters", 2024), which adds a power term beside FGD's, it keeps FGD's measure and adds the
+one it lacks.
 
 Fragmentation stays an integer in FGD's units (sum over shapes of count seen x milli-GPU), so
 equal node states still score exactly equal and ties break as FGD's do.
@@ -33,7 +34,6 @@ class FgdCpu(Fgd):
         gpu = self.count * self.milli
         gpu_milli = int((self.seen * gpu).sum())
         cpu_milli = int((self.seen * np.where(gpu > 0, self.cpu, 0)).sum())
-        self.seen_total = int(self.seen.sum())
         # Milli-GPU that one CPU milli feeds; None: the GPU shapes ask no CPU, nothing is stranded.
         self.gpu_per_cpu = gpu_milli / cpu_milli if cpu_milli else None
 
@@ -42,8 +42,9 @@ class FgdCpu(Fgd):
         frag = super()._frag(models, cpu_free, small, enough, idle)
         if self.gpu_per_cpu is None:
             return frag
-        usable = idle * self.seen_total - frag
-        fed = np.floor(cpu_free * self.gpu_per_cpu * self.seen_total).astype(np.int64)
+        seen = self.scale // 1000  # FGD's units: milli-GPU times the pods seen
+        usable = idle * seen - frag
+        fed = np.floor(cpu_free * self.gpu_per_cpu * seen).astype(np.int64)
         return frag + np.maximum(0, usable - fed)
 
 

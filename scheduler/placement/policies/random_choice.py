@@ -1,9 +1,9 @@
 """random: any feasible node, uniformly, from the injected random generator (a baseline).
 
 One node drawn gets the whole score and the others none: random scores cut to whole numbers, as
-every score is, would tie and go to the lowest node index, which packs. A share goes to a GPU drawn uniformly among those of the node it fits, as the FGD paper runs its
-Random baseline (its simulator's random GPU selection); the other policies take the fullest GPU
-that fits.
+every score is, would tie and go to the lowest node index, which packs. A share goes to a GPU
+drawn uniformly among those of the node it fits, as the FGD paper runs its Random baseline (its
+simulator's random GPU selection); the other policies take the fullest GPU that fits.
 """
 
 from __future__ import annotations
