@@ -15,10 +15,22 @@ KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 CACHE="${SLOTWISE_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/slotwise-e2e}"
 BIN="$CACHE/kubernetes-$KUBERNETES_VERSION-kwok-$KWOK_VERSION/bin"
 COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler)
+# kwok does nothing without Stages: its own "fast" ones (nodes ready at once, pods running once
+# bound, Job pods completing, deleted pods gone); the node heartbeat is e2e/kwok-node-heartbeat.yaml.
+# The stages' names head the file, so that a changed list is written again.
+STAGES=(node/fast/node-initialize pod/fast/pod-ready pod/fast/pod-complete pod/fast/pod-delete)
+STAGES_HEAD="# kwok stages: ${STAGES[*]}"
+
+if [ "$(head -n1 "$BIN/kwok-stages.yaml" 2>/dev/null)" != "$STAGES_HEAD" ]; then
+    command -v go >/dev/null || { echo "e2e/build.sh: Go is needed to fetch kwok's stages" >&2; exit 2; }
+    stages="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
+    [ -d "$stages" ] || (cd / && go mod download "sigs.k8s.io/kwok@$KWOK_VERSION")
+    mkdir -p "$BIN"
+    { echo "$STAGES_HEAD"; for stage in "${STAGES[@]}"; do cat "$stages/$stage.yaml"; echo "---"; done; } > "$BIN/kwok-stages.yaml"
+fi
 
 missing=()
 for c in "${COMPONENTS[@]}" kwok; do [ -x "$BIN/$c" ] || missing+=("$c"); done
-[ -s "$BIN/kwok-stages.yaml" ] || missing+=(kwok-stages.yaml)
 if [ ${#missing[@]} -eq 0 ]; then echo "$BIN"; exit 0; fi
 command -v go >/dev/null || { echo "e2e/build.sh: Go is needed to build ${missing[*]}" >&2; exit 2; }
 
@@ -41,12 +53,4 @@ for c in "${COMPONENTS[@]}"; do
     [ -x "$BIN/$c" ] || { echo "building $c $KUBERNETES_VERSION" >&2; go build -o "$BIN/$c" "k8s.io/kubernetes/cmd/$c" >&2; }
 done
 [ -x "$BIN/kwok" ] || { echo "building kwok $KWOK_VERSION" >&2; GOBIN="$BIN" go install "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" >&2; }
-# kwok does nothing without Stages: its own "fast" ones (nodes ready at once, pods running once
-# bound, Job pods completing, deleted pods gone) and the node heartbeat, from its module.
-stages="$(go env GOMODCACHE)/sigs.k8s.io/kwok@$KWOK_VERSION/kustomize/stage"
-[ -d "$stages" ] || go mod download "sigs.k8s.io/kwok@$KWOK_VERSION"
-for stage in node/fast/node-initialize node/heartbeat/node-heartbeat pod/fast/pod-ready pod/fast/pod-complete \
-             pod/fast/pod-delete; do
-    cat "$stages/$stage.yaml"; echo "---"
-done > "$BIN/kwok-stages.yaml"
 echo "$BIN"

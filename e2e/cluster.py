@@ -211,16 +211,17 @@ class Cluster:
             str(self.bin / "kube-controller-manager"), f"--kubeconfig={self.admin}", "--leader-elect=false",
             f"--service-account-private-key-file={self.path('sa.key')}", f"--root-ca-file={self.path('ca.crt')}",
             "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--controllers=*",
-            # kwok's heartbeat comes every 20 to 45 s; on a busy 2-core machine a late one would
-            # taint its node unreachable mid-test (the default grace is 50 s).
-            "--node-monitor-grace-period=5m"])
+            # kwok's heartbeat comes every 4.5 to 5 minutes (kwok-node-heartbeat.yaml, without
+            # leases); on a busy 2-core machine a late one must not taint its node unreachable.
+            "--node-monitor-grace-period=10m"])
         # The default ServiceAccount appears once the controller manager runs.
         self._wait("kube-controller-manager",
                    lambda: "default" in self.kubectl("get", "serviceaccount", "default", "-o", "name", check=False))
         self._start("kwok", [
             str(self.bin / "kwok"), f"--kubeconfig={self.admin}", "--manage-all-nodes=false",
             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION[0]}={KWOK_ANNOTATION[1]}",
-            "--cidr=10.0.0.1/16", "--node-ip=10.0.0.1", f"--config={self.bin / 'kwok-stages.yaml'}"])
+            "--cidr=10.0.0.1/16", "--node-ip=10.0.0.1", f"--config={self.bin / 'kwok-stages.yaml'}",
+            f"--config={ROOT / 'e2e' / 'kwok-node-heartbeat.yaml'}"])
         self.add_node("kwok-probe", {"cpu": "1", "memory": "1Gi"})  # kwok plays nodes: one turns Ready
         self._wait("kwok", lambda: self.node_ready("kwok-probe"))
         self.kubectl("delete", "node", "kwok-probe")
