@@ -254,6 +254,22 @@ def test_fgd_fragmentation_by_hand(make_snapshot, make_pod):
     assert score == pytest.approx(100 / (1 + math.exp(-(expected - 1000) / 1000)))
 
 
+def test_fgd_kept_across_copies_scores_each_copy_as_a_fresh_one(make_snapshot, make_pod):
+    """The admission loop scores a new copy of the cluster each cycle with one Fgd: the states it
+    kept from one copy must not stand for another copy's nodes, which changed differently."""
+    snap = make_snapshot([dict(name=f"n{i}", gpus=4) for i in range(3)], [dict(on="n0", share=300, at=(0,))])
+    workload = workload_of(make_pod, [dict(gpus=1), dict(share=500), dict(gpus=2)])
+    kept = make("fgd", PolicyContext(np.random.default_rng(0), workload))
+    pod, nodes = make_pod(share=500), np.arange(3)
+    first, second = snap.copy(), snap.copy()
+    kept.score(first, pod, nodes)
+    first.assign(make_pod(name="a", gpus=2), 1)
+    second.assign(make_pod(name="b", share=700), 1, [0])
+    for copy in (first, second, first):
+        fresh = make("fgd", PolicyContext(np.random.default_rng(0), workload))
+        assert kept.score(copy, pod, nodes).tolist() == fresh.score(copy, pod, nodes).tolist()
+
+
 def test_fgd_choose_shared_gpu_picks_least_fragmenting_gpu(make_snapshot, make_pod):
     snap = make_snapshot([dict(name="one", gpus=2)], [dict(on="one", share=300, at=(0,))])
     fgd = make("fgd", PolicyContext(np.random.default_rng(0), workload_of(make_pod, HALF_GPU)))

@@ -3,8 +3,9 @@ with a handful of vectorised operations.
 
 Static facts (labels, taints, GPU model) are indexed once; dynamic state (free scalar resources,
 free share of every GPU) changes only through :meth:`Snapshot.assign` and
-:meth:`Snapshot.release`, which keep the derived arrays exact and bump the node's ``version`` so
-that policies may cache per-node values safely.
+:meth:`Snapshot.release`, which keep the derived arrays exact and give the node a new ``version``.
+Versions are drawn from one counter for every snapshot and copy, so a node's version names one
+state of it among all copies of its snapshot: policies may cache per-node values across copies.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from scheduler.model.gpu_models import accepts_model
 from scheduler.model.resources import CPU, MEMORY, MILLI_PER_GPU, PODS, is_gpu
 
 _snapshot_ids = itertools.count(1)
+_versions = itertools.count(1)
 _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
 _FILTERING_EFFECTS = (TaintEffect.NO_SCHEDULE, TaintEffect.NO_EXECUTE)
 
@@ -88,7 +90,7 @@ class Snapshot:
                 raise ValueError(f"duplicate node name {node.name!r}")
             self.index[node.name] = i
         n = len(self.nodes)
-        self.uid = next(_snapshot_ids)
+        self.uid = next(_snapshot_ids)  # names the nodes and their static indexes: copies share it
 
         # Scalar resources: one row per resource, one column per node (rows are contiguous).
         offered = {name for node in self.nodes for name in node.allocatable if not is_gpu(name)}
@@ -252,7 +254,7 @@ class Snapshot:
             if (before == 0) != (after == 0):
                 distinct = self._distinct.setdefault(key[0], np.zeros(len(self.nodes), dtype=np.int64))
                 distinct[a.node] += 1 if after else -1
-        self.version[a.node] += 1
+        self.version[a.node] = next(_versions)
 
     # Queries ----------------------------------------------------------------------------
     @property
@@ -276,7 +278,6 @@ class Snapshot:
         """An independent copy for what-if decisions; static indexes are shared."""
         clone = object.__new__(Snapshot)
         clone.__dict__.update(self.__dict__)
-        clone.uid = next(_snapshot_ids)
         for attr in ("free", "gpu_free", "gpu_whole_free", "gpu_most_free", "gpu_idle", "version"):
             setattr(clone, attr, getattr(self, attr).copy())
         clone._assignments = dict(self._assignments)

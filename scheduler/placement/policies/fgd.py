@@ -27,7 +27,9 @@ from scheduler.placement.workload import TargetWorkload
 
 
 class _States:
-    """Distinct node states of one snapshot, with the fragment terms of each, in growable arrays."""
+    """Distinct node states of one snapshot and its copies, with the fragment terms of each, in
+    growable arrays. Copies share the snapshot's uid, and a node's version names one state of it in
+    all of them: the admission loop's copy of each cycle starts from the last cycle's states."""
 
     def __init__(self, snap: Snapshot, shapes: int):
         self.snapshot = snap.uid
