@@ -211,9 +211,14 @@ class Cluster:
             str(self.bin / "kube-controller-manager"), f"--kubeconfig={self.admin}", "--leader-elect=false",
             f"--service-account-private-key-file={self.path('sa.key')}", f"--root-ca-file={self.path('ca.crt')}",
             "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--controllers=*",
+            # Its client's default rate (20 requests/s) lifts the not-ready taint from about 9 new
+            # nodes a second: 9 minutes for 5,000 nodes. Large clusters raise it likewise.
+            "--kube-api-qps=200", "--kube-api-burst=400",
             # kwok's heartbeat comes every 4.5 to 5 minutes (kwok-node-heartbeat.yaml, without
-            # leases); on a busy 2-core machine a late one must not taint its node unreachable.
-            "--node-monitor-grace-period=10m"])
+            # leases), and later on a busy 2-core machine: creating 5,000 nodes, the first came
+            # 10.4 minutes after a node's creation. A late one must not taint its node unreachable
+            # (and evict its pods).
+            "--node-monitor-grace-period=30m"])
         # The default ServiceAccount appears once the controller manager runs.
         self._wait("kube-controller-manager",
                    lambda: "default" in self.kubectl("get", "serviceaccount", "default", "-o", "name", check=False))

@@ -2,7 +2,8 @@
 
 After every step the snapshot's arrays must agree with what the assignments add up to; every
 decision must be one the filters (and a brute-force check through ``Snapshot.assign``) allow; a
-decision must not touch the snapshot; equal inputs and seed must give identical decisions.
+decision must not touch the snapshot; equal inputs and seed must give identical decisions. A node
+replaced in place (labels, taints, GPU model) must leave the snapshot deciding as one built anew.
 ``Snapshot.assign`` given explicit GPU lists must take exactly what fits and refuse the rest
 (overcommitted or repeated GPUs, shares that do not fit, indices out of range) unchanged.
 """
@@ -10,12 +11,14 @@ decision must not touch the snapshot; equal inputs and seed must give identical 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from scheduler.model.cluster import UNSCHEDULABLE_TAINT, Taint, TaintEffect
 from scheduler.model.resources import MILLI_PER_GPU, PODS
 from scheduler.model.snapshot import GPU_AFFINITY, PIPELINE, OvercommitError, Snapshot, gpu_affinity
 from scheduler.placement.decision import Placement, Unschedulable
@@ -296,3 +299,58 @@ def test_same_seed_and_inputs_give_identical_decisions(make_node, make_pod, clus
     _, first = simulate(nodes, ops, seed, make_pod, check=False)
     _, second = simulate(nodes, ops, seed, make_pod, check=False)
     assert first == second
+
+
+NODE_CHANGES = ("cordon", "uncordon", "fluid", "model")
+changes_st = st.lists(st.tuples(st.integers(0, MAX_NODES - 1), st.sampled_from(NODE_CHANGES)), min_size=1, max_size=4)
+
+
+def changed(node, change: str):
+    """``node`` cordoned, uncordoned, with the dataset cache label toggled, or with another GPU model."""
+    if change == "cordon":
+        return replace(node, taints=(Taint(UNSCHEDULABLE_TAINT, "", TaintEffect.NO_SCHEDULE),))
+    if change == "uncordon":
+        return replace(node, taints=())
+    if change == "fluid":
+        return replace(node, labels={} if FLUID in node.labels else {FLUID: "true"})
+    return replace(node, gpu_model="V100" if node.gpu_model == "A100" else "A100") if node.gpu_count else node
+
+
+@settings(max_examples=100, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(cluster=nodes_st, ops=ops_st, changes=changes_st, probe=pod_st, seed=st.integers(0, 2**16))
+def test_a_node_replaced_in_place_decides_as_a_snapshot_built_anew(make_node, make_pod, cluster, ops, changes,
+                                                                     probe, seed):
+    nodes = [make_node(f"n{i}", **spec) for i, spec in enumerate(cluster)]
+    snap, _ = simulate(nodes, ops, seed, make_pod, check=False)
+    pod = make_pod("probe", **probe)
+    workload = TargetWorkload.from_pods([pod, make_pod(gpus=1, models="V100")])
+    # Two placers per policy, each having decided once on the snapshot as it was (FGD keeps node
+    # states by snapshot and version, random advances its generator): one goes on with the snapshot
+    # changed in place, the other with one built anew from the changed nodes.
+    kept = {policy: Placer(build_profile(policy, seed=seed, workload=workload)) for policy in POLICIES}
+    anew = {policy: Placer(build_profile(policy, seed=seed, workload=workload)) for policy in POLICIES}
+    for policy in POLICIES:
+        kept[policy].decide(snap, pod)
+        anew[policy].decide(snap, pod)
+    before = snap.copy()
+    current = list(nodes)
+    for i, change in changes:
+        i %= len(nodes)
+        current[i] = changed(current[i], change)
+        snap.replace_node(current[i])
+    fresh = Snapshot(current)
+    for a in snap.assignments.values():
+        fresh.assign(a.pod, a.node, a.gpus)
+    assert same(state(snap), state(fresh))
+    assert snap.nodes == fresh.nodes and snap.taints == fresh.taints
+    assert np.array_equal(snap.taint_matrix, fresh.taint_matrix)
+    assert [snap.gpu_models[c] if c >= 0 else None for c in snap.gpu_model] == [nd.gpu_model for nd in current]
+    for policy in POLICIES:
+        assert describe(kept[policy].decide(snap, pod)) == describe(anew[policy].decide(fresh, pod)), policy
+    # The copy taken before keeps the nodes and indexes it had.
+    original = Snapshot(nodes)
+    assert before.nodes == original.nodes and np.array_equal(before.taint_matrix, original.taint_matrix)
+    assert np.array_equal(before.gpu_model, original.gpu_model)
+    with pytest.raises(ValueError, match="allocatable"):
+        snap.replace_node(replace(current[0], allocatable=current[0].allocatable + current[0].allocatable))

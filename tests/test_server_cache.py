@@ -254,14 +254,22 @@ def test_a_relist_updates_the_snapshot_in_place_as_a_rebuild_would():
     cordoned[0]["spec"]["taints"] = [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]
     live.replace("nodes", cordoned)
     with live.snapshot() as after:
-        assert after is not held  # a node changed: rebuilt, with the taint and the same pods
+        assert after is held  # a node cordoned: replaced in place, with the taint and the same pods
         assert after.taint_matrix[after.index[cordoned[0]["metadata"]["name"]]].any()
         assert (after.free == b.free).all()
+    resized = json.loads(json.dumps(cordoned))
+    resized[0]["status"]["allocatable"]["cpu"] = "1"
+    live.replace("nodes", resized)
+    with live.snapshot() as after:
+        assert after is not held  # a node resized: rebuilt
+        assert after.allocatable[after.column["cpu"], after.index[resized[0]["metadata"]["name"]]] == 1000
 
 
-def test_node_heartbeats_keep_the_snapshot_and_real_changes_rebuild_it():
+def test_node_heartbeats_keep_the_snapshot_and_real_changes_rebuild_it(caplog: pytest.LogCaptureFixture):
     nodes = json.loads((RECORDED / "nodes.json").read_text())["items"]
     cache = ClusterCache()
+    timed: list[tuple[str, float]] = []
+    cache.on_rebuild = lambda reason, seconds: timed.append((reason, seconds))
     cache.replace("nodes", nodes)
     with cache.snapshot() as first:
         pass
@@ -271,15 +279,30 @@ def test_node_heartbeats_keep_the_snapshot_and_real_changes_rebuild_it():
     cache.apply("nodes", "MODIFIED", heartbeat)
     with cache.snapshot() as after_heartbeat:
         assert after_heartbeat is first
+    name = nodes[0]["metadata"]["name"]
     relabelled = json.loads(json.dumps(heartbeat))
     relabelled["metadata"]["labels"]["topology.kubernetes.io/zone"] = "elsewhere"
+    relabelled["spec"]["taints"] = [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]
     cache.apply("nodes", "MODIFIED", relabelled)
-    with cache.snapshot() as rebuilt:
+    with cache.snapshot() as updated:  # labels and taints: the node replaced in place
+        assert updated is first and updated.version[updated.index[name]] > 0
+        assert updated.nodes[updated.index[name]].labels["topology.kubernetes.io/zone"] == "elsewhere"
+        assert updated.labels("topology.kubernetes.io/zone").lookup.keys() >= {"elsewhere"}
+        assert updated.taint_matrix[updated.index[name]].any()
+    resized = json.loads(json.dumps(relabelled))
+    resized["status"]["allocatable"]["cpu"] = "1"
+    cache.apply("nodes", "MODIFIED", resized)
+    with caplog.at_level(logging.INFO, "slotwise.server.cache"), cache.snapshot() as rebuilt:
         assert rebuilt is not first
-        assert rebuilt.nodes[rebuilt.index[nodes[0]["metadata"]["name"]]].labels["topology.kubernetes.io/zone"] == "elsewhere"
-    cache.apply("nodes", "DELETED", relabelled)
+        assert rebuilt.allocatable[rebuilt.column["cpu"], rebuilt.index[name]] == 1000
+    assert f"node resized: {name} (allocatable)" in caplog.text  # which node, and what changed
+    cache.apply("nodes", "DELETED", resized)
     with cache.snapshot() as shrunk:
-        assert nodes[0]["metadata"]["name"] not in shrunk.index
+        assert name not in shrunk.index
+    # Counted by cause, for the service's metrics: neither the heartbeat nor the relabelling.
+    assert cache.rebuilds == {"first read": 1, "node resized": 1, "node removed": 1}
+    assert [reason for reason, _ in timed] == ["first read", "node resized", "node removed"]
+    assert all(seconds > 0 for _, seconds in timed)
 
 
 def test_gated_pods_keep_their_object_until_the_gate_or_the_pod_goes():

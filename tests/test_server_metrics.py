@@ -125,3 +125,30 @@ def test_only_the_metrics_token_and_admin_tokens_read_the_metrics(tmp_path):
         refused = client.get("/metrics")
         assert refused.status_code == 401 and "metrics token" in refused.json()["detail"]
         assert client.get("/healthz").status_code == 200  # the probes stay open
+
+
+def test_snapshot_rebuilds_are_counted_by_cause_and_timed(tmp_path):
+    """The service's cache reports each whole rebuild of its snapshot: one that recurs stalls the extender."""
+    import json
+    from pathlib import Path
+
+    from slotwise.server.app import create_app
+    from slotwise.server.cache import ClusterCache
+    from tests.quota_fixtures import sqlite_store
+
+    nodes = json.loads((Path(__file__).parent / "recorded" / "nodes.json").read_text())["items"]
+    cache = ClusterCache()
+    cache.replace("nodes", nodes)
+    metrics = ServiceMetrics(CollectorRegistry())
+    with sqlite_store(tmp_path, SCENARIO) as store:
+        create_app(store, cache=cache, metrics=metrics)
+        with cache.snapshot():
+            pass
+        resized = {**nodes[0], "status": {**nodes[0]["status"], "allocatable": {"cpu": "1", "pods": "10"}}}
+        cache.apply("nodes", "MODIFIED", resized)
+        with cache.snapshot(), cache.snapshot():  # rebuilt once
+            pass
+    got = scrape(metrics)
+    assert got["slotwise_snapshot_rebuilds_total", frozenset({("reason", "first read")})] == 1
+    assert got["slotwise_snapshot_rebuilds_total", frozenset({("reason", "node resized")})] == 1
+    assert got["slotwise_snapshot_rebuild_seconds_count", frozenset()] == 2

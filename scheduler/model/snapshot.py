@@ -6,6 +6,8 @@ free share of every GPU) changes only through :meth:`Snapshot.assign` and
 :meth:`Snapshot.release`, which keep the derived arrays exact and give the node a new ``version``.
 Versions are drawn from one counter for every snapshot and copy, so a node's version names one
 state of it among all copies of its snapshot: policies may cache per-node values across copies.
+A node whose labels, taints or GPU model change is replaced in place (:meth:`Snapshot.replace_node`):
+its pods stay accounted, and the node takes a new version.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ class Snapshot:
                 raise ValueError(f"duplicate node name {node.name!r}")
             self.index[node.name] = i
         n = len(self.nodes)
-        self.uid = next(_snapshot_ids)  # names the nodes and their static indexes: copies share it
+        # Names the snapshot and its copies, and the GPU model codes they share (policies cache by it).
+        self.uid = next(_snapshot_ids)
 
         # Scalar resources: one row per resource, one column per node (rows are contiguous).
         offered = {name for node in self.nodes for name in node.allocatable if not is_gpu(name)}
@@ -112,9 +115,7 @@ class Snapshot:
         self.gpu_most_free = self.gpu_free.max(axis=1)  # the largest share free on one GPU
         self.gpu_idle = self.gpu_count * MILLI_PER_GPU  # free milli-GPU summed over the node
         self.gpu_capacity_max = int(self.gpu_count.max(initial=0)) * MILLI_PER_GPU
-        self.gpu_models: tuple[str, ...] = tuple(sorted({nd.gpu_model for nd in self.nodes if nd.gpu_model}))
-        model_code = {m: k for k, m in enumerate(self.gpu_models)}
-        self.gpu_model = np.array([model_code.get(nd.gpu_model or "", -1) for nd in self.nodes], dtype=np.int64)
+        self.gpu_models, self.gpu_model = self._index_models()
 
         self.version = np.zeros(n, dtype=np.int64)
         self._assignments: dict[str, Assignment] = {}
@@ -131,6 +132,11 @@ class Snapshot:
                 self.assign(pod, self.index[pod.node_name], pod.gpu_indices or None)
 
     # Static indexes ---------------------------------------------------------------------
+    def _index_models(self) -> tuple[tuple[str, ...], np.ndarray]:
+        models = tuple(sorted({nd.gpu_model for nd in self.nodes if nd.gpu_model}))
+        code = {m: k for k, m in enumerate(models)}
+        return models, np.array([code.get(nd.gpu_model or "", -1) for nd in self.nodes], dtype=np.int64)
+
     def _index_taints(self) -> tuple[tuple[Taint, ...], np.ndarray]:
         taints = tuple(sorted({t for nd in self.nodes for t in nd.taints if t.effect in _FILTERING_EFFECTS}, key=str))
         matrix = np.zeros((len(self.nodes), len(taints)), dtype=bool)
@@ -142,7 +148,7 @@ class Snapshot:
         return taints, matrix
 
     def labels(self, key: str) -> LabelIndex:
-        """The index of one label key, built on first use (labels never change in a snapshot)."""
+        """The index of one label key, built on first use (and again after :meth:`replace_node`)."""
         index = self._labels.get(key)
         if index is None:
             lookup: dict[str, int] = {}
@@ -197,6 +203,28 @@ class Snapshot:
         return (best,) if fitting[best] <= MILLI_PER_GPU else ()
 
     # Mutation ---------------------------------------------------------------------------
+    def replace_node(self, node: Node) -> None:
+        """Take a new version of a node whose allocatable is unchanged: its labels, taints or GPU
+        model, what cordoning, the node lifecycle controller's taints and relabelling change.
+
+        The pods on it stay accounted, where building the snapshot again would account every pod
+        of the cluster. Static indexes are built anew rather than changed, so copies keep theirs.
+        Raises ValueError for a node the snapshot lacks or whose allocatable differs.
+        """
+        i = self.index.get(node.name)
+        if i is None:
+            raise ValueError(f"node {node.name!r} is not in the snapshot")
+        if node.allocatable != self.nodes[i].allocatable:
+            raise ValueError(f"node {node.name!r}: its allocatable changed; the snapshot must be built again")
+        self.nodes = (*self.nodes[:i], node, *self.nodes[i + 1:])
+        models, codes = self._index_models()
+        if models != self.gpu_models:  # other codes: what was cached by them no longer holds
+            self.uid = next(_snapshot_ids)
+        self.gpu_models, self.gpu_model = models, codes
+        self.taints, self.taint_matrix = self._index_taints()
+        self._labels, self._model_nodes = {}, {}
+        self.version[i] = next(_versions)
+
     def assign(self, pod: Pod, node: int, gpus: Sequence[int] | None = None) -> Assignment:
         """Account ``pod`` on ``node`` (and ``gpus``, by default :meth:`default_gpus`).
 

@@ -158,6 +158,7 @@ def create_app(
     if client_cert_port is not None:
         app.add_middleware(_VerifiedCallersOnly, port=client_cert_port)
     if cache is not None:  # first: routes are matched in order, and the extender is called twice per pod
+        cache.on_rebuild = metrics.snapshot_rebuilt
         app.include_router(extender_router(cache, profile, classes=classes, metrics=metrics, mig=mig_fleet))
     app.include_router(quota_router(store, clock), responses=_refusals(400, 401, 403, 404, 409, 413, 422, 503))
     app.include_router(webhook_router(managed, store=store, clock=clock, metrics=metrics), responses=_refusals(400, 413))

@@ -83,6 +83,14 @@ class ServiceMetrics:
         self._gpu_drift = Counter(
             "slotwise_gpu_share_drift", "GPU shares found not where slotwise's model has them (their reservation "
             "gone or elsewhere), each reported once; alert on any increase.", registry=self.registry)
+        self._rebuilds = Counter(
+            "slotwise_snapshot_rebuilds", "Times the cluster snapshot was built whole, by what dropped it (node "
+            "added, removed or resized, GPU slots taken): each stalls the extender for "
+            "slotwise_snapshot_rebuild_seconds; more than a few an hour means something rewrites nodes.",
+            ["reason"], registry=self.registry)
+        self._rebuild_seconds = Histogram(
+            "slotwise_snapshot_rebuild_seconds", "Time to build the cluster snapshot whole.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0), registry=self.registry)
         self.leader = Gauge("slotwise_leader", "1 while this replica holds the lease and runs the admission loop; "
                             "the sum over replicas should be 1.", registry=self.registry)
 
@@ -117,6 +125,10 @@ class ServiceMetrics:
 
     def gpu_share_drift(self) -> None:
         self._gpu_drift.inc()
+
+    def snapshot_rebuilt(self, reason: str, seconds: float) -> None:
+        self._rebuilds.labels(reason=reason).inc()
+        self._rebuild_seconds.observe(seconds)
 
 
 def metrics_router(metrics: ServiceMetrics, refresh: Callable[[], None] | None = None) -> APIRouter:
