@@ -214,15 +214,20 @@ class Snapshot:
         i = self.index.get(node.name)
         if i is None:
             raise ValueError(f"node {node.name!r} is not in the snapshot")
-        if node.allocatable != self.nodes[i].allocatable:
+        old = self.nodes[i]
+        if node.allocatable != old.allocatable:
             raise ValueError(f"node {node.name!r}: its allocatable changed; the snapshot must be built again")
         self.nodes = (*self.nodes[:i], node, *self.nodes[i + 1:])
-        models, codes = self._index_models()
-        if models != self.gpu_models:  # other codes: what was cached by them no longer holds
-            self.uid = next(_snapshot_ids)
-        self.gpu_models, self.gpu_model = models, codes
-        self.taints, self.taint_matrix = self._index_taints()
-        self._labels, self._model_nodes = {}, {}
+        # Only the indexes of what changed: each is a pass over every node.
+        if node.gpu_model != old.gpu_model:
+            models, self.gpu_model = self._index_models()
+            if models != self.gpu_models:  # other codes: what was cached by them no longer holds
+                self.gpu_models, self.uid = models, next(_snapshot_ids)
+            self._model_nodes = {}
+        if node.taints != old.taints:
+            self.taints, self.taint_matrix = self._index_taints()
+        if node.labels != old.labels:
+            self._labels = {}
         self.version[i] = next(_versions)
 
     def assign(self, pod: Pod, node: int, gpus: Sequence[int] | None = None) -> Assignment:
