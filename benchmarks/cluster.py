@@ -17,7 +17,8 @@ ratios hold on a noisy machine:
 
 For each: pods bound per second (sustained: between 10% and 90% of the pods that bound), time
 from creation to binding (p50, p99; creation is when the API server answered the create, binding
-when the benchmark's watch first saw ``spec.nodeName``), the GPU allocation ratio at the end,
+when the benchmark's watch first saw ``spec.nodeName``; p50 "gated": until it first saw the pod
+without a scheduling gate, so the rest is kube-scheduler's), the GPU allocation ratio at the end,
 pods never placed, the CPU seconds slotwise, kube-scheduler and kube-apiserver used while pods
 were created and bound, and slotwise's peak memory.
 
@@ -29,6 +30,7 @@ pods placed in both or in neither, and the difference in final GPU allocation.
     python3 benchmarks/cluster.py                               # 1,213 nodes, 8,152 pods, as fast as possible
     python3 benchmarks/cluster.py --rate 50                     # 50 pods/s
     python3 benchmarks/cluster.py --nodes 5000 --configs kube,fgd --json cluster.json
+    python3 benchmarks/cluster.py --nodes 5000 --pods 30000 --configs default   # slotwise's memory at scale
     python3 benchmarks/cluster.py --nodes 60 --pods 300         # a quick look (minutes)
 
 It builds the control plane on first use (e2e/build.sh, about 20 minutes on 2 cores, cached).
@@ -39,6 +41,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import multiprocessing
 import os
 import queue
 import re
@@ -48,7 +51,9 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +111,11 @@ def node_objects(rows: list[dict[str, str]], count: int | None, shares_as_resour
 
 def pod_objects(rows: list[dict[str, str]], count: int | None, seed: int) -> list[dict[str, Any]]:
     """The openb pods in one seeded order, named so that name order is creation order (the
-    admission loop decides pods created in the same second by name)."""
-    order = np.random.default_rng(seed).permutation(len(rows))[:count]
+    admission loop decides pods created in the same second by name). More pods than the trace
+    holds (for a cluster of replicated nodes) take further permutations of it."""
+    rng = np.random.default_rng(seed)
+    wanted = len(rows) if count is None else count
+    order = np.concatenate([rng.permutation(len(rows)) for _ in range(-(-wanted // len(rows)))])[:wanted]
     objects = []
     for i, index in enumerate(order.tolist()):
         row = rows[index]
@@ -142,13 +150,24 @@ def pool(nodes: list[dict[str, Any]]) -> str:
 
 
 # The API server -------------------------------------------------------------------------------------
-def client(cluster: Cluster, timeout: float = 30.0) -> httpx.Client:
-    context = ssl.create_default_context(cafile=str(cluster.path("ca.crt")))
-    context.load_cert_chain(cluster.path("admin.crt"), cluster.path("admin.key"))
-    return httpx.Client(base_url=cluster.server, verify=context, timeout=timeout)
+@dataclass(frozen=True)
+class Api:
+    """The API server as an admin reaches it: what a process of its own needs to be a client."""
+    server: str
+    certificates: Path  # the cluster's folder: ca.crt, admin.crt, admin.key
+
+    @classmethod
+    def of(cls, cluster: Cluster) -> Api:
+        return cls(cluster.server, cluster.workdir)
 
 
-def create_all(cluster: Cluster, path: str, objects: list[dict[str, Any]], creators: int, rate: float,
+def client(api: Api, timeout: float = 30.0) -> httpx.Client:
+    context = ssl.create_default_context(cafile=str(api.certificates / "ca.crt"))
+    context.load_cert_chain(api.certificates / "admin.crt", api.certificates / "admin.key")
+    return httpx.Client(base_url=api.server, verify=context, timeout=timeout)
+
+
+def create_all(api: Api, path: str, objects: list[dict[str, Any]], creators: int, rate: float,
                created: dict[str, float] | None = None) -> None:
     """POST each object, at ``rate`` per second (0: as fast as ``creators`` clients go); record
     when each create was answered. A refusal other than "already exists" stops the run."""
@@ -159,7 +178,7 @@ def create_all(cluster: Cluster, path: str, objects: list[dict[str, Any]], creat
     errors: list[str] = []
 
     def create() -> None:
-        with client(cluster) as http:
+        with client(api) as http:
             while not errors:
                 try:
                     due, obj = work.get_nowait()  # type: ignore[misc]
@@ -185,11 +204,12 @@ def create_all(cluster: Cluster, path: str, objects: list[dict[str, Any]], creat
 
 class BindWatch:
     """The namespace's pods, watched from before the first is created: when each was first seen
-    bound, and to which node."""
+    bound, and to which node; and when first seen without a scheduling gate (slotwise's lifted)."""
 
-    def __init__(self, cluster: Cluster):
+    def __init__(self, api: Api):
         self.bound: dict[str, tuple[float, str]] = {}
-        self._http = client(cluster, timeout=None)  # type: ignore[arg-type]
+        self.ungated: dict[str, float] = {}
+        self._http = client(api, timeout=None)  # type: ignore[arg-type]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
         self._thread.start()
@@ -214,6 +234,8 @@ class BindWatch:
                     version = obj["metadata"].get("resourceVersion", version)
                     node = obj.get("spec", {}).get("nodeName")
                     name = obj["metadata"].get("name")
+                    if not obj.get("spec", {}).get("schedulingGates") and name not in self.ungated:
+                        self.ungated[name] = time.monotonic()
                     if node and name not in self.bound:
                         self.bound[name] = (time.monotonic(), node)
                     if self._stop.is_set():
@@ -221,6 +243,65 @@ class BindWatch:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+@dataclass
+class Timings:
+    created: dict[str, float]  # when each create was answered (time.monotonic, the same in every process)
+    bound: dict[str, tuple[float, str]]
+    ungated: dict[str, float]
+    wall_s: float  # from the first create to the last binding and the settle after it
+    cpu_s: float  # the load's own CPU over that time
+
+
+class Load:
+    """The pods created and their bindings watched from a process of its own: in this one, the
+    Service's proxy (e2e/proxy.py, which every webhook and extender call crosses, as kube-proxy's
+    kernel forwarding would) would wait for the GIL behind the creating clients' TLS and the
+    watch's JSON, a cost a real cluster's Service does not have."""
+
+    def __init__(self, api: Api, pods: list[dict[str, Any]], args: argparse.Namespace, say: Callable[[str], None]):
+        self._say = say
+        self._conn, child = multiprocessing.get_context("spawn").Pipe()
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=_drive, args=(api, pods, args.creators, args.rate, args.settle, child), daemon=True)
+        self._process.start()
+        self._expect()  # watching, and about to create: the caller reads the CPU counters now
+
+    def _expect(self) -> Any:
+        message = self._conn.recv()
+        if isinstance(message, Exception):
+            raise message
+        return message
+
+    def result(self) -> Timings:
+        self._conn.send("go")
+        self._say(self._expect())
+        timings = self._expect()
+        self._process.join()
+        return timings
+
+
+def _drive(api: Api, pods: list[dict[str, Any]], creators: int, rate: float, settle: float, conn: Connection) -> None:
+    try:
+        watch = BindWatch(api)
+        time.sleep(1)
+        conn.send("watching")
+        conn.recv()
+        cpu, begun = time.process_time(), time.monotonic()
+        created: dict[str, float] = {}
+        create_all(api, f"/api/v1/namespaces/{NAMESPACE}/pods", pods, creators, rate, created)
+        conn.send(f"{len(pods)} pods created in {time.monotonic() - begun:.0f} s")
+        last, count = time.monotonic(), -1
+        while len(watch.bound) < len(pods) and time.monotonic() - last < settle:
+            if len(watch.bound) != count:
+                last, count = time.monotonic(), len(watch.bound)
+            time.sleep(0.5)
+        watch.stop()
+        conn.send(Timings(created, dict(watch.bound), dict(watch.ungated), time.monotonic() - begun,
+                          time.process_time() - cpu))
+    except Exception as exc:  # the parent raises it
+        conn.send(exc)
 
 
 def schedulable(node: dict[str, Any]) -> bool:
@@ -281,6 +362,7 @@ class Result:
     pods_per_s: float = 0.0
     p50_s: float = 0.0
     p99_s: float = 0.0
+    p50_gated_s: float = 0.0  # creation to the admission gate lifted: the rest of p50 is kube-scheduler's
     allocation: float = 0.0
     cpu_s: dict[str, float] = field(default_factory=dict)
     slotwise_peak_mib: float | None = None
@@ -316,9 +398,10 @@ def run(config: str, node_rows: list[dict[str, str]], pods: list[dict[str, Any]]
         print(f"[{config}] {text}", file=sys.stderr, flush=True)
 
     with running(**settings) as cluster:
+        api = Api.of(cluster)
         started = time.monotonic()
-        create_all(cluster, "/api/v1/nodes", nodes, args.creators, 0)
-        with client(cluster) as http:
+        create_all(api, "/api/v1/nodes", nodes, args.creators, 0)
+        with client(api) as http:
             while True:
                 if sum(map(schedulable, http.get("/api/v1/nodes").json()["items"])) >= len(nodes):
                     break
@@ -329,27 +412,18 @@ def run(config: str, node_rows: list[dict[str, str]], pods: list[dict[str, Any]]
                                                    "metadata": {"name": NAMESPACE, "labels": labels}}).raise_for_status()
         if slotwise:  # its pool, and a start that lists the nodes whole (the order the simulator gets)
             cluster.use_pools(pool(nodes))
-        # Every component, and this process (the clients creating pods, the watch, the Service's
-        # proxy): on two cores each one's CPU is taken from the others.
-        processes = {name: process.pid for name, process in cluster.processes.items()} | {"benchmark": os.getpid()}
-        watch = BindWatch(cluster)
-        time.sleep(1)
+        # Every component, and this process, which now only runs the Service's proxy: on two
+        # cores each one's CPU is taken from the others.
+        processes = {name: process.pid for name, process in cluster.processes.items()} | {"proxy": os.getpid()}
+        load = Load(api, pods, args, say)
         before = {name: cpu_seconds(pid) for name, pid in processes.items()}
-        created: dict[str, float] = {}
-        begun = time.monotonic()
-        create_all(cluster, f"/api/v1/namespaces/{NAMESPACE}/pods", pods, args.creators, args.rate, created)
-        say(f"{len(pods)} pods created in {time.monotonic() - begun:.0f} s")
-        last, count = time.monotonic(), -1
-        while len(watch.bound) < len(pods) and time.monotonic() - last < args.settle:
-            if len(watch.bound) != count:
-                last, count = time.monotonic(), len(watch.bound)
-            time.sleep(0.5)
-        result.wall_s = time.monotonic() - begun
+        timings = load.result()
+        result.wall_s = timings.wall_s
         result.cpu_s = {name: cpu_seconds(pid) - before[name] for name, pid in processes.items()}
+        result.cpu_s["benchmark"] = timings.cpu_s
         if "slotwise" in processes:
             result.slotwise_peak_mib = peak_mib(processes["slotwise"])
-        watch.stop()
-        with client(cluster) as http:
+        with client(api) as http:
             listed = http.get(f"/api/v1/namespaces/{NAMESPACE}/pods").json()["items"]
             tainted = len(nodes) - sum(map(schedulable, http.get("/api/v1/nodes").json()["items"]))
         if tainted:  # a heartbeat kwok sent too late: the run is not what a cluster of kubelets would see
@@ -360,10 +434,10 @@ def run(config: str, node_rows: list[dict[str, str]], pods: list[dict[str, Any]]
         result.example = {why: message[:200] for why, message in reversed(reasons)}
         if slotwise:
             result.rebuilds, result.rebuild_s = snapshot_builds(cluster.path("slotwise.log"))
-        say(f"{len(watch.bound)} bound, {result.wall_s:.0f} s")
+        say(f"{len(timings.bound)} bound, {result.wall_s:.0f} s")
 
     by_name = {p["metadata"]["name"]: p for p in pods}
-    placed = {name: node for name, (_, node) in watch.bound.items() if name in by_name}
+    placed = {name: node for name, (_, node) in timings.bound.items() if name in by_name}
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         (args.save / f"{config}.json").write_text(json.dumps({"nodes": nodes, "pods": pods, "placed": placed,
@@ -371,13 +445,16 @@ def run(config: str, node_rows: list[dict[str, str]], pods: list[dict[str, Any]]
     gpus_of = {n["metadata"]["name"]: int(n["status"]["allocatable"].get(GPU, 0)) for n in nodes}
     invalid = overcommitted(by_name, placed, gpus_of) if not slotwise else set()
     capacity = 1000 * sum(gpus_of.values())
-    latencies = [watch.bound[name][0] - created[name] for name in placed if name in created]
+    created = timings.created
+    latencies = [timings.bound[name][0] - created[name] for name in placed if name in created]
     result.bound, result.invalid = len(placed), len(invalid)
     result.never_placed = len(pods) - len(placed)
-    result.pods_per_s = sustained([t for name, (t, _) in watch.bound.items() if name in by_name])
+    result.pods_per_s = sustained([t for name, (t, _) in timings.bound.items() if name in by_name])
     if latencies:
         result.p50_s = statistics.median(latencies)
         result.p99_s = float(np.percentile(latencies, 99))
+        result.p50_gated_s = statistics.median(timings.ungated[name] - created[name] for name in placed
+                                               if name in created and name in timings.ungated)
     result.allocation = sum(gpu_milli(by_name[name]) for name in placed if name not in invalid) / capacity
     if slotwise:
         model_nodes = sorted((node_from_k8s(n) for n in nodes), key=lambda n: n.name)
@@ -426,14 +503,14 @@ def same_node(live: dict[str, str | None], simulated: dict[str, str | None]) -> 
 def table(results: list[Result]) -> str:
     kube = next((r for r in results if r.config == "kube"), None)
     lines = ["| configuration | nodes | pods | rate | bound | over-committed | never placed | pods/s | vs kube | "
-             "p50 s | p99 s | GPU allocated | CPU s slotwise | CPU s kube-scheduler | CPU s kube-apiserver | "
+             "p50 s | p99 s | p50 s gated | GPU allocated | CPU s slotwise | CPU s kube-scheduler | CPU s kube-apiserver | "
              "slotwise peak MiB | same node as simulated | in slotwise's order | simulated allocation |",
-             "|" + "---|" * 19]
+             "|" + "---|" * 20]
     for r in results:
         ratio = f"{r.pods_per_s / kube.pods_per_s:.2f}" if kube and kube.pods_per_s else ""
         lines.append(
             f"| {r.config} | {r.nodes:,} | {r.pods:,} | {r.rate or 'max'} | {r.bound:,} | {r.invalid:,} | "
-            f"{r.never_placed:,} | {r.pods_per_s:.1f} | {ratio} | {r.p50_s:.2f} | {r.p99_s:.2f} | "
+            f"{r.never_placed:,} | {r.pods_per_s:.1f} | {ratio} | {r.p50_s:.2f} | {r.p99_s:.2f} | {r.p50_gated_s:.2f} | "
             f"{100 * r.allocation:.2f}% | {r.cpu_s.get('slotwise', 0):.0f} | {r.cpu_s.get('kube-scheduler', 0):.0f} | "
             f"{r.cpu_s.get('kube-apiserver', 0):.0f} | {r.slotwise_peak_mib or 0:.0f} | "
             + (f"{100 * r.same_node:.1f}% | {100 * (r.same_node_decided_order or 0):.1f}% | "
@@ -444,7 +521,7 @@ def table(results: list[Result]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=None, help="nodes (default: the openb node list, 1,213)")
-    parser.add_argument("--pods", type=int, default=None, help="pods (default: every openb default pod)")
+    parser.add_argument("--pods", type=int, default=None, help="pods (default: every openb default pod; more repeat them, reshuffled)")
     parser.add_argument("--rate", type=float, default=0.0, help="pods created per second (default 0: as fast as possible)")
     parser.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated, of {', '.join(CONFIGS)}")
     parser.add_argument("--creators", type=int, default=8, help="clients creating pods in parallel")

@@ -1,11 +1,12 @@
 """What benchmarks/cluster.py counts against kube-scheduler alone: shares it put on a node whose
 GPUs have no room for them (a node-level extended resource cannot see single GPUs), and the
-sustained binding rate."""
+sustained binding rate; and the pods it creates."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,16 @@ def test_shares_that_no_gpu_left_by_whole_gpu_pods_can_hold_are_over_committed()
 def test_the_sustained_rate_is_taken_between_the_10_and_90_percent_bindings():
     times = [0.0] * 5 + [10.0 + i for i in range(90)] + [1000.0] * 5  # a burst, one a second, stragglers
     assert cluster.sustained(times) == pytest.approx(1.0)
+
+
+def test_more_pods_than_the_trace_holds_repeat_it_reshuffled_after_the_usual_order():
+    rows = [{"name": f"r{i}", "cpu_milli": "1000", "memory_mib": "512", "num_gpu": "0", "gpu_milli": "0"}
+            for i in range(5)]
+    once = cluster.pod_objects(rows, None, seed=7)
+    more = cluster.pod_objects(rows, 12, seed=7)
+    assert more[:5] == once  # a longer run starts as the shorter one did
+    names = [p["metadata"]["name"] for p in more]
+    assert len(set(names)) == 12 and names == sorted(names)  # name order is creation order
+    drawn = Counter(name.split("-", 1)[1] for name in names)
+    assert set(drawn) == {f"r{i}" for i in range(5)} and sorted(drawn.values()) == [2, 2, 2, 3, 3]
+    assert [n.split("-", 1)[1] for n in names[5:10]] != [n.split("-", 1)[1] for n in names[:5]]  # reshuffled

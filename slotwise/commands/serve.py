@@ -39,12 +39,12 @@ def _cache(nodes: Path | None, pods: Path | None, kubeconfig: Path | None, in_cl
 
         from slotwise.server.kube import Kube
 
+        loaded = client.Configuration()
         if in_cluster:
-            config.load_incluster_config()
-            api = client.ApiClient()
+            config.load_incluster_config(client_configuration=loaded)
         else:
-            api = config.new_client_from_config(config_file=str(kubeconfig))
-        cache = ClusterCache(Kube(api))
+            config.load_kube_config(config_file=str(kubeconfig), client_configuration=loaded)
+        cache = ClusterCache(Kube.configured(loaded))
         cache.start()
         return cache
     cache = ClusterCache()

@@ -16,12 +16,25 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 from kubernetes import client
 
 from slotwise.server.leader import LeaseConflict
+
+T = TypeVar("T")
+
+#: Objects per page of a list, as client-go's reflector reads them. A cluster's 20,000 pods in one
+#: reply were tens of megabytes parsed in one call, which holds the GIL throughout: every webhook
+#: and extender call waited for the resync (over a second at 5,000 nodes and 20,000 pods).
+LIST_PAGE = 500
+
+#: Connections kept open to the API server: each of the cache's watches holds one while it
+#: streams, the admission loop lifts 8 gates at once, and the lease, events and reconcilers write
+#: beside them. The client's default, 5 per CPU (10 on two cores), threw a connection away after
+#: most writes under load, and the next one opened (and TLS-handshook) another.
+CONNECTIONS = 32
 
 #: Kinds the cache follows, by the CoreV1Api method that lists them.
 LISTERS = {"nodes": "list_node", "pods": "list_pod_for_all_namespaces"}
@@ -44,8 +57,8 @@ class Unavailable(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Listing:
-    items: list[dict[str, Any]]
+class Listing(Generic[T]):
+    items: list[T]
     resource_version: str
 
 
@@ -75,14 +88,20 @@ class Kube:
         self.authentication = client.AuthenticationV1Api(api)
 
     @classmethod
+    def configured(cls, config: client.Configuration) -> Kube:
+        """A client from ``config`` (as ``kubernetes.config`` loads it), keeping ``CONNECTIONS`` open."""
+        config.connection_pool_maxsize = CONNECTIONS
+        return cls(client.ApiClient(config))
+
+    @classmethod
     def at(cls, host: str, token: str | None = None, ca_file: str | None = None) -> Kube:
-        """A client for ``host``; in a cluster use ``kubernetes.config.load_incluster_config`` instead."""
+        """A client for ``host``; in a cluster use :meth:`configured` with ``load_incluster_config``."""
         config = client.Configuration(host=host)
         if token:
             config.api_key = {"authorization": f"Bearer {token}"}
         if ca_file:
             config.ssl_ca_cert = ca_file
-        return cls(client.ApiClient(config))
+        return cls.configured(config)
 
     def _lister(self, kind: str) -> tuple[Callable[..., Any], tuple[str, ...]]:
         """The client method that lists ``kind`` cluster-wide, and its positional arguments."""
@@ -90,16 +109,27 @@ class Kube:
             return self.custom.list_cluster_custom_object, CUSTOM_LISTERS[kind]
         return getattr(self.core, LISTERS[kind]), ()
 
-    def list(self, kind: str) -> Listing:
+    def list(self, kind: str, read: Callable[[dict[str, Any]], T]) -> Listing[T]:
+        """Every object of ``kind``, as ``read`` makes it of each page of ``LIST_PAGE`` as it
+        arrives (the page's JSON is dropped then); a continue token that expired meanwhile (410
+        Gone) raises :class:`Expired`: list again from the start."""
         method, args = self._lister(kind)
-        try:
-            response = method(*args, _preload_content=False)
-        except client.ApiException as exc:
-            if kind in CUSTOM_LISTERS and exc.status in (403, 404):
-                raise Unavailable(f"{exc.status} {exc.reason}") from None
-            raise
-        body = json.loads(_body(response))
-        return Listing(body.get("items") or [], body["metadata"]["resourceVersion"])
+        items: list[T] = []
+        token = None
+        while True:
+            try:
+                response = method(*args, limit=LIST_PAGE, _continue=token, _preload_content=False)
+            except client.ApiException as exc:
+                if kind in CUSTOM_LISTERS and exc.status in (403, 404):
+                    raise Unavailable(f"{exc.status} {exc.reason}") from None
+                if exc.status == 410:
+                    raise Expired(str(exc.reason)) from None
+                raise
+            body = orjson.loads(_body(response))
+            items += map(read, body.get("items") or [])
+            token = body["metadata"].get("continue")
+            if not token:
+                return Listing(items, body["metadata"]["resourceVersion"])
 
     def watch(self, kind: str, resource_version: str, timeout_s: int) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(type, object)`` events from ``resource_version`` on, for at most ``timeout_s``; a

@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Iterator
 from types import FrameType
 
 import uvicorn
+
+#: How long a thread may hold the GIL while another waits for it (Python's default: 5 ms). The
+#: admission loop plans in a thread of its own; at the default, a request on the event loop waited
+#: up to that at each handoff, and the webhooks sit in every pod create, the extender in each of
+#: kube-scheduler's one-pod-at-a-time cycles (benchmarks/README.md, "The Service's proxy").
+GIL_SWITCH_S = 0.0005
 
 
 class _Beside(uvicorn.Server):
@@ -47,6 +54,7 @@ async def _serve_all(main: _Main) -> None:
 def run(main: uvicorn.Config, *others: uvicorn.Config) -> None:
     """Serve ``main`` and ``others`` (each with ``lifespan="off"``: the application starts once)
     on one event loop until a signal. Like ``uvicorn.run``, it re-raises the signal it stopped on."""
+    sys.setswitchinterval(GIL_SWITCH_S)
     server = _Main(main, [_Beside(config) for config in others])
     with asyncio.Runner(loop_factory=main.get_loop_factory()) as runner:
         runner.run(_serve_all(server))
