@@ -262,8 +262,9 @@ class Load:
 
     def __init__(self, api: Api, pods: list[dict[str, Any]], args: argparse.Namespace, say: Callable[[str], None]):
         self._say = say
-        self._conn, child = multiprocessing.get_context("spawn").Pipe()
-        self._process = multiprocessing.get_context("spawn").Process(
+        spawn = multiprocessing.get_context("spawn")
+        self._conn, child = spawn.Pipe()
+        self._process = spawn.Process(
             target=_drive, args=(api, pods, args.creators, args.rate, args.settle, child), daemon=True)
         self._process.start()
         self._expect()  # watching, and about to create: the caller reads the CPU counters now

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 
 import pytest
 
 from slotwise.server.kube import Kube
+from tests.stub_http import serving
 
 
 class KeepAlive(BaseHTTPRequestHandler):
@@ -39,19 +40,11 @@ class KeepAlive(BaseHTTPRequestHandler):
         pass
 
 
-class Server(ThreadingHTTPServer):
-    request_queue_size = 64  # connections opened at once are accepted, not reset
-    daemon_threads = True
-
-
 @pytest.fixture
 def api() -> Iterator[str]:
     KeepAlive.connections, KeepAlive.requests = set(), 0
-    server = Server(("127.0.0.1", 0), KeepAlive)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(KeepAlive) as url:
+        yield url
 
 
 def test_writes_and_reads_share_one_connection(api):

@@ -5,15 +5,15 @@ holds the GIL (the webhooks waited), and every pod held as parsed JSON until the
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from slotwise.server.kube import LIST_PAGE, Expired, Kube
+from tests.stub_http import serving
 
 PODS = [{"metadata": {"name": f"p{i}", "namespace": "ns"}} for i in range(2 * LIST_PAGE + 7)]
 
@@ -50,11 +50,8 @@ class Pages(BaseHTTPRequestHandler):
 @pytest.fixture
 def api() -> Iterator[str]:
     Pages.asked, Pages.expire = [], False
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Pages)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Pages) as url:
+        yield url
 
 
 def test_a_list_reads_every_page_and_keeps_the_lists_version(api):

@@ -4,13 +4,12 @@ cycle end to end through the official client against a stub API server."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
@@ -45,6 +44,7 @@ from slotwise.server.kube import SCHEDULER_PLUGINS_POD_GROUPS, VOLCANO_POD_GROUP
 from slotwise.server.metrics import ServiceMetrics
 from tests.conftest import build_node, build_pod, build_snapshot
 from tests.quota_fixtures import sqlite_store
+from tests.stub_http import serving
 
 RECORDED = Path(__file__).parent / "recorded"
 BURST = burst_from_yaml((Path(__file__).resolve().parents[1] / "docs" / "examples" / "burst.yaml").read_text())
@@ -705,11 +705,8 @@ def api() -> Iterator[str]:
     StubApiServer.writes = []
     StubApiServer.lists = Counter()
     StubApiServer.evictions = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StubApiServer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(StubApiServer) as url:
+        yield url
 
 
 @contextmanager

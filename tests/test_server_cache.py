@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -20,6 +19,7 @@ from kubernetes.client import ApiClient, ApiException
 from scheduler.gang.groups import PodGroup
 from slotwise.server.cache import ClusterCache
 from slotwise.server.kube import Expired, Kube
+from tests.stub_http import serving
 
 RECORDED = Path(__file__).parent / "recorded"
 
@@ -72,12 +72,8 @@ def api() -> Iterator[str]:
     StubApiServer.lists = Counter()
     StubApiServer.bindings = []
     StubApiServer.missing = {"scheduling.volcano.sh"}  # the recorded cluster runs scheduler-plugins only
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StubApiServer)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(StubApiServer) as url:
+        yield url
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
