@@ -27,6 +27,7 @@ from slotwise.server.gpu_shares import (
     device_of,
     env_mutation,
     group_state,
+    held_groups,
     reservation_pod,
 )
 from slotwise.server.metrics import ServiceMetrics
@@ -157,6 +158,26 @@ def test_a_share_that_does_not_fit_the_groups_gpu_takes_another(store):
     [action] = plan(store, reservation_json("gpu-share-old", "n0", 0), running, share_json("new", 300, gated=True))
     assert isinstance(action, Ungate) and action.group == "gpu-share-uid-new" and action.reservation is not None
     assert action.reservation["metadata"]["annotations"]["slotwise.io/gpu-indices"] == "1"
+
+
+def test_a_share_joins_the_group_of_a_share_ungated_before_whose_reservation_is_not_bound_yet(store):
+    """Cycles follow each other faster than kube-scheduler binds: a GPU given a second group gets a
+    second reservation pod, which kube-scheduler counts as a second whole GPU."""
+    first = share_json("a", 300, gated=True)
+    cache = cache_of(first)
+    loop = AdmissionLoop(cache, FakeKube(), store, "gpu-pack", clock=lambda: T0)  # type: ignore[arg-type]
+    [started] = loop.run_once()
+    assert isinstance(started, Ungate) and started.reservation is not None
+    cache.apply("pods", "ADDED", share_json("b", 300, gated=True))  # nothing of a's bound or lifted seen yet
+    [joined] = loop.run_once()
+    assert isinstance(joined, Ungate) and joined.group == started.group and joined.reservation is None
+
+
+def test_groups_are_known_from_bound_reservations_and_bound_shares_alike():
+    reservation = reservation_json("gpu-share-r", "n0", 1)
+    share = share_json("s", node="n0", group="gpu-share-s", slot=0)  # its reservation not bound yet
+    waiting = share_json("w", group="gpu-share-w", slot=1)  # annotated, not bound: holds no slot yet
+    assert held_groups(pods(reservation, share, waiting)) == {("n0", 1): "gpu-share-r", ("n0", 0): "gpu-share-s"}
 
 
 # The reconciler ----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ cycle end to end through the official client against a stub API server."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from scheduler.gang.queue import GangQueue, TimedOut
 from scheduler.model.k8s_json import pod_from_k8s
 from scheduler.placement.engine import Placer
 from scheduler.placement.profile import build_profile
+from slotwise.server import admission_loop
 from slotwise.server.admission_loop import (
     AdmissionLoop,
     Burst,
@@ -109,7 +111,7 @@ def gang_json(name: str, gang: str, gpus: int, minimum: int | None = None, timeo
 
 class FakeKube:
     """Records the loop's writes (it has no list: gated pods must come from the cache); an eviction
-    answers the statuses queued for its pod in ``refuse``, then succeeds."""
+    or a patch answers the statuses queued for its pod in ``refuse``, then succeeds."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, Any]] = []
@@ -117,6 +119,8 @@ class FakeKube:
 
     def patch_pod(self, namespace: str, name: str, patch: list[dict[str, Any]]) -> None:
         self.calls.append(("patch", f"{namespace}/{name}", patch))
+        if self.refuse.get(f"{namespace}/{name}"):
+            raise ApiException(status=self.refuse[f"{namespace}/{name}"].pop(0), reason="refused")
 
     def evict(self, namespace: str, name: str, grace_seconds: int) -> None:
         self.calls.append(("evict", f"{namespace}/{name}", grace_seconds))
@@ -397,6 +401,101 @@ def test_room_planned_for_a_pod_not_bound_yet_is_not_planned_again(store):
     cache.apply("pods", "ADDED", pod_json("d", gpus=2))
     [fourth] = admission.run_once()
     assert isinstance(fourth, Ungate) and fourth.node == second.node
+
+
+class CountingPlacements:
+    """Counts the loop's attempts to place a unit."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        place = AdmissionLoop._place
+
+        def counted(loop: AdmissionLoop, trial: Any, unit: Any) -> Any:
+            self.count += 1
+            return place(loop, trial, unit)
+        monkeypatch.setattr(AdmissionLoop, "_place", counted)
+
+
+def test_a_pod_that_fit_nowhere_is_placed_again_only_once_room_may_have_been_freed(store, monkeypatch):
+    """kube-scheduler's unschedulable queue, for the admission loop: a full cluster's backlog is not
+    placed again in every cycle (two hundred such pods made each cycle seconds long at 1,213 nodes)."""
+    placements = CountingPlacements(monkeypatch)
+    clock = [T0]
+    kube = FakeKube()
+    big = bound(pod_json("big", gpus=8), "n0")
+    cache = cache_of(big, pod_json("a", gpus=4))
+    admission = AdmissionLoop(cache, kube, store, clock=lambda: clock[0])  # type: ignore[arg-type]
+    [waits] = admission.run_once()
+    assert isinstance(waits, Pending) and waits.cause == "NoCapacity" and placements.count == 1
+    cache.apply("pods", "MODIFIED", {**big, "status": {"phase": "Running", "podIP": "10.0.0.1"}})  # no room freed
+    assert admission.run_once() == [waits] and placements.count == 1  # told the same, not placed again
+    clock[0] += admission_loop.NO_ROOM_RETRY_S
+    assert admission.run_once() == [waits] and placements.count == 2  # a missed event lasts a minute at most
+    cache.apply("pods", "DELETED", big)
+    [placed] = admission.run_once()
+    assert isinstance(placed, Ungate) and placements.count == 3
+
+
+def test_room_planned_here_that_was_never_taken_counts_as_freed(store, monkeypatch):
+    """A pod ungated here and deleted before kube-scheduler bound it held room in the loop's plans
+    only: no watch event frees it, so the loop counts it itself."""
+    placements = CountingPlacements(monkeypatch)
+    kube = FakeKube()
+    cache = cache_of(pod_json("a", gpus=4), gpus=(4,))
+    admission = AdmissionLoop(cache, kube, store, clock=lambda: T0)  # type: ignore[arg-type]
+    [ungate] = admission.run_once()
+    lifted = pod_json("a", gpus=4)
+    lifted["spec"]["schedulingGates"] = []
+    cache.apply("pods", "MODIFIED", lifted)
+    cache.apply("pods", "ADDED", pod_json("b", gpus=4))  # borrowing vision's 4: admitted, and no room
+    [waits] = admission.run_once()
+    assert isinstance(waits, Pending) and waits.cause == "NoCapacity"
+    cache.apply("pods", "DELETED", lifted)
+    [placed] = admission.run_once()
+    assert isinstance(placed, Ungate) and placed.node == ungate.node and placements.count == 3
+
+
+def test_room_planned_for_a_pod_whose_gate_did_not_come_off_counts_as_freed(store):
+    kube = FakeKube()
+    kube.refuse["nlp/a"] = [500]
+    cache = cache_of(pod_json("a", gpus=4), pod_json("b", gpus=4), gpus=(4,))
+    admission = AdmissionLoop(cache, kube, store, clock=lambda: T0)  # type: ignore[arg-type]
+    first = admission.run_once()
+    assert [type(a) for a in first] == [Ungate, Pending]  # a's patch failed; b found a's room taken
+    cache.apply("pods", "DELETED", pod_json("a", gpus=4))  # gone before it was tried again
+    [placed] = admission.run_once()
+    assert isinstance(placed, Ungate) and placed.pod_key == "nlp/b"
+
+
+class SlowKube(FakeKube):
+    """Answers patches only once ``answer`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = threading.Event()
+
+    def patch_pod(self, namespace: str, name: str, patch: list[dict[str, Any]]) -> None:
+        assert self.answer.wait(10)
+        super().patch_pod(namespace, name, patch)
+
+
+def test_a_cycle_need_not_wait_for_its_gate_patches_and_the_next_one_decides_the_rest(store):
+    kube = SlowKube()
+    kube.refuse["nlp/a"] = [500]
+    cache = cache_of(pod_json("a", gpus=4), gpus=(4, 4))
+    admission = AdmissionLoop(cache, kube, store, clock=lambda: T0)  # type: ignore[arg-type]
+    [first] = admission.run_once(wait_lifts=False)
+    assert isinstance(first, Ungate) and kube.calls == []  # sent, not answered
+    cache.apply("pods", "ADDED", pod_json("b", gpus=4))
+    [second] = admission.run_once(wait_lifts=False)  # a is not decided twice, and its room is taken
+    assert isinstance(second, Ungate) and second.pod_key == "nlp/b" and second.node != first.node
+    kube.answer.set()
+    started = time.monotonic()
+    while not (again := admission.run_once()):  # until a's refusal is answered
+        assert time.monotonic() - started < 5, "a failed patch was never taken in"
+        time.sleep(0.01)
+    assert [(a.pod_key, a.node) for a in again if isinstance(a, Ungate)] == [("nlp/a", first.node)]
+    admission.stop()
 
 
 def test_a_gated_pod_arriving_is_decided_without_waiting_out_the_interval(store):

@@ -324,3 +324,42 @@ def test_gated_pods_keep_their_object_until_the_gate_or_the_pod_goes():
     assert held() == {"vision/train-0": train}
     cache.replace("pods", [borrow])
     assert held() == {}
+
+
+def test_only_changes_that_may_make_room_count_as_freed():
+    """The admission loop places a pod that fit nowhere again only once ``freed`` moves: a bound
+    pod gone or changed, a node changed. A status update, a binding, a gated pod come or gone
+    only take room, or none."""
+    nodes = json.loads((RECORDED / "nodes.json").read_text())["items"]
+    borrow, train, _ = json.loads((RECORDED / "admission-pods.json").read_text())["items"]
+    cache = ClusterCache()
+    cache.replace("nodes", nodes)
+    cache.replace("pods", [borrow, train])
+    counted = cache.freed
+
+    def freed_by(*changes: tuple[str, str, dict]) -> int:
+        nonlocal counted
+        before = counted
+        for kind, event, obj in changes:
+            if event == "LIST":
+                cache.replace(kind, [obj])
+            else:
+                cache.apply(kind, event, obj)
+        counted = cache.freed
+        return counted - before
+
+    running = {**borrow, "status": {**borrow.get("status", {}), "conditions": [{"type": "Ready", "status": "True"}]}}
+    assert freed_by(("pods", "MODIFIED", running)) == 0  # the same pod, its status updated
+    bound_train = {**train, "spec": {**train["spec"], "schedulingGates": [], "nodeName": "gpu-a2"}}
+    assert freed_by(("pods", "MODIFIED", train), ("pods", "MODIFIED", bound_train)) == 0  # gated, then bound
+    assert freed_by(("pods", "DELETED", bound_train)) == 1  # bound, gone
+    assert freed_by(("pods", "ADDED", train), ("pods", "DELETED", train)) == 0  # gated, gone: it held no room
+    heartbeat = json.loads(json.dumps(nodes[0]))
+    heartbeat["metadata"]["resourceVersion"] = "999"
+    assert freed_by(("nodes", "MODIFIED", heartbeat)) == 0
+    untainted = json.loads(json.dumps(heartbeat))
+    untainted["spec"]["taints"] = []
+    untainted["metadata"]["labels"]["slotwise.test/relabelled"] = "yes"
+    assert freed_by(("nodes", "MODIFIED", untainted)) == 1
+    assert freed_by(("pods", "LIST", running)) == 0  # a resync that changes nothing
+    assert freed_by(("pods", "LIST", train)) == 1  # a resync that misses a bound pod

@@ -11,6 +11,11 @@ waits, and repartitioning is left to an admin (``slotwise mig plan``). A GPU pod
 annotated on it; a GPU share joins its GPU's group, whose reservation pod the loop creates
 (slotwise.server.gpu_shares), and the groups are reconciled after each cycle.
 
+A unit no node can take is told so and decided again only once room may have been freed (the
+cache counts such changes), as kube-scheduler's unschedulable queue does. Gate patches go out in
+the background: a cycle holds the pods it ungated as placed until the API server answers, and
+the next one decides the pods that arrived meanwhile.
+
 :meth:`AdmissionLoop.plan` decides and returns typed actions; only :meth:`AdmissionLoop.apply`
 talks to Kubernetes. Planning does write to the quota store: an admission is charged when it is
 decided, under the store's lock, so two decisions can never take the same capacity.
@@ -24,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -61,7 +66,7 @@ from scheduler.placement.engine import Placer
 from slotwise.server.cache import ClusterCache
 from slotwise.server.extender import PLANNED_NODES_ANNOTATION
 from slotwise.server.gpu_share_reconciler import ShareReconciler
-from slotwise.server.gpu_shares import Reservation, ReservationSettings, plan_share, reservation_room
+from slotwise.server.gpu_shares import ReservationSettings, held_groups, plan_share, reservation_room
 from slotwise.server.kube import Kube
 from slotwise.server.leader import Elector
 from slotwise.server.live_profile import LiveProfile
@@ -80,6 +85,9 @@ REQUIRED = "requiredDuringSchedulingIgnoredDuringExecution"
 RELEASE_GRACE_S = 60.0
 #: A reclaim victim still running this long after its grace period is evicted again.
 EVICTION_RESEND_S = 30.0
+#: A unit that fit on no node is decided again once room may have been freed, and at least this
+#: often besides (kube-scheduler retries its unschedulable pods on cluster events the same way).
+NO_ROOM_RETRY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,8 +240,12 @@ class _Trial:
     placer: Placer
     topology: Topology | None
     fleet: Fleet | None
-    #: GPU share groups by node and GPU slot: the reservations the cache holds, and those made this cycle.
+    #: GPU share groups by node and GPU slot: those the cached pods and the shares ungated here name,
+    #: and those made this cycle.
     groups: dict[tuple[str, int], str]
+    #: The room-freeing changes the snapshot reflects (:attr:`ClusterCache.freed` and the loop's
+    #: own); None where the caller does not know them: then every unit is placed afresh.
+    freed: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,8 +257,29 @@ class _Unit:
     gang: Gang | None
 
     @property
+    def pods(self) -> tuple[Pod, ...]:
+        return tuple(g.pod for g in self.members)
+
+    @property
     def order(self) -> tuple[int, float, str]:
         return (-max(g.pod.priority for g in self.members), min(g.created for g in self.members), self.key)
+
+
+@dataclass(frozen=True, slots=True)
+class _NoRoom:
+    """A unit no node could take, remembered so that a full cluster's backlog is not placed
+    again, for nothing, in every cycle: at 1,213 nodes two hundred such pods made each cycle seconds
+    long, and every pod arriving behind them waited that long for its gate."""
+
+    freed: int  # the room-freeing changes its snapshot reflected
+    until: float  # when it is decided again regardless
+    pods: tuple[Pod, ...]
+    gang: Gang | None
+    actions: list[Action]
+
+    def holds(self, unit: _Unit, freed: int | None, now: float) -> bool:
+        return (freed == self.freed and now < self.until and self.gang == unit.gang
+                and self.pods == unit.pods)
 
 
 def _timed_out_before(unit: _Unit) -> TimedOut | None:
@@ -260,6 +293,15 @@ def _timed_out_before(unit: _Unit) -> TimedOut | None:
 
 #: Gate patches in flight at once: enough to hide the API server's round trip, few enough not to crowd it.
 PATCH_WORKERS = 8
+
+
+def _went_through(action: Action, future: Future[bool]) -> bool:
+    if future.cancelled():  # the loop stopped first
+        return False
+    if (exc := future.exception()) is not None:
+        log.error("lifting the gate of %s failed", action.pod_key, exc_info=exc)
+        return False
+    return future.result()
 
 
 def _failed(action: Action, exc: Exception) -> None:
@@ -307,13 +349,19 @@ class AdmissionLoop:
         self._evicted_at: dict[str, float] = {}  # pod uid -> when its eviction last went through
         self._lifted: set[str] = set()  # uids of pods whose gate came off, until the cache sees it gone
         self._assumed: dict[str, Ungate] = {}  # pods ungated here, until the cache shows them bound or gone
+        self._no_room: dict[str, _NoRoom] = {}  # unit key -> what it was told when no node could take it
+        self._unplanned = 0  # room planned here that never came to be taken: a failed lift, an assumed pod gone
+        self._patcher: ThreadPoolExecutor | None = None
+        self._in_flight: list[tuple[Ungate | Burst, Future[bool]]] = []  # gate patches sent, not yet answered
         self._topology_of: tuple[tuple[Node, ...], Topology] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     # Planning -------------------------------------------------------------------------------------
-    def plan(self, snapshot: Snapshot, gated_pods: Sequence[Gated], now: float) -> list[Action]:
-        """Decide every gated unit, highest priority then oldest first, each seeing the ones before."""
+    def plan(self, snapshot: Snapshot, gated_pods: Sequence[Gated], now: float, freed: int | None = None) -> list[Action]:
+        """Decide every gated unit, highest priority then oldest first, each seeing the ones before.
+        ``freed``: the room-freeing changes ``snapshot`` reflects; given, a unit that fit nowhere
+        is not placed again until it changes (or :data:`NO_ROOM_RETRY_S` passes)."""
         ledger = self.store.ledger()
         admitted = set(ledger.workloads)
         config = ledger.config
@@ -323,7 +371,7 @@ class AdmissionLoop:
         gangs = any(u.gang for u in units)
         # Gang keys of running pods, worked out only when a gang waits: a pass over every pod.
         running = {self._keys.of(a.pod) for a in snapshot.assignments.values()} if gangs else set()
-        trial = self._trial(snapshot, gangs, [g.pod for g in gated_pods])
+        trial = self._trial(snapshot, gangs, [g.pod for g in gated_pods], freed)
         for unit in sorted(units, key=lambda u: u.order):
             try:
                 actions += self._plan_unit(trial, unit, admitted, now, config, snapshot, unit.key in running)
@@ -365,15 +413,17 @@ class AdmissionLoop:
             self._placer = Placer(profile)
         return self._placer
 
-    def _trial(self, snapshot: Snapshot, gangs: bool, deciding: Sequence[Pod]) -> _Trial:
+    def _trial(self, snapshot: Snapshot, gangs: bool, deciding: Sequence[Pod], freed: int | None) -> _Trial:
         placer = self._placer_for(deciding)
         trial = snapshot.copy()
         topology = self._topology(trial) if gangs else None
-        groups = {(r.node, r.index): r.name for r in map(Reservation.of, self.cache.pods()) if r is not None}
+        # The groups of shares ungated here and not bound yet too: their reservations may not be either.
+        groups = held_groups(self.cache.pods()) | {(u.node, u.gpus[0]): u.group for u in self._assumed.values()
+                                                   if u.group and u.gpus}
         if self.mig is None:
-            return _Trial(trial, placer, topology, None, groups)
+            return _Trial(trial, placer, topology, None, groups, freed)
         fleet = self.mig().copy()
-        return _Trial(trial, mig_placer(fleet, placer.profile), topology, fleet, groups)
+        return _Trial(trial, mig_placer(fleet, placer.profile), topology, fleet, groups, freed)
 
     def _topology(self, snapshot: Snapshot) -> Topology:
         """The topology of the snapshot's nodes, rebuilt only when the node set changes (the cache
@@ -431,16 +481,35 @@ class AdmissionLoop:
                 message = f"{decision.reason}; waiting for them to stop"
                 self._reclaiming[unit.key] = (message, frozenset(v.key for v in decision.victims))
                 return evictions + pending(message, "Reclaiming")
+        no_room = self._no_room.get(unit.key)
+        if no_room is not None and no_room.holds(unit, trial.freed, now):
+            return no_room.actions
         placed = self._place(trial, unit)
         if isinstance(placed, tuple):
             if (message := self._still_reclaiming(unit.key, snapshot)) is not None:
                 return pending(message, "Reclaiming")
-            return self._burst_or(unit, now, True, *placed)
+            actions = self._burst_or(unit, now, True, *placed)
+            until = self._decided_again(trial, unit, now)
+            if trial.freed is not None and until is not None and placed[1] == "NoCapacity" \
+                    and all(isinstance(a, Pending) for a in actions):
+                self._no_room[unit.key] = _NoRoom(trial.freed, until, unit.pods, unit.gang, actions)
+            return actions
         planned = list(dict.fromkeys(placed.values()))
         return [self._ungate(trial, g, placed[g.pod.key], planned) if g.pod.key in placed
                 else Pending(g.pod.key, f"gang {unit.key} runs at its minimum; no room for this member", "NoCapacity",
                              g.pod.uid)
                 for g in unit.members]
+
+    def _decided_again(self, trial: _Trial, unit: _Unit, now: float) -> float | None:
+        """When a unit that fit nowhere must be decided again even if no room was freed; None for
+        every cycle: MIG pods (their instances come from agents' reports, which the cache does not
+        count) and units past their overflow threshold (the burst budget may change meanwhile)."""
+        if trial.fleet is not None and any(requested_profile(g.pod)[0] for g in unit.members):
+            return None
+        if self.burst is None:
+            return now + NO_ROOM_RETRY_S
+        due = min(g.created for g in unit.members) + self.burst.threshold_s
+        return min(now + NO_ROOM_RETRY_S, due) if due > now else None
 
     def _still_reclaiming(self, key: str, snapshot: Snapshot) -> str | None:
         """The reclaim's message while one of its victims still runs: the room is on its way, so
@@ -609,14 +678,17 @@ class AdmissionLoop:
         return [s.workload for s in done]
 
     # Effects --------------------------------------------------------------------------------------
-    def apply(self, actions: Iterable[Action]) -> None:
+    def apply(self, actions: Iterable[Action], wait_lifts: bool = True) -> None:
         """Perform each action; one failing (the pod gone, a PDB refusing eviction) never stops the
         rest. Stops if the lease lapses meanwhile: what is left is the next leader's to decide.
 
         Gates are lifted together: the placements are recorded first, in one transaction (a crash
         before the patches leaves decisions taken again after the restart, never a pod placed with
         no trace in the trail), then the patches go out ``patch_workers`` at a time, each while
-        the lease holds. One at a time, a cycle's round trips held the decisions behind them."""
+        the lease holds. ``wait_lifts`` False returns once they are sent: the pods are taken as
+        lifted, their room as taken, until an answer says otherwise (:meth:`_answered`), so the
+        next cycle decides the pods that arrived meanwhile instead of waiting out the API server's
+        round trips (three quarters of a cycle at 50 pods/s)."""
         actions = list(actions)
         lifts = [a for a in actions if isinstance(a, Ungate | Burst)]
         if lifts:
@@ -625,14 +697,15 @@ class AdmissionLoop:
             # A burst is in the trail already, as its spend.
             self.store.record_all(ACTOR, [("place", a.pod_key, {"node": a.node, **({"gpu_group": a.group} if a.group else {})})
                                           for a in lifts if isinstance(a, Ungate)])
-            with ThreadPoolExecutor(self.patch_workers, thread_name_prefix="ungate") as pool:
-                lifted = list(pool.map(self._lift, lifts))
-            for action, done in zip(lifts, lifted, strict=True):
-                if done:
-                    self._told.pop(action.pod_key, None)
-                    self._lifted.add(action.uid)
-                    if isinstance(action, Ungate) and action.pod is not None:
-                        self._assumed[action.pod_key] = action
+            if self._patcher is None:
+                self._patcher = ThreadPoolExecutor(self.patch_workers, thread_name_prefix="ungate")
+            for action in lifts:
+                self._in_flight.append((action, self._patcher.submit(self._lift, action)))
+                self._told.pop(action.pod_key, None)
+                self._lifted.add(action.uid)
+                if isinstance(action, Ungate) and action.pod is not None:
+                    self._assumed[action.pod_key] = action
+            self._answered(wait_lifts)
         for action in actions:
             if isinstance(action, Ungate | Burst):
                 continue
@@ -650,6 +723,22 @@ class AdmissionLoop:
                     self._told[action.pod_key] = action.reason
             except (ApiException, HTTPError) as exc:
                 _failed(action, exc)
+
+    def _answered(self, wait_all: bool = False) -> None:
+        """Take in the gate patches answered (every one sent, with ``wait_all``): a pod whose gate
+        did not come off is decided again, and the room planned for it is free."""
+        if wait_all:
+            wait([future for _, future in self._in_flight])
+        pending: list[tuple[Ungate | Burst, Future[bool]]] = []
+        for action, future in self._in_flight:
+            if not future.done():
+                pending.append((action, future))
+            elif not _went_through(action, future):
+                self._lifted.discard(action.uid)
+                if isinstance(action, Ungate):
+                    self._assumed.pop(action.pod_key, None)
+                    self._unplanned += 1
+        self._in_flight = pending
 
     def _still_leading(self) -> bool:
         if self.leader is not None and not (self.leader.leading() and self.leader.term == self._term):
@@ -741,18 +830,22 @@ class AdmissionLoop:
         for key, ungate in list(self._assumed.items()):
             if key not in unbound:  # bound (the snapshot accounts it) or gone
                 del self._assumed[key]
+                self._unplanned += key not in snapshot.assignments
             elif key not in snapshot.assignments and ungate.node in snapshot.index and ungate.pod is not None:
                 try:
                     snapshot.assign(ungate.pod, snapshot.index[ungate.node], ungate.gpus or None)
                 except ValueError:  # the cluster changed under it: kube-scheduler decides where it goes
                     del self._assumed[key]
+                    self._unplanned += 1
 
-    def run_once(self) -> list[Action]:
+    def run_once(self, wait_lifts: bool = True) -> list[Action]:
         """One cycle: release and settle what finished, plan the gated pods, apply (refused
         evictions again first). Nothing until the cache is synced and knows the PodGroups (or that
-        their CRDs are missing): a gang decided before its PodGroup is read could start short."""
+        their CRDs are missing): a gang decided before its PodGroup is read could start short.
+        ``wait_lifts``: return only once the cycle's gate patches are answered (see :meth:`apply`)."""
         if not (self.cache.synced and self.cache.pod_groups_known):
             return []
+        self._answered()
         now = self.clock()
         held = self.cache.gated(ADMISSION_GATE)
         # A pod whose gate we lifted looks gated until the watch brings the change: deciding it again
@@ -762,6 +855,7 @@ class AdmissionLoop:
         cached = self.cache.pods()  # before the snapshot: a pod bound in between is in the snapshot
         with self.cache.snapshot() as live:
             snapshot = live.copy()  # plan outside the cache's lock: the extender reads it meanwhile
+            freed = self.cache.freed
         self._assume(snapshot, cached)
         live = self._live(cached)  # one pass over every cached pod's gang membership, not one per use
         self.release_finished(live)
@@ -769,10 +863,11 @@ class AdmissionLoop:
         unfinished = self._unfinished_evictions(snapshot, now)  # before planning marks new victims
         # One transaction for the cycle's admissions, committed before any gate is lifted.
         with self.metrics.timed("admit") if self.metrics is not None else nullcontext(), self.store.batch():
-            planned = self.plan(snapshot, gated, now)
+            planned = self.plan(snapshot, gated, now, freed + self._unplanned)
         actions: list[Action] = [*self._retries(snapshot), *unfinished, *planned]
-        self.apply(actions)
-        self.shares.reconcile(cached, {a.group for a in actions if isinstance(a, Ungate) and a.group})
+        self.apply(actions, wait_lifts)
+        lifting = [*actions, *(a for a, _ in self._in_flight)]
+        self.shares.reconcile(cached, {a.group for a in lifting if isinstance(a, Ungate) and a.group})
         if self.metrics is not None:
             self.metrics.set_pending(Counter(a.cause for a in actions if isinstance(a, Pending)))
         keys = {g.pod.key for g in gated}
@@ -780,6 +875,7 @@ class AdmissionLoop:
         units = {self._keys.of(g.pod) for g in gated}
         self._denied = {k: v for k, v in self._denied.items() if k in units}
         self._reclaiming = {k: v for k, v in self._reclaiming.items() if k in units}
+        self._no_room = {k: v for k, v in self._no_room.items() if k in units}
         self._timed_out = {k: v for k, v in self._timed_out.items() if k in units}
         return actions
 
@@ -793,6 +889,9 @@ class AdmissionLoop:
         self.cache.gated_arrived.set()  # out of its wait at once
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._patcher is not None:
+            self._patcher.shutdown(wait=False, cancel_futures=True)
+            self._patcher = None
 
     def may_decide(self) -> bool:
         """Always without an elector. With one, only while it leads; a new term first takes a new
@@ -813,7 +912,7 @@ class AdmissionLoop:
                 if self.metrics is not None:
                     self.metrics.leader.set(leading)
                 if leading:
-                    self.run_once()
+                    self.run_once(wait_lifts=False)
             except Fenced as exc:
                 log.warning("not deciding: %s", exc)
             except Exception:  # the API server or database being away must not kill the loop

@@ -142,6 +142,7 @@ class ClusterCache:
         self._gated: dict[str, Mapping[str, Any]] = {}  # pod key -> API object, for pending pods with scheduling gates
         self._snap: Snapshot | None = None
         self._stale = ("first read", "")  # why the snapshot must be built: a metric label, and details to log
+        self._freed = 0  # changes that may have made room: read by :attr:`freed`
         #: Snapshot rebuilds by reason (the labels of ``on_rebuild``), and what they cost.
         self.rebuilds: Counter[str] = Counter()
         #: Called after each rebuild with its reason and seconds (the service's metrics).
@@ -194,6 +195,7 @@ class ClusterCache:
         gone = [key for key, old in self._pods.items() if pods.get(key) != old]
         came = [new for key, new in pods.items() if self._pods.get(key) != new]
         with self._lock:
+            self._freed += any(self._pods[key].node_name for key in gone)
             self._pods, self._by_uid, self._gated = pods, by_uid, gated
             if self._snap is not None:
                 for key in gone:  # released first, so that a pod that moved fits again
@@ -229,6 +231,7 @@ class ClusterCache:
             was_gated = _meta_key(obj) in self._gated
             old = self._forget_pod(obj)
             new = model if isinstance(model, Pod) else None
+            self._freed += old is not None and old.node_name is not None and old != new
             if new is not None:
                 _index(new, gated_obj, self._pods, self._by_uid, self._gated)  # type: ignore[arg-type]
                 if new.key in self._gated and not was_gated:  # not the loop's own condition updates
@@ -263,6 +266,7 @@ class ClusterCache:
                 log.warning("cannot account %s on %s: %s", pod.key, pod.node_name, exc)
 
     def _node_changed(self, before: Node | None, after: Node | None) -> None:
+        self._freed += 1  # a node added, or relabelled, untainted, resized: room for pods it could not take
         if self._snap is not None and before is not None and after is not None \
                 and before.allocatable == after.allocatable:
             self._snap.replace_node(after)
@@ -309,6 +313,14 @@ class ClusterCache:
                  len(self._pods), reason, f": {details}" if details else "")
         if self.on_rebuild is not None:
             self.on_rebuild(reason, seconds)
+
+    @property
+    def freed(self) -> int:
+        """A count of the changes that may have made room in the snapshot since the cache started:
+        a bound pod gone or changed, a node added or changed. Read it while holding
+        :meth:`snapshot`: a pod that fit nowhere in that snapshot fits nowhere until it grows
+        (pods placed meanwhile only take room)."""
+        return self._freed
 
     def pods(self) -> list[Pod]:
         """Every pod not finished, bound or not (a pod on a node the snapshot lacks included)."""

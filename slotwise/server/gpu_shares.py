@@ -195,6 +195,16 @@ def group_state(pods: Iterable[Pod]) -> GroupState:
     return GroupState(tuple(env_due), idle, tuple(drift))
 
 
+def held_groups(pods: Sequence[Pod]) -> dict[tuple[str, int], str]:
+    """Node and GPU slot -> the share group holding it, from the cached pods: each bound
+    reservation's, and each bound share's annotation. kube-scheduler binds a reservation and its
+    first share in no promised order, and a GPU whose group is known from neither would be given
+    a second group, whose reservation kube-scheduler then counts as a second whole GPU."""
+    groups = {(p.node_name, p.gpu_indices[0]): p.annotations[GROUP_ANNOTATION] for p in pods
+              if GROUP_ANNOTATION in p.annotations and p.node_name is not None and len(p.gpu_indices) == 1}
+    return groups | {(r.node, r.index): r.name for r in map(Reservation.of, pods) if r is not None}
+
+
 def share_annotations(group: str, gpus: Sequence[int]) -> dict[str, str]:
     return {GROUP_ANNOTATION: group, GPU_INDICES_ANNOTATION: ",".join(map(str, gpus))}
 
