@@ -14,7 +14,7 @@ from prometheus_client import generate_latest
 from quota.store import Store
 from scheduler.model.resources import CPU, GPU, MEMORY
 from scheduler.model.k8s_json import pod_from_k8s
-from slotwise.server.admission_loop import AdmissionLoop, Gated, Ungate
+from slotwise.server.admission_loop import AdmissionLoop, Gated, Pending, Ungate
 from slotwise.server.cache import ClusterCache
 from slotwise.server.gpu_share_reconciler import DRIFT_REASON, ShareReconciler
 from slotwise.server.gpu_shares import (
@@ -171,6 +171,22 @@ def test_a_share_joins_the_group_of_a_share_ungated_before_whose_reservation_is_
     cache.apply("pods", "ADDED", share_json("b", 300, gated=True))  # nothing of a's bound or lifted seen yet
     [joined] = loop.run_once()
     assert isinstance(joined, Ungate) and joined.group == started.group and joined.reservation is None
+
+
+def test_a_new_groups_reservation_holds_its_room_before_the_cache_shows_it(store):
+    """kube-scheduler counts the reservation pod's 10m CPU on the node from its creation on."""
+    busy = share_json("busy", milli=None, node="n0")
+    busy["metadata"]["namespace"] = "other"
+    busy["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "16"
+    cache = cache_of(share_json("a", 300, gated=True), busy)  # n0: 32 CPUs, 16 taken
+    loop = AdmissionLoop(cache, FakeKube(), store, "gpu-pack", clock=lambda: T0)  # type: ignore[arg-type]
+    [started] = loop.run_once()
+    assert isinstance(started, Ungate) and started.reservation is not None
+    last = share_json("rest", milli=None, gated=True)
+    last["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "15"  # what a's 1 leaves: no room for 10m more
+    cache.apply("pods", "ADDED", last)
+    [waits] = loop.run_once()
+    assert isinstance(waits, Pending) and waits.cause == "NoCapacity"
 
 
 def test_groups_are_known_from_bound_reservations_and_bound_shares_alike():

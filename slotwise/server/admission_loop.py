@@ -823,20 +823,30 @@ class AdmissionLoop:
 
     def _assume(self, snapshot: Snapshot, cached: Sequence[Pod]) -> None:
         """Pods this loop ungated that the cache does not show bound yet hold their planned room
-        in ``snapshot``, as kube-scheduler's assumed pods do. Without them, a cycle that runs
-        before kube-scheduler has bound the last cycle's pods plans the same room again, and
-        kube-scheduler then finds it taken (Unschedulable, and back-off)."""
+        in ``snapshot``, as kube-scheduler's assumed pods do, and so do the reservation pods of the
+        share groups they started. Without them, a cycle that runs before kube-scheduler has bound
+        the last cycle's pods plans the same room again, and kube-scheduler then finds it taken
+        (Unschedulable, and back-off)."""
         unbound = {p.key for p in cached if p.node_name is None}
         for key, ungate in list(self._assumed.items()):
             if key not in unbound:  # bound (the snapshot accounts it) or gone
                 del self._assumed[key]
                 self._unplanned += key not in snapshot.assignments
-            elif key not in snapshot.assignments and ungate.node in snapshot.index and ungate.pod is not None:
+                continue
+            if ungate.node not in snapshot.index or ungate.pod is None:
+                continue
+            node = snapshot.index[ungate.node]
+            if key not in snapshot.assignments:
                 try:
-                    snapshot.assign(ungate.pod, snapshot.index[ungate.node], ungate.gpus or None)
+                    snapshot.assign(ungate.pod, node, ungate.gpus or None)
                 except ValueError:  # the cluster changed under it: kube-scheduler decides where it goes
                     del self._assumed[key]
                     self._unplanned += 1
+                    continue
+            room = replace(self._reservation_room, name=ungate.group)
+            if ungate.reservation is not None and room.key not in snapshot.assignments:
+                with suppress(ValueError):  # as when it was planned: kubelet admission decides
+                    snapshot.assign(room, node)
 
     def run_once(self, wait_lifts: bool = True) -> list[Action]:
         """One cycle: release and settle what finished, plan the gated pods, apply (refused
