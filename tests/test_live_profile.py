@@ -17,12 +17,12 @@ from tests.test_server_admission_loop import T0, cache_of, gated, node_names, po
 
 
 def test_the_profile_follows_the_shapes_the_cache_holds_at_most_every_period():
-    cache = cache_of(pod_json("a"))
+    cache = cache_of(pod_json("a"), pod_json("b"))
     clock = Clock()
     live = LiveProfile(cache, "fgd", every_s=10, clock=clock)
     first = live.current()
     assert live.current() is first
-    cache.replace("pods", [pod_json("a"), pod_json("b")])  # one more of the same shape: counts changed
+    cache.replace("pods", [pod_json(name) for name in "abc"])  # one more of the same shape: counts changed
     clock.now += 9
     assert live.current() is first  # not yet looked at again
     clock.now += 1
@@ -30,6 +30,19 @@ def test_the_profile_follows_the_shapes_the_cache_holds_at_most_every_period():
     assert second is not first
     clock.now += 10
     assert live.current() is second  # nothing changed: kept, and what callers built from it too
+
+
+def test_the_profile_is_rebuilt_sooner_while_the_pods_held_more_than_double():
+    """The first pods are a small sample of what the cluster will hold: a cluster filling at
+    60 pods/s would otherwise place its first 600 against the first few."""
+    cache = cache_of(pod_json("a"), pod_json("b"))
+    clock = Clock()
+    live = LiveProfile(cache, "fgd", every_s=10, clock=clock)
+    first = live.current()
+    cache.replace("pods", [pod_json(name) for name in "abcd"])  # twice as many: not more than twice
+    assert live.current() is first
+    cache.replace("pods", [pod_json(name) for name in "abcde"])
+    assert live.current() is not first  # no time passed
 
 
 def test_default_packs_gpu_pods_until_the_cache_holds_pods_then_measures_fragmentation_against_them():
@@ -47,7 +60,7 @@ def test_a_profile_no_workload_changes_is_built_once():
     clock = Clock()
     live = LiveProfile(cache, "gpu-pack", every_s=10, clock=clock)
     first = live.current()
-    cache.replace("pods", [pod_json("a", gpus=4)])
+    cache.replace("pods", [pod_json("a", gpus=4), pod_json("b"), pod_json("c")])
     clock.now += 100
     assert live.current() is first
 

@@ -2,7 +2,10 @@
 the pod shapes the cluster expects; in a simulation that is the whole trace, in a cluster it is
 what has arrived: the shapes of the pods the cache holds, running or waiting. The profile is
 rebuilt from them at most every ``every_s`` seconds (36 ms for 8,000 pods), and only when the
-shapes or their counts changed. A profile that no workload changes (``gpu-pack``) is built once.
+shapes or their counts changed; sooner while the cluster fills: whenever it holds more than
+twice the pods of the last build. The first shapes are a small sample, and a cluster filled at
+60 pods/s placed its first 600 pods against the first dozen (fgd allocated 1.2 points below its
+simulation); doubling rebuilds only log2(pods) times. A profile that no workload changes (``gpu-pack``) is built once.
 Until the cache holds a pod, ``default`` is built without one (it packs GPU pods then); a profile
 that cannot do without one (``fgd``) waits for a pod to decide: with none, there is nothing to
 measure against."""
@@ -29,21 +32,26 @@ class LiveProfile:
         self._workload: TargetWorkload | None = None
         self._profile: Profile | None = None
         self._next = 0.0
+        self._counted = 0  # pods in the last build's workload
         try:
             self._profile = build_profile(name, classes=classes)
         except ValueError:
             pass
-        if not follows_workload(name):
+        self._follows = follows_workload(name)
+        if not self._follows:
             self._next = float("inf")  # the same profile whatever the cluster holds
 
     def current(self, deciding: Iterable[Pod] = ()) -> Profile:
-        """The profile, rebuilt if its workload is ``every_s`` old and has changed (``deciding``:
+        """The profile, rebuilt if its workload is ``every_s`` old, or the cluster holds more than
+        twice its pods, and has changed (``deciding``:
         the pods the caller is placing, counted if the cache has no pod yet); the same object
         otherwise, so that what callers derive from it can be kept."""
         now = self._clock()
-        if self._profile is None or now >= self._next:
+        held = self.cache.pods()
+        if self._profile is None or now >= self._next or self._follows and len(held) > 2 * self._counted:
             self._next = now + self._every_s
-            pods = self.cache.pods() or list(deciding)
+            pods = held or list(deciding)
+            self._counted = len(pods)
             workload = TargetWorkload.from_pods(pods) if pods else None
             if self._profile is None or workload != self._workload:
                 self._workload = workload
