@@ -441,8 +441,11 @@ def run(config: str, node_rows: list[dict[str, str]], pods: list[dict[str, Any]]
     placed = {name: node for name, (_, node) in timings.bound.items() if name in by_name}
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
+        # Each pod's times (time.monotonic): when its create was answered, its gate seen lifted, it was seen bound.
+        times = {name: [timings.created.get(name), timings.ungated.get(name), bound[0] if bound else None]
+                 for name in by_name for bound in [timings.bound.get(name)]}
         (args.save / f"{config}.json").write_text(json.dumps({"nodes": nodes, "pods": pods, "placed": placed,
-                                                              "decided": decided}))
+                                                              "decided": decided, "times": times}))
     gpus_of = {n["metadata"]["name"]: int(n["status"]["allocatable"].get(GPU, 0)) for n in nodes}
     invalid = overcommitted(by_name, placed, gpus_of) if not slotwise else set()
     capacity = 1000 * sum(gpus_of.values())
@@ -530,8 +533,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--traces", type=Path, default=OPENB)
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--save", type=Path, help="write each configuration's objects, live placements and "
-                                                  "decision order into this folder (to compare with a simulation)")
+    parser.add_argument("--save", type=Path, help="write each configuration's objects, live placements, "
+                                                  "decision order and each pod's created / gate lifted / bound "
+                                                  "times into this folder (to compare with a simulation)")
     args = parser.parse_args()
     configs = [c for c in args.configs.split(",") if c]
     if unknown := set(configs) - set(CONFIGS):
