@@ -871,8 +871,11 @@ class AdmissionLoop:
         self.release_finished(live)
         self.settle_bursts(live)
         unfinished = self._unfinished_evictions(snapshot, now)  # before planning marks new victims
-        # One transaction for the cycle's admissions, committed before any gate is lifted.
-        with self.metrics.timed("admit") if self.metrics is not None else nullcontext(), self.store.batch():
+        # One transaction for the cycle's admissions, committed before any gate is lifted; none
+        # when nothing waits: the transaction holds the store's row lock, and a leader paused
+        # while holding it would keep a new leader from taking its epoch until it resumed.
+        with self.metrics.timed("admit") if self.metrics is not None else nullcontext(), \
+                self.store.batch() if gated else nullcontext():
             planned = self.plan(snapshot, gated, now, freed + self._unplanned)
         actions: list[Action] = [*self._retries(snapshot), *unfinished, *planned]
         self.apply(actions, wait_lifts)
