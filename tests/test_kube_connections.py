@@ -5,19 +5,17 @@ writes at once as the admission loop and the watches make keep their connections
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 
 from slotwise.server.kube import Kube
-from tests.stub_http import serving
+from tests.stub_http import StubHandler, serving
 
 
-class KeepAlive(BaseHTTPRequestHandler):
+class KeepAlive(StubHandler):
     protocol_version = "HTTP/1.1"
     connections: ClassVar[set[tuple[str, int]]] = set()
     requests: ClassVar[int] = 0
@@ -26,18 +24,10 @@ class KeepAlive(BaseHTTPRequestHandler):
         KeepAlive.connections.add(self.client_address)
         KeepAlive.requests += 1
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        body = json.dumps({"kind": "Status", "status": "Success",
-                           "metadata": {"resourceVersion": "1"}, "spec": {}}).encode()
-        self.send_response(201 if self.command == "POST" else 200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.reply(201 if self.command == "POST" else 200,
+                   {"kind": "Status", "status": "Success", "metadata": {"resourceVersion": "1"}, "spec": {}})
 
     do_GET = do_POST = do_PATCH = do_DELETE = _answer
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture

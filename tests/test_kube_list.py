@@ -4,21 +4,19 @@ holds the GIL (the webhooks waited), and every pod held as parsed JSON until the
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
-from typing import Any, ClassVar
+from typing import ClassVar
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from slotwise.server.kube import LIST_PAGE, Expired, Kube
-from tests.stub_http import serving
+from tests.stub_http import StubHandler, serving
 
 PODS = [{"metadata": {"name": f"p{i}", "namespace": "ns"}} for i in range(2 * LIST_PAGE + 7)]
 
 
-class Pages(BaseHTTPRequestHandler):
+class Pages(StubHandler):
     """Serves ``PODS`` ``limit`` at a time; a continue token is the offset of the next page."""
 
     asked: ClassVar[list[dict[str, list[str]]]] = []
@@ -29,22 +27,12 @@ class Pages(BaseHTTPRequestHandler):
         Pages.asked.append(query)
         start = int(query.get("continue", ["0"])[0])
         if start and Pages.expire:
-            self._send(410, {"kind": "Status", "code": 410, "reason": "Expired", "message": "token expired"})
+            self.reply(410, {"kind": "Status", "code": 410, "reason": "Expired", "message": "token expired"})
             return
         end = start + int(query["limit"][0])
-        self._send(200, {"kind": "PodList", "items": PODS[start:end],
+        self.reply(200, {"kind": "PodList", "items": PODS[start:end],
                          "metadata": {"resourceVersion": "42", **({"continue": str(end)} if end < len(PODS) else {})}})
 
-    def _send(self, code: int, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlparse
@@ -46,7 +45,7 @@ from slotwise.server.kube import SCHEDULER_PLUGINS_POD_GROUPS, VOLCANO_POD_GROUP
 from slotwise.server.metrics import ServiceMetrics
 from tests.conftest import build_node, build_pod, build_snapshot
 from tests.quota_fixtures import sqlite_store
-from tests.stub_http import serving
+from tests.stub_http import StubHandler, serving
 
 RECORDED = Path(__file__).parent / "recorded"
 BURST = burst_from_yaml((Path(__file__).resolve().parents[1] / "docs" / "examples" / "burst.yaml").read_text())
@@ -755,7 +754,7 @@ def test_a_podgroup_holds_an_incomplete_gang_for_its_schedule_timeout(store):
 
 
 # End to end -----------------------------------------------------------------------------------
-class StubApiServer(BaseHTTPRequestHandler):
+class StubApiServer(StubHandler):
     """Lists nodes.json and admission-pods.json (counting lists), answers 404 for PodGroups (no
     PodGroup CRD installed), holds watches empty, records every write, and answers evictions with
     the statuses queued in ``evictions`` (then 201)."""
@@ -769,34 +768,26 @@ class StubApiServer(BaseHTTPRequestHandler):
         url = urlparse(self.path)
         if parse_qs(url.query).get("watch") == ["true"]:
             time.sleep(0.1)
-            self._send(200, b"")
+            self.reply(200, b"")
             return
         kind = url.path.rsplit("/", 1)[-1]
         self.lists[kind] += 1
         if url.path.startswith("/apis/"):
-            self._send(404, (RECORDED / "crd-not-found.txt").read_bytes(), "text/plain")
+            self.reply(404, (RECORDED / "crd-not-found.txt").read_bytes(), "text/plain")
             return
-        self._send(200, (RECORDED / ("nodes.json" if kind == "nodes" else "admission-pods.json")).read_bytes())
+        self.reply(200, (RECORDED / ("nodes.json" if kind == "nodes" else "admission-pods.json")).read_bytes())
 
     def _write(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.writes.append((self.command, self.path, self.headers["Content-Type"], body))
         if self.path.endswith("/eviction") and self.evictions:
             status = self.evictions.pop(0)
-            self._send(status, json.dumps({"kind": "Status", "status": "Failure", "code": status}).encode())
+            self.reply(status, json.dumps({"kind": "Status", "status": "Failure", "code": status}).encode())
             return
-        self._send(201 if self.command == "POST" else 200, json.dumps({"kind": "Status", "status": "Success"}).encode())
+        self.reply(201 if self.command == "POST" else 200, json.dumps({"kind": "Status", "status": "Success"}).encode())
 
     do_POST = do_PATCH = _write
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -19,12 +18,12 @@ from kubernetes.client import ApiClient, ApiException
 from scheduler.gang.groups import PodGroup
 from slotwise.server.cache import ClusterCache
 from slotwise.server.kube import Expired, Kube
-from tests.stub_http import serving
+from tests.stub_http import StubHandler, serving
 
 RECORDED = Path(__file__).parent / "recorded"
 
 
-class StubApiServer(BaseHTTPRequestHandler):
+class StubApiServer(StubHandler):
     """Serves nodes.json, pods.json then pods-relist.json, podgroups.json (scheduler-plugins'), and
     watch-<kind>-<rv>.jsonl streams; API groups in ``missing`` answer 404, as for a CRD not installed."""
 
@@ -40,31 +39,23 @@ class StubApiServer(BaseHTTPRequestHandler):
         group = url.path.split("/")[2] if url.path.startswith("/apis/") else ""
         if group in self.missing:
             self.lists[group] += 1
-            self._send(404, (RECORDED / "crd-not-found.txt").read_bytes(), "text/plain")
+            self.reply(404, (RECORDED / "crd-not-found.txt").read_bytes(), "text/plain")
             return
         if query.get("watch") == ["true"]:
             stream = RECORDED / f"watch-{kind}-{query['resourceVersion'][0]}.jsonl"
             if not stream.exists():
                 time.sleep(0.1)  # nothing new: a real server would hold the watch open
-            self._send(200, stream.read_bytes() if stream.exists() else b"")
+            self.reply(200, stream.read_bytes() if stream.exists() else b"")
             return
         self.lists[kind] += 1
         name = "pods-relist.json" if kind == "pods" and self.lists[kind] > 1 else f"{kind}.json"
-        self._send(200, (RECORDED / name).read_bytes())
+        self.reply(200, (RECORDED / name).read_bytes())
 
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.bindings.append((self.path, body))
-        self._send(201, json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}).encode())
+        self.reply(201, json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}).encode())
 
-    def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 @pytest.fixture
