@@ -327,6 +327,11 @@ class ClusterCache:
         with self._lock:
             return list(self._pods.values())
 
+    @property
+    def pod_count(self) -> int:
+        """How many pods :meth:`pods` would list, without listing them."""
+        return len(self._pods)
+
     def gated(self, gate: str) -> list[tuple[Pod, Mapping[str, Any]]]:
         """Pods not bound to a node and held by scheduling gate ``gate``, with their API objects.
         Objects are kept for any gate and the caller names its own: the module that names the

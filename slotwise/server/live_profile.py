@@ -42,15 +42,15 @@ class LiveProfile:
             self._next = float("inf")  # the same profile whatever the cluster holds
 
     def current(self, deciding: Iterable[Pod] = ()) -> Profile:
-        """The profile, rebuilt if its workload is ``every_s`` old, or the cluster holds more than
-        twice its pods, and has changed (``deciding``:
-        the pods the caller is placing, counted if the cache has no pod yet); the same object
-        otherwise, so that what callers derive from it can be kept."""
+        """The profile, rebuilt if its workload is ``every_s`` old or the cluster holds more than
+        twice its pods, and the workload has changed (``deciding``: the pods the caller is placing,
+        counted if the cache has no pod yet); the same object otherwise, so that what callers
+        derive from it can be kept. Counting the pods lists none: the extender asks per call."""
         now = self._clock()
-        held = self.cache.pods()
-        if self._profile is None or now >= self._next or self._follows and len(held) > 2 * self._counted:
+        grown = self._follows and self.cache.pod_count > 2 * self._counted
+        if self._profile is None or now >= self._next or grown:
             self._next = now + self._every_s
-            pods = held or list(deciding)
+            pods = self.cache.pods() or list(deciding)
             self._counted = len(pods)
             workload = TargetWorkload.from_pods(pods) if pods else None
             if self._profile is None or workload != self._workload:
