@@ -843,8 +843,10 @@ class AdmissionLoop:
                     del self._assumed[key]
                     self._unplanned += 1
                     continue
+            if ungate.reservation is None:
+                continue
             room = replace(self._reservation_room, name=ungate.group)
-            if ungate.reservation is not None and room.key not in snapshot.assignments:
+            if room.key not in snapshot.assignments:  # not bound yet
                 with suppress(ValueError):  # as when it was planned: kubelet admission decides
                     snapshot.assign(room, node)
 
