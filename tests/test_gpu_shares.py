@@ -28,6 +28,7 @@ from slotwise.server.gpu_shares import (
     env_mutation,
     group_state,
     held_groups,
+    in_share_group,
     reservation_pod,
 )
 from slotwise.server.metrics import ServiceMetrics
@@ -231,6 +232,25 @@ def test_a_configmap_is_written_until_it_exists(status, writes):
     shares.reconcile(objs)
     shares.reconcile(objs)
     assert [c[:2] for c in kube.calls] == [("configmap", "nlp/env-a")] * writes
+
+
+def test_the_cache_keeps_the_pods_of_share_groups_apart_as_they_come_change_and_go():
+    """The admission loop reads the groups from these every cycle, not from every pod."""
+    share, reservation = share_json("a", node="n0", group="g"), reservation_json("g", "n0", 0)
+    gated = share_json("b", gated=True)
+    cache = cache_of(share, reservation, gated, share_json("cpu", milli=None, node="n0"))
+
+    def shares() -> set[str]:
+        assert {p.key for p in cache.share_pods()} == {p.key for p in cache.pods() if in_share_group(p)}
+        return {p.key for p in cache.share_pods()}
+
+    assert shares() == {"nlp/a", "slotwise-system/g"}
+    cache.apply("pods", "MODIFIED", share_json("b", node="n0", group="g"))  # ungated into the group
+    assert shares() == {"nlp/a", "nlp/b", "slotwise-system/g"}
+    cache.apply("pods", "DELETED", share)
+    assert shares() == {"nlp/b", "slotwise-system/g"}
+    cache.replace("pods", [gated, reservation])
+    assert shares() == {"slotwise-system/g"}
 
 
 def test_a_reservation_no_share_uses_is_deleted_after_a_grace():

@@ -418,7 +418,7 @@ class AdmissionLoop:
         trial = snapshot.copy()
         topology = self._topology(trial) if gangs else None
         # The groups of shares ungated here and not bound yet too: their reservations may not be either.
-        groups = held_groups(self.cache.pods()) | {(u.node, u.gpus[0]): u.group for u in self._assumed.values()
+        groups = held_groups(self.cache.share_pods()) | {(u.node, u.gpus[0]): u.group for u in self._assumed.values()
                                                    if u.group and u.gpus}
         if self.mig is None:
             return _Trial(trial, placer, topology, None, groups, freed)
@@ -882,7 +882,7 @@ class AdmissionLoop:
         actions: list[Action] = [*self._retries(snapshot), *unfinished, *planned]
         self.apply(actions, wait_lifts)
         lifting = [*actions, *(a for a, _ in self._in_flight)]
-        self.shares.reconcile(cached, {a.group for a in lifting if isinstance(a, Ungate) and a.group})
+        self.shares.reconcile(self.cache.share_pods(), {a.group for a in lifting if isinstance(a, Ungate) and a.group})
         if self.metrics is not None:
             self.metrics.set_pending(Counter(a.cause for a in actions if isinstance(a, Pending)))
         keys = {g.pod.key for g in gated}

@@ -34,7 +34,7 @@ from scheduler.gang.groups import SCHEDULER_PLUGINS, VOLCANO, PodGroup, PodGroup
 from scheduler.model.cluster import Node, Pod
 from scheduler.model.k8s_json import ModelError, finished, node_from_k8s, pod_from_k8s
 from scheduler.model.snapshot import Snapshot
-from slotwise.server.gpu_shares import is_reservation, without_its_gpu
+from slotwise.server.gpu_shares import in_share_group, is_reservation, without_its_gpu
 from slotwise.server.kube import (
     CUSTOM_LISTERS,
     LISTERS,
@@ -102,13 +102,33 @@ def _listed(kind: str, obj: Mapping[str, Any]) -> Listed:
     return (obj if _gates(obj) else None), _read(kind, obj)
 
 
-def _index(pod: Pod, gated_obj: Mapping[str, Any] | None, pods: dict[str, Pod], by_uid: dict[str, str],
-           gated: dict[str, Mapping[str, Any]]) -> None:
-    pods[pod.key] = pod
-    if pod.uid:
-        by_uid[pod.uid] = pod.key
-    if gated_obj is not None:  # gated pods are never bound
-        gated[pod.key] = gated_obj
+class _PodIndex:
+    """The cached pods, by namespace/name as the snapshot keys them, and the lookups kept beside."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, Pod] = {}
+        self.by_uid: dict[str, str] = {}
+        self.gated: dict[str, Mapping[str, Any]] = {}  # pod key -> API object, for pending pods with scheduling gates
+        #: Pods that take part in GPU share groups: the admission loop reads the groups every cycle,
+        #: from these rather than from every pod.
+        self.shares: dict[str, Pod] = {}
+
+    def add(self, pod: Pod, gated_obj: Mapping[str, Any] | None) -> None:
+        self.pods[pod.key] = pod
+        if pod.uid:
+            self.by_uid[pod.uid] = pod.key
+        if gated_obj is not None:  # gated pods are never bound
+            self.gated[pod.key] = gated_obj
+        if in_share_group(pod):
+            self.shares[pod.key] = pod
+
+    def forget(self, key: str) -> Pod | None:
+        old = self.pods.pop(key, None)
+        self.gated.pop(key, None)  # stored again only if the new version is still gated
+        self.shares.pop(key, None)
+        if old is not None:
+            self.by_uid.pop(old.uid, None)
+        return old
 
 
 def _node_change(before: Node | None, after: Node | None) -> tuple[str, str]:
@@ -137,9 +157,7 @@ class ClusterCache:
         self.retry_s = retry_s
         self._lock = threading.RLock()
         self._nodes: dict[str, Node] = {}
-        self._pods: dict[str, Pod] = {}  # by namespace/name, as the snapshot keys them
-        self._by_uid: dict[str, str] = {}
-        self._gated: dict[str, Mapping[str, Any]] = {}  # pod key -> API object, for pending pods with scheduling gates
+        self._index = _PodIndex()
         self._snap: Snapshot | None = None
         self._stale = ("first read", "")  # why the snapshot must be built: a metric label, and details to log
         self._freed = 0  # changes that may have made room: read by :attr:`freed`
@@ -186,17 +204,16 @@ class ClusterCache:
                     self._node_changed(before, after)
                 self._synced.add(kind)
             return
-        pods: dict[str, Pod] = {}
-        by_uid: dict[str, str] = {}
-        gated: dict[str, Mapping[str, Any]] = {}
+        index = _PodIndex()
         for obj, pod in read:
             if isinstance(pod, Pod):
-                _index(pod, obj, pods, by_uid, gated)  # type: ignore[arg-type]
-        gone = [key for key, old in self._pods.items() if pods.get(key) != old]
-        came = [new for key, new in pods.items() if self._pods.get(key) != new]
+                index.add(pod, obj)  # type: ignore[arg-type]
+        pods = index.pods
+        gone = [key for key, old in self._index.pods.items() if pods.get(key) != old]
+        came = [new for key, new in pods.items() if self._index.pods.get(key) != new]
         with self._lock:
-            self._freed += any(self._pods[key].node_name for key in gone)
-            self._pods, self._by_uid, self._gated = pods, by_uid, gated
+            self._freed += any(self._index.pods[key].node_name for key in gone)
+            self._index = index
             if self._snap is not None:
                 for key in gone:  # released first, so that a pod that moved fits again
                     if key in self._snap.assignments:
@@ -228,27 +245,19 @@ class ClusterCache:
                 if self._nodes.get(name) != before:
                     self._node_changed(before, self._nodes.get(name))
                 return
-            was_gated = _meta_key(obj) in self._gated
-            old = self._forget_pod(obj)
+            was_gated = _meta_key(obj) in self._index.gated
+            old = self._index.forget(_meta_key(obj))
             new = model if isinstance(model, Pod) else None
             self._freed += old is not None and old.node_name is not None and old != new
             if new is not None:
-                _index(new, gated_obj, self._pods, self._by_uid, self._gated)  # type: ignore[arg-type]
-                if new.key in self._gated and not was_gated:  # not the loop's own condition updates
+                self._index.add(new, gated_obj)  # type: ignore[arg-type]
+                if new.key in self._index.gated and not was_gated:  # not the loop's own condition updates
                     self.gated_arrived.set()
             if self._snap is not None:
                 if old is not None and old.key in self._snap.assignments:
                     self._snap.release(old.key)
                 if new is not None:
                     self._account(self._snap, new)
-
-    def _forget_pod(self, obj: Mapping[str, Any]) -> Pod | None:
-        key = _meta_key(obj)
-        old = self._pods.pop(key, None)
-        self._gated.pop(key, None)  # stored again only if the new version is still gated
-        if old is not None:
-            self._by_uid.pop(old.uid, None)
-        return old
 
     def _account(self, snap: Snapshot, pod: Pod) -> None:
         if pod.node_name is None or pod.node_name not in snap.index:
@@ -298,7 +307,7 @@ class ClusterCache:
                 # simulation of the cluster's nodes (simulator.replay) gets.
                 snap = Snapshot(sorted(self._nodes.values(), key=lambda n: n.name))
                 # Pods that name their GPU slots first: the others take whatever slots are left.
-                for pod in sorted(self._pods.values(), key=lambda p: not p.gpu_indices):
+                for pod in sorted(self._index.pods.values(), key=lambda p: not p.gpu_indices):
                     self._account(snap, pod)
                 self._snap = snap
                 self._rebuilt(time.perf_counter() - started)
@@ -310,7 +319,7 @@ class ClusterCache:
         reason, details = self._stale
         self.rebuilds[reason] += 1
         log.info("snapshot built in %.0f ms (%d nodes, %d pods): %s%s", 1000 * seconds, len(self._nodes),
-                 len(self._pods), reason, f": {details}" if details else "")
+                 len(self._index.pods), reason, f": {details}" if details else "")
         if self.on_rebuild is not None:
             self.on_rebuild(reason, seconds)
 
@@ -325,24 +334,29 @@ class ClusterCache:
     def pods(self) -> list[Pod]:
         """Every pod not finished, bound or not (a pod on a node the snapshot lacks included)."""
         with self._lock:
-            return list(self._pods.values())
+            return list(self._index.pods.values())
+
+    def share_pods(self) -> list[Pod]:
+        """The pods that take part in GPU share groups (shares and reservations), bound or not."""
+        with self._lock:
+            return list(self._index.shares.values())
 
     @property
     def pod_count(self) -> int:
         """How many pods :meth:`pods` would list, without listing them."""
-        return len(self._pods)
+        return len(self._index.pods)
 
     def gated(self, gate: str) -> list[tuple[Pod, Mapping[str, Any]]]:
         """Pods not bound to a node and held by scheduling gate ``gate``, with their API objects.
         Objects are kept for any gate and the caller names its own: the module that names the
         admission gate depends on this one."""
         with self._lock:
-            return [(self._pods[key], obj) for key, obj in self._gated.items()
+            return [(self._index.pods[key], obj) for key, obj in self._index.gated.items()
                     if any(isinstance(g, Mapping) and g.get("name") == gate for g in _gates(obj))]
 
     def pod_key(self, uid: str) -> str | None:
         with self._lock:
-            return self._by_uid.get(uid)
+            return self._index.by_uid.get(uid)
 
     def pod_groups(self) -> PodGroups:
         """Every PodGroup the cache holds, by gang convention and ``namespace/name``."""

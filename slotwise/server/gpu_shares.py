@@ -88,6 +88,11 @@ def is_reservation(pod: Pod) -> bool:
     return RESERVATION_LABEL in pod.labels
 
 
+def in_share_group(pod: Pod) -> bool:
+    """A share placed in a group (its annotation names the group), or a reservation."""
+    return GROUP_ANNOTATION in pod.annotations or is_reservation(pod)
+
+
 def without_its_gpu(reservation: Pod) -> Pod:
     """A reservation pod as a snapshot holds it: its CPU and memory, which kube-scheduler counts
     on the node, and not its GPU, which the shares of its group account."""
@@ -171,7 +176,7 @@ class GroupState:
 
 def group_state(pods: Iterable[Pod]) -> GroupState:
     """Pure: read the groups from the cached pods (reservations and shares alike)."""
-    pods = [p for p in pods if GROUP_ANNOTATION in p.annotations or RESERVATION_LABEL in p.labels]  # one pass over them all
+    pods = [p for p in pods if in_share_group(p)]  # one pass over them all
     reservations = {r.name: r for r in map(Reservation.of, pods) if r is not None}
     used: set[str] = set()
     env_due: list[tuple[Pod, str, str]] = []
