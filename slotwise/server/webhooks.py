@@ -116,9 +116,14 @@ class QuotaCheck:
         self.max_age_s = max_age_s
         self._ledger: tuple[float, QuotaConfig, Ledger] | None = None  # read at, config, its empty ledger
 
+    def fresh(self, now: float | None = None) -> bool:
+        """Whether :meth:`never` can answer from what it read (no database round trip)."""
+        now = self.clock() if now is None else now
+        return self._ledger is not None and 0 <= now - self._ledger[0] < self.max_age_s
+
     def never(self, pod: Pod) -> str | None:
         now = self.clock()
-        if self._ledger is None or not 0 <= now - self._ledger[0] < self.max_age_s:
+        if not self.fresh(now):
             config = self.store.config()  # the store caches it per version: the same object if unchanged
             ledger = self._ledger[2] if self._ledger is not None and self._ledger[1] is config else Ledger(config)
             self._ledger = (now, config, ledger)
@@ -168,7 +173,10 @@ def webhook_router(managed: Managed, store: Store | None = None, clock: Callable
             return _reply(review["uid"])
         with timed("validate"):
             try:
-                reason = await run_in_threadpool(problems, review["object"], review["namespace"], quota)  # SQL once a second
+                args = review["object"], review["namespace"], quota
+                # The database is read once a second, in a worker thread; between reads the check
+                # is a few dict lookups, cheaper than the hop to a thread.
+                reason = problems(*args) if quota is None or quota.fresh() else await run_in_threadpool(problems, *args)
             except (OperationalError, InterfaceError):  # the database is away: a check that cannot be
                 # made must not refuse the pod; the gate still holds it
                 log.warning("quota check skipped: the database is unavailable", exc_info=True)
