@@ -378,6 +378,29 @@ def test_a_batch_commits_its_changes_together_and_one_failing_leaves_the_others(
     assert [e.action for e in loaded.audit()][:3] == ["admit", "place", "admit"]
 
 
+def test_a_change_paused_inside_its_transaction_loses_its_session_and_lock_on_postgresql(database_url):
+    """A leader paused mid-cycle holds the row lock a new leader needs for its epoch: PostgreSQL
+    ends the paused session once it has been idle that long, the new leader goes on, and the
+    paused change is not kept."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite: a writer holds the file's lock, and another waits for it at most busy_timeout")
+    paused = Store(database_url, idle_in_transaction_s=1.0)
+    paused.migrate()
+    paused.replace_config(scenario(), ACTOR)
+    other = Store(database_url)
+    taken: list[int] = []
+    with pytest.raises(DBAPIError, match="idle-in-transaction timeout"), paused.batch():
+        paused.admit(gpu_request("nlp-a", "nlp", 2), 10.0, ACTOR)
+        new_leader = threading.Thread(target=lambda: taken.append(other.take_leadership("replica-1")))
+        new_leader.start()
+        new_leader.join(30)
+        assert taken == [1], "the new leader still waits for the paused change's lock"
+    assert "nlp-a" not in other.ledger().workloads
+    assert "nlp-a" not in paused.ledger().workloads  # the paused store goes on, on a new session
+    paused.close()
+    other.close()
+
+
 def test_a_batch_that_fails_keeps_nothing(loaded):
     before = db_state(loaded)
     with pytest.raises(RuntimeError, match="cycle failed"), loaded.batch():

@@ -27,7 +27,7 @@ from quota.config import LIMIT_FIELDS, Budget, Pool, QuotaConfig, ReclaimSetting
 from quota.database import DEFAULT_URL
 from quota.ledger import Ledger, Workload
 from quota.store.changes import pool_changes, validated
-from quota.store.engine import READ_ONLY, make_engine, stored_utc
+from quota.store.engine import IDLE_IN_TRANSACTION_S, READ_ONLY, make_engine, stored_utc
 from quota.store.errors import Fenced, NotFound, StoreError, refused_values
 from quota.store.records import AuditEntry, Principal, Spend
 from quota.store.schema import (
@@ -56,12 +56,15 @@ def _digest(token: str) -> str:
 
 
 class Store:
-    def __init__(self, url: str = DEFAULT_URL, capacity: Mapping[str, int] | None = None):
+    def __init__(self, url: str = DEFAULT_URL, capacity: Mapping[str, int] | None = None, *,
+                 idle_in_transaction_s: float = IDLE_IN_TRANSACTION_S):
         """``capacity``: what the cluster holds in quota units (the live service and the simulator
-        know it); without it the cluster holds exactly the top-level pools' guarantees."""
+        know it); without it the cluster holds exactly the top-level pools' guarantees.
+        ``idle_in_transaction_s``: on PostgreSQL, how long a change may wait between two
+        statements before the server ends its session (see ``IDLE_IN_TRANSACTION_S``)."""
         self.url = url
         self.capacity = capacity
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, idle_in_transaction_s)
         # A read is one consistent snapshot (SQLite's WAL gives one; PostgreSQL needs REPEATABLE READ
         # for the several queries that build a ledger) and takes no lock.
         self._reader = self.engine.execution_options(
