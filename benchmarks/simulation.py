@@ -4,6 +4,7 @@
     python3 benchmarks/simulation.py fidelity              # every policy x 5 traces x seeds 42..51
     python3 benchmarks/simulation.py fidelity --traces-only default --seeds 42..43
     python3 benchmarks/simulation.py beyond                # default vs fgd x 5 traces x seeds 42..51
+    python3 benchmarks/simulation.py headroom              # what stays idle at 100% arrived, and what packing could win
 
 ``speed`` times whole ``run_fill`` calls end to end (trace already read) and prints the median
 and the time per arrived pod. ``fidelity`` prints, per trace and policy, the mean GPU allocation
@@ -11,7 +12,9 @@ ratio at 50%, 80%, 100% and 130% arrived workload, the FGD paper's Figure 7-11 p
 the paper's own mean (fgd_paper_alloc.csv) where it has one, as a Markdown table (``--out`` also
 writes it to a file). ``beyond`` runs the default profile and fgd on the same seeds (the same
 pods in the same order for both) and prints, per trace, both means at 100% arrived and the
-default profile's margin: its mean, and the smallest over the seeds.
+default profile's margin: its mean, and the smallest over the seeds. ``headroom`` looks at the
+cluster at 100% arrived under the default profile: the whole GPUs left idle, and the GPUs its
+GPU shares occupy beside what an offline packing of the same shares needs.
 """
 
 from __future__ import annotations
@@ -23,10 +26,13 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 
 from scheduler.model.openb import read_nodes
+from scheduler.model.resources import MILLI_PER_GPU
+from scheduler.model.snapshot import Snapshot
 from simulator.fill import run_fill
 from simulator.report import means
 from simulator.sweep import Scenario, parse_seeds, sweep
@@ -138,6 +144,68 @@ def beyond(
     ahead = [v for v, m in margins.items() if m >= 0.01]
     console.print(f"default is at least 1 point above fgd (mean of seeds {seeds}) on {len(ahead)} of {len(margins)} "
                   f"traces; its smallest mean margin is {100 * min(margins.values()):+.2f} points", highlight=False)
+
+
+def first_fit_decreasing(shares: list[int], size: int = MILLI_PER_GPU) -> int:
+    """GPUs that first-fit decreasing fills with ``shares``: offline, seeing them all, largest first."""
+    room = np.full(len(shares), size)
+    used = 0
+    for share in sorted(shares, reverse=True):
+        gpu = int(np.argmax(room[: used + 1] >= share))  # the first with room; at worst a new one
+        room[gpu] -= share
+        used = max(used, gpu + 1)
+    return used
+
+
+def fewest_gpus(shares: list[int], size: int = MILLI_PER_GPU) -> int:
+    """A lower bound on the GPUs any packing of ``shares`` needs (Martello and Toth's L2): for each
+    k, shares above size - k pair with nothing, those above size / 2 with only the ones below k."""
+    best = 0
+    for k in {0, *(s for s in shares if s <= size // 2)}:
+        alone = sum(s > size - k for s in shares)
+        big = [s for s in shares if size // 2 < s <= size - k]
+        small = sum(s for s in shares if k <= s <= size // 2)
+        best = max(best, alone + len(big) + max(0, -(-(small - (len(big) * size - sum(big))) // size)))
+    return best
+
+
+@app.command()
+def headroom(
+    traces: Annotated[Path, typer.Option(help="Folder of the openb CSV traces.")] = TRACES,
+    seeds: str = "42..44",
+    traces_only: Annotated[str, typer.Option(help="Comma-separated trace variants.")] = ",".join(VARIANTS),
+) -> None:
+    """What stays idle at 100% arrived under the default profile, and how far better packing of the
+    GPU shares could take it: the GPUs its shares occupy beside first-fit decreasing's for the same
+    shares (offline, largest first) and beside a lower bound no packing can beat. A GPU fewer for
+    the shares is a GPU more for the whole-GPU pods that failed. Means over the seeds."""
+    header = ("| trace | default | fgd | margin | whole GPUs idle | GPUs holding shares | first-fit decreasing | "
+              "lower bound | margin, shares packed as first-fit decreasing | margin, at the bound |")
+    lines = [header, "|---" * 10 + "|"]
+    for variant in traces_only.split(","):
+        scenario = _scenario(traces, variant)
+        pods = [a.pod for a in scenario.arrivals]
+        rows = []
+        for seed in parse_seeds(seeds):
+            full: dict[str, Snapshot] = {}
+            for policy in ("default", "fgd"):
+                seen: list[Snapshot] = []
+                run_fill(scenario.nodes, pods, policy, seed, scenario.inflation, at_capacity=seen.append)
+                full[policy] = seen[0]
+            gpus = int((full["default"].gpu_free >= 0).sum())
+            alloc = {p: 1 - snap.gpu_free.clip(0).sum() / (MILLI_PER_GPU * gpus) for p, snap in full.items()}
+            shared = [a for a in full["default"].assignments.values() if a.pod.gpu is not None and a.pod.gpu.shared]
+            shares = [a.pod.gpu.milli for a in shared]  # type: ignore[union-attr]
+            holding = len({(a.node, a.gpus) for a in shared})
+            rows.append((alloc["default"], alloc["fgd"], int((full["default"].gpu_free == MILLI_PER_GPU).sum()), holding,
+                         first_fit_decreasing(shares), fewest_gpus(shares), gpus))
+        d, f, idle, holding, ffd, bound, gpus = (statistics.mean(column) for column in zip(*rows))
+        margin = 100 * (d - f)
+        lines.append(f"| {variant} | {100 * d:.2f}% | {100 * f:.2f}% | {margin:+.2f} | {idle:.0f} | {holding:.0f} | "
+                     f"{ffd:.0f} | {bound:.0f} | {margin + 100 * (holding - ffd) / gpus:+.2f} | "
+                     f"{margin + 100 * (holding - bound) / gpus:+.2f} |")
+    console.print(f"seeds {seeds}, inflation 1.3, at 100% arrived", highlight=False)
+    console.print("\n".join(lines), highlight=False)
 
 
 if __name__ == "__main__":

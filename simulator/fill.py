@@ -55,9 +55,12 @@ def run_fill(
     seed: int,
     inflation: float = 1.3,
     progress: Progress | None = None,
+    at_capacity: Callable[[Snapshot], None] | None = None,
 ) -> FillResult:
     """One fill experiment. Separate random streams drive the workload, the node order (which
-    decides ties between equal scores) and the policy, so each is reproducible on its own."""
+    decides ties between equal scores) and the policy, so each is reproducible on its own.
+    ``at_capacity`` is given a copy of the cluster as it is when the GPU requested so far is
+    about to pass the cluster's GPU capacity (100% arrived), for a look at what stays idle there."""
     workload_rng, order_rng, policy_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
     snap = Snapshot([nodes[i] for i in order_rng.permutation(len(nodes))])
     target = TargetWorkload.from_pods(pods)
@@ -71,6 +74,8 @@ def run_fill(
     failed: Counter[str] = Counter()
     requested = 0
     for i, pod in enumerate(arrivals):
+        if at_capacity is not None and requested <= gauge.gpu_capacity < requested + gpu_milli(pod):
+            at_capacity(snap.copy())
         decision = placer.decide(snap, pod)
         if isinstance(decision, Placement):
             snap.assign(pod, decision.node_index, decision.gpus)

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.model import openb as openb_reader
+from scheduler.model.snapshot import Snapshot
 from simulator.fill import inflate, run_fill
 from simulator.generate import synthetic_arrivals, synthetic_cluster, synthetic_workload
 from simulator.measure import gpu_milli
@@ -110,6 +111,21 @@ def test_inflate_leaves_a_workload_without_gpu_pods_as_it_is(make_pod) -> None:
 
 
 # run_fill ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fill_shows_the_cluster_as_it_is_at_100_percent_arrived(make_node, make_pod, seed: int) -> None:
+    """Once, a copy: what the pods arrived before the GPU asked passes the capacity left allocated."""
+    nodes = [make_node("a", gpus=2), make_node("b", gpus=2)]
+    pods = [make_pod("s0", share=600), make_pod("s1", share=700), make_pod("w0", gpus=1), make_pod("w1", gpus=2),
+            make_pod("w2", gpus=1)]
+    seen: list[Snapshot] = []
+    result = run_fill(nodes, pods, "fgd", seed, inflation=0, at_capacity=seen.append)
+    before = int(np.flatnonzero(result.arrived_milli <= result.capacity_milli)[-1])  # the last pod within 100%
+    [snap] = seen
+    assert result.capacity_milli - int(snap.gpu_free.clip(0).sum()) == result.allocated_milli[before]
+    placed = np.diff(result.allocated_milli[: before + 1], prepend=0) > 0  # every pod here asks for GPU
+    assert len(snap.assignments) == int(placed.sum())
+
 
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
