@@ -159,7 +159,8 @@ def first_fit_decreasing(shares: list[int], size: int = MILLI_PER_GPU) -> int:
 
 def fewest_gpus(shares: list[int], size: int = MILLI_PER_GPU) -> int:
     """A lower bound on the GPUs any packing of ``shares`` needs (Martello and Toth's L2): for each
-    k, shares above size - k pair with nothing, those above size / 2 with only the ones below k."""
+    k, a share above size - k shares its GPU with no share of k or more, and two shares above
+    size / 2 never share one; what the big ones leave free is all the room the rest can use."""
     best = 0
     for k in {0, *(s for s in shares if s <= size // 2)}:
         alone = sum(s > size - k for s in shares)
