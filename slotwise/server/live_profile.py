@@ -5,10 +5,10 @@ rebuilt from them at most every ``every_s`` seconds (36 ms for 8,000 pods), and 
 shapes or their counts changed; sooner while the cluster fills: whenever it holds more than
 twice the pods of the last build. The first shapes are a small sample, and a cluster filled at
 60 pods/s placed its first 600 pods against the first dozen (fgd allocated 1.2 points below its
-simulation); doubling rebuilds only log2(pods) times. A profile that no workload changes (``gpu-pack``) is built once.
-Until the cache holds a pod, ``default`` is built without one (it packs GPU pods then); a profile
-that cannot do without one (``fgd``) waits for a pod to decide: with none, there is nothing to
-measure against."""
+simulation); doubling rebuilds only log2(pods) times. A profile that no workload changes
+(``gpu-pack``) is built once. Until the cache holds a pod, ``default`` is built without one (it
+packs GPU pods then); a profile that cannot do without one (``fgd``) waits for a pod to decide:
+with none, there is nothing to measure against."""
 
 from __future__ import annotations
 
