@@ -6,7 +6,7 @@ client with keep-alive then, one pod at a time as kube-scheduler's scheduling cy
 filter with every node name (or ``--names`` of them) and prioritize with the names filter kept.
 Prints median and p99 per pod (filter + prioritize), the median over rounds of the pods/s that
 serial cycle sustains, the service's CPU time per pod (its process, from /proc) and time in its
-handlers (its /metrics), and the mutating webhook's median and p99.
+handlers (its /metrics), and the mutating webhook's median, p99 and CPU per review.
 
 The client replays requests encoded beforehand, as Go's encoder writes them, and reads the replies
 without decoding them: kube-scheduler does that JSON work on cores of its own, and in Python it
@@ -247,11 +247,14 @@ def main() -> None:
         mutate: list[float] = []
         encoded = orjson.dumps(review)
         for k in range(args.mutations + 50):
+            if k == 50:
+                cpu_before = cpu_seconds(server.pid)
             start = time.perf_counter()
             client.post("/webhooks/mutate", encoded)
             if k >= 50:
                 mutate.append(time.perf_counter() - start)
-        print(f"webhook mutate, {args.mutations} reviews: {summary(mutate)}")
+        cpu = 1000 * (cpu_seconds(server.pid) - cpu_before) / args.mutations
+        print(f"webhook mutate, {args.mutations} reviews: {summary(mutate)}; slotwise's CPU per review {cpu:.2f} ms")
         print(f"slotwise's peak memory (VmHWM), {args.nodes} nodes and {bound} bound pods cached: {peak_mib(server.pid):.0f} MiB")
         if args.attackers:
             attacked = under_attack(port, client, cycles, args.attackers, args.nodes)
