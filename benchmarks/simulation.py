@@ -184,9 +184,11 @@ def fewest_gpus(shares: list[int], size: int = MILLI_PER_GPU) -> int:
     room_left = {level: model.new_int_var(0, len(shares), "") for level in levels if level < size}
     inflow: dict[int, list] = {level: [] for level in levels | {size}}
     outflow: dict[int, list] = {level: [] for level in levels | {size}}
-    for (start, end, _), arc in zip(arcs, flow):
+    carrying: dict[int, list] = {share: [] for share in demand}
+    for (start, end, share), arc in zip(arcs, flow):
         outflow[start].append(arc)
         inflow[end].append(arc)
+        carrying[share].append(arc)
     for level, arc in room_left.items():
         outflow[level].append(arc)
         inflow[size].append(arc)
@@ -195,7 +197,7 @@ def fewest_gpus(shares: list[int], size: int = MILLI_PER_GPU) -> int:
     for level in levels - {0, size}:
         model.add(sum(inflow[level]) == sum(outflow[level]))
     for share, count in demand.items():
-        model.add(sum(arc for (_, _, s), arc in zip(arcs, flow) if s == share) == count)
+        model.add(sum(carrying[share]) == count)
     model.minimize(gpus)
     solver = cp_model.CpSolver()
     solver.parameters.max_time_in_seconds = 60
